@@ -1,0 +1,232 @@
+"""PyTorch capture: one forward and one backward pass for every chosen layer.
+
+How the pass is kept correct and cheap:
+
+* A forward hook on each chosen module keeps the module's output ``A`` and hands a clone
+  on to the rest of the network. A later in-place op (``ReLU(inplace=True)``) then changes
+  the clone, never ``A``, so ``A`` and its gradient belong to one and the same tensor.
+* A tensor hook on each ``A`` turns ``(A, ∂y/∂A)`` into the layer's map the moment the
+  gradient is known; the gradient and ``A`` are dropped right after.
+* ``torch.autograd.grad`` is asked only for the deepest captured activations (those with no
+  other captured activation below them in the graph), so the backward pass stops at the
+  earliest chosen layer, writes no ``.grad`` and computes no parameter gradient.
+* The input is a private copy that requires grad, so frozen parameters and an outer
+  ``torch.no_grad()`` still give a graph; train/eval mode is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from layerscope.capture import CaptureResult, match_layers
+from layerscope.errors import ModelError, UsageError
+
+
+def layer_names(model: nn.Module) -> dict[str, str]:
+    """Every addressable layer: the model's friendly names (if any) first, then modules."""
+    names: dict[str, str] = dict(getattr(model, "layerscope_aliases", {}) or {})
+    for path, _ in model.named_modules():
+        if path:
+            names.setdefault(path, path)
+    return names
+
+
+def conv_layers(model: nn.Module) -> list[str]:
+    """Default layers: the friendly names of a built-in model, else every ``Conv2d``."""
+    aliases = getattr(model, "layerscope_aliases", None)
+    if aliases:
+        return list(aliases)
+    return [p for p, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def resolve_layers(model: nn.Module, layers: Any) -> list[tuple[str, str]]:
+    """``(display name, module path)`` pairs; see :func:`layerscope.capture.match_layers`."""
+    default = conv_layers(model)
+    if layers is None and not default:
+        raise ModelError(f"{type(model).__name__} has no Conv2d layer; name the layers to explain")
+    return match_layers(layers, layer_names(model), default)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for an empty model)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Run in eval mode; afterwards every module's own train/eval flag is as it was."""
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        yield
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def _deepest(acts: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The captured activations with no other captured activation below them in the graph.
+
+    Asking autograd for these alone reaches every captured activation (each lies on a path
+    from the score to one of them) and stops the backward pass there.
+    """
+    nodes = {a.grad_fn: a for a in acts.values() if a.grad_fn is not None}
+    deepest = []
+    for node, act in nodes.items():
+        stack = [n for n, _ in node.next_functions if n is not None]
+        seen: set[Any] = set()
+        below = False
+        while stack:
+            n = stack.pop()
+            if n in nodes:
+                below = True
+                break
+            if n in seen:
+                continue
+            seen.add(n)
+            stack.extend(c for c, _ in n.next_functions if c is not None)
+        if not below:
+            deepest.append(act)
+    return deepest
+
+
+def _output_tensor(out: Any) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, dict) and "logits" in out:
+        return out["logits"]
+    if hasattr(out, "logits"):
+        return out.logits
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    raise ModelError(f"the model returned {type(out).__name__}; expected a (N, classes) tensor")
+
+
+def run(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: Sequence[tuple[str, str]],
+    target: int | Sequence[int] | None,
+    layer_fn: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+    need_gradients: bool = True,
+) -> CaptureResult:
+    """Capture the chosen layers in one forward (and one backward) pass.
+
+    Args:
+        model: any ``nn.Module`` returning ``(N, classes)`` scores.
+        x: the preprocessed batch ``(N, C, H, W)``; copied, never modified.
+        layers: ``(display name, module path)`` pairs from :func:`resolve_layers`.
+        target: ``None`` (top-1 per image), one class index, or one per image.
+        layer_fn: ``(A, G) -> (N, h, w)`` map, called once per layer.
+        need_gradients: run the backward pass (``False`` for gradient-free methods).
+
+    Returns:
+        A :class:`~layerscope.capture.CaptureResult` (maps already on the host).
+    """
+    if not isinstance(x, torch.Tensor):
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    modules = dict(model.named_modules())
+    device = model_device(model)
+    acts: dict[str, torch.Tensor] = {}
+    order: list[str] = []
+    shapes: dict[str, tuple[int, ...]] = {}
+    cams: dict[str, np.ndarray] = {}
+    nonfinite: list[str] = []
+    handles: list[Any] = []
+    stack = contextlib.ExitStack()
+
+    def keep(name: str, act: torch.Tensor, grad: torch.Tensor | None) -> None:
+        with torch.no_grad():
+            cam = layer_fn(act.detach(), grad)
+            if not bool(torch.isfinite(cam).all()):
+                nonfinite.append(name)
+                cam = torch.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0)
+            cams[name] = cam.float().cpu().numpy()
+
+    def make_hook(name: str) -> Callable[..., Any]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+            if name in acts:
+                warnings.warn(
+                    f"layer {name!r} runs more than once per forward pass; its first call is used",
+                    stacklevel=2,
+                )
+                return None
+            if not isinstance(output, torch.Tensor) or output.ndim != 4:
+                shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output)
+                raise UsageError(f"layer {name!r} outputs {shape}, not a (N, C, h, w) feature map")
+            acts[name] = output
+            order.append(name)
+            shapes[name] = tuple(int(s) for s in output.shape[1:])
+            return output.clone()
+
+        return hook
+
+    try:
+        for name, path in layers:
+            handles.append(modules[path].register_forward_hook(make_hook(name)))
+        stack.enter_context(eval_mode(model))
+        xin = x.detach().to(device).clone().requires_grad_(need_gradients)
+        with torch.set_grad_enabled(need_gradients):
+            out = _output_tensor(model(xin))
+        if out.ndim != 2:
+            raise ModelError(f"the model's output has shape {tuple(out.shape)}; expected (N, classes)")
+        missing = [n for n, _ in layers if n not in acts]
+        if missing:
+            raise ModelError(f"layer(s) {', '.join(missing)} did not run in the forward pass")
+        _n, k = out.shape
+        targets = _targets(out, target, k)
+        t_idx = torch.as_tensor(targets, device=out.device)
+        if need_gradients:
+            score = out.gather(1, t_idx[:, None]).sum()
+            if not score.requires_grad:
+                raise ModelError("the model's output does not depend on the chosen layers")
+            for name in order:
+                act = acts[name]
+                if act.grad_fn is None:
+                    raise ModelError(f"layer {name!r} is not connected to the output")
+
+                def on_grad(grad: torch.Tensor, name: str = name) -> None:
+                    keep(name, acts.pop(name), grad)
+
+                act.register_hook(on_grad)
+            roots = _deepest(acts)
+            torch.autograd.grad(score, roots, allow_unused=True)
+            for name in list(acts):  # a layer the score does not depend on
+                act = acts.pop(name)
+                keep(name, act, torch.zeros_like(act))
+        else:
+            for name in order:
+                keep(name, acts.pop(name), None)
+        outputs = out.detach().float().cpu().numpy()
+    finally:
+        for h in handles:
+            h.remove()
+        stack.close()
+        acts.clear()
+    return CaptureResult(layers=order, shapes=shapes, cams=cams, outputs=outputs, targets=targets, nonfinite=nonfinite)
+
+
+def _targets(out: torch.Tensor, target: int | Sequence[int] | None, k: int) -> np.ndarray:
+    n = out.shape[0]
+    if target is None:
+        return out.detach().argmax(dim=1).cpu().numpy().astype(np.int64)
+    t = np.asarray(target, dtype=np.int64).reshape(-1)
+    if t.size == 1:
+        t = np.repeat(t, n)
+    if t.size != n:
+        raise UsageError(f"{t.size} targets for {n} images; give one per image or one for all")
+    bad = t[(t < 0) | (t >= k)]
+    if bad.size:
+        raise UsageError(f"class index {int(bad[0])} is out of range for a model with {k} classes")
+    return t

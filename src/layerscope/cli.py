@@ -1,0 +1,210 @@
+"""The ``layerscope`` command: parse → call the library → print. No logic of its own.
+
+Every error is one line on stderr and a non-zero exit code (2 for a wrong argument, 1 for
+anything else, 130 when interrupted); ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from layerscope import __version__
+from layerscope.errors import LayerscopeError, UsageError
+
+DEFAULT_MODEL = "vgg16"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, not {value}")
+    return value
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, not {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, not {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; method and model choices come from the registries."""
+    from layerscope.methods import list_methods
+    from layerscope.models import list_models
+
+    parser = argparse.ArgumentParser(
+        prog="layerscope",
+        description="See what every layer of a CNN looks at: class-activation maps at every "
+        "layer in one forward and one backward pass, as an annotated animation.",
+    )
+    parser.add_argument("--version", action="version", version=f"layerscope {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    tour = sub.add_parser(
+        "tour",
+        help="the layer-by-layer animation of one image (the main job)",
+        description="Explain one image at every conv layer and write the annotated animation "
+        "(one frame per layer, in forward order).",
+    )
+    tour.add_argument("image", nargs="?", help="image file (default: a built-in sample image)")
+    _model_args(tour, list_models())
+    tour.add_argument("--layers", help="comma-separated layer names or glob patterns (default: every conv layer)")
+    tour.add_argument("--method", default="gradcam", choices=list_methods(), help="CAM method (default: gradcam)")
+    tour.add_argument(
+        "--guided-grads",
+        action="store_true",
+        help="the notebook recipe's variant: average only gradients that are positive where the activation is positive",
+    )
+    tour.add_argument("--target", help="class to explain: index or name (default: the top-1 prediction)")
+    tour.add_argument("--colormap", default="jet", help="any matplotlib colormap (default: jet)")
+    tour.add_argument("--alpha", type=_alpha, default=0.5, help="heatmap opacity, 0..1 (default: 0.5)")
+    tour.add_argument(
+        "--scale",
+        choices=["layer", "shared"],
+        default="layer",
+        help="normalise each layer's map on its own range, or all layers on one shared range",
+    )
+    tour.add_argument("--duration", type=_positive_int, default=500, help="milliseconds per frame (default: 500)")
+    tour.add_argument(
+        "-o",
+        "--output",
+        default="grad_cam.gif",
+        help="output file: .gif, .webp, .png (APNG) or .npz for the raw maps (default: grad_cam.gif)",
+    )
+    tour.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+
+    layers = sub.add_parser("layers", help="list a built-in model's layers and their output shapes")
+    _model_args(layers, list_models(), weights_default="random")
+    layers.add_argument(
+        "--size",
+        type=_positive_int,
+        nargs="+",
+        default=None,
+        metavar="PX",
+        help="input size: one number (square) or height width (default: the model's own)",
+    )
+    layers.add_argument("--all", action="store_true", help="list every module, not only the conv layers")
+
+    sub.add_parser("methods", help="list the CAM methods")
+    return parser
+
+
+def _model_args(p: argparse.ArgumentParser, models: list[str], weights_default: str = "imagenet") -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL, choices=models, help=f"built-in model (default: {DEFAULT_MODEL})")
+    p.add_argument(
+        "--weights",
+        default=weights_default,
+        help="imagenet (torchvision's published file, downloaded once and cached), random, "
+        f"or a path to a .pth state dict / .safetensors file (default: {weights_default})",
+    )
+
+
+def sample_image() -> str:
+    """A photo that ships with matplotlib (Grace Hopper), usable offline."""
+    from matplotlib import cbook
+
+    return str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+def cmd_tour(args: argparse.Namespace) -> int:
+    from layerscope import outputs
+    from layerscope.explanation import explain
+    from layerscope.models import load_model
+
+    outputs.check_writable(args.output, args.overwrite)
+    image = args.image or sample_image()
+    model = load_model(args.model, weights=args.weights)
+    options: dict[str, Any] = {}
+    if args.guided_grads:
+        if args.method != "gradcam":
+            raise UsageError("--guided-grads applies to --method gradcam only")
+        options["guided_grads"] = True
+    exp = explain(model, image, layers=args.layers, method=args.method, target=args.target, **options)
+    path = exp.save(
+        args.output,
+        overwrite=args.overwrite,
+        duration=args.duration,
+        colormap=args.colormap,
+        alpha=args.alpha,
+        scale=args.scale,
+    )
+    flat = [name for name in exp.layers if exp.flat[name][0]]
+    print(
+        f"{path}: {len(exp.layers)} layers, {exp.method}, class {exp.class_name(0)!r} "
+        f"(index {int(exp.targets[0])}, p = {exp.probabilities[0]:.3f})"
+    )
+    if flat:
+        print(f"flat maps (nothing to show) at: {', '.join(flat)}")
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from layerscope.models import load_model
+    from layerscope.summary import layer_table
+
+    model = load_model(args.model, weights=args.weights)
+    size = args.size
+    if size is not None:
+        if len(size) > 2:
+            raise UsageError("--size takes one number (square) or two (height width)")
+        size = (size[0], size[-1])
+    for row in layer_table(model, size=size, every_module=args.all):
+        print(row)
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from layerscope.methods import get_method, list_methods
+
+    for name in list_methods():
+        m = get_method(name)
+        cost = "1 forward + 1 backward" if m.needs_gradients else "1 forward"
+        if m.extra_forwards != "0":
+            cost += f" + {m.extra_forwards} forwards"
+        print(f"{name:22s} {m.summary} [{cost}]")
+    return 0
+
+
+def _one_line_warnings() -> None:
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        print(f"layerscope: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _one_line_warnings()
+    commands = {"tour": cmd_tour, "layers": cmd_layers, "methods": cmd_methods}
+    try:
+        return commands[args.command](args)
+    except LayerscopeError as e:
+        if args.debug:
+            raise
+        print(f"layerscope: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("layerscope: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: still one line, with the way to see more
+        if args.debug:
+            raise
+        print(f"layerscope: internal error: {type(e).__name__}: {e} (rerun with --debug for details)", file=sys.stderr)
+        return 1

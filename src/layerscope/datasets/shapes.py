@@ -1,0 +1,282 @@
+"""A synthetic, cluttered shapes dataset whose ground-truth object masks are known.
+
+Every sample is one solid shape of one of ten classes (:data:`CLASS_NAMES`), of random
+colour, size, position and rotation, drawn over a cluttered background: a colour gradient,
+low-frequency blotches, sinusoidal stripes, per-pixel noise and distractors (small irregular
+blobs, line segments and scribbles) that are *not* any of the classes. Distractors are often
+brighter or more saturated than the object, so "the brightest thing" is not the answer.
+Some thin distractor lines are drawn *over* the object; the mask leaves out what they hide.
+
+Because the object's mask is known, an explanation can be scored: the pointing game
+(:func:`layerscope.metrics.pointing_game`) asks whether a map's maximum lies on the object.
+
+Sample ``i`` of seed ``s`` is a pure function of ``(s, i, size)``: its random generator is
+seeded with ``numpy.random.SeedSequence([s, i])``, so it never depends on how many samples
+were made before it, in which order, or in which process. Labels cycle ``i % 10``, so any run
+of ten consecutive indices holds every class once.
+
+All shapes are solid (no holes), so a map that points at the middle of a shape lands on it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+#: The ten classes, in label order.
+CLASS_NAMES: tuple[str, ...] = (
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "cross",
+    "heart",
+    "arrow",
+    "semicircle",
+    "ellipse",
+    "hexagon",
+)
+
+#: Object size: the radius of the shape's bounding circle, as a fraction of the image side.
+RADIUS_RANGE: tuple[float, float] = (0.17, 0.30)
+
+
+def _regular(n: int, radius: float = 1.0, phase: float = 0.0) -> np.ndarray:
+    """Vertices of a regular ``n``-gon (or, for large ``n``, a circle)."""
+    t = phase + 2.0 * np.pi * np.arange(n) / n
+    return radius * np.stack([np.cos(t), np.sin(t)], axis=1)
+
+
+def _star(points: int = 5, inner: float = 0.5) -> np.ndarray:
+    t = np.pi / 2 + np.pi * np.arange(2 * points) / points
+    r = np.where(np.arange(2 * points) % 2 == 0, 1.0, inner)
+    return np.stack([r * np.cos(t), r * np.sin(t)], axis=1)
+
+
+def _cross(half_width: float = 0.36) -> np.ndarray:
+    a, b = half_width, 1.0
+    pts = [(a, b), (a, a), (b, a), (b, -a), (a, -a), (a, -b)]
+    pts += [(-a, -b), (-a, -a), (-b, -a), (-b, a), (-a, a), (-a, b)]
+    return np.asarray(pts, dtype=np.float64)
+
+
+def _heart(n: int = 64) -> np.ndarray:
+    t = 2.0 * np.pi * np.arange(n) / n
+    x = 16.0 * np.sin(t) ** 3
+    y = 13.0 * np.cos(t) - 5.0 * np.cos(2 * t) - 2.0 * np.cos(3 * t) - np.cos(4 * t)
+    return np.stack([x, y], axis=1)
+
+
+def _arrow() -> np.ndarray:
+    s, h, x0 = 0.3, 0.72, 0.05
+    return np.asarray([(-1.0, -s), (x0, -s), (x0, -h), (1.0, 0.0), (x0, h), (x0, s), (-1.0, s)], dtype=np.float64)
+
+
+def _semicircle(n: int = 33) -> np.ndarray:
+    t = np.pi * np.arange(n) / (n - 1)
+    return np.stack([np.cos(t), np.sin(t)], axis=1)
+
+
+def _ellipse(n: int = 48, aspect: float = 0.5) -> np.ndarray:
+    t = 2.0 * np.pi * np.arange(n) / n
+    return np.stack([np.cos(t), aspect * np.sin(t)], axis=1)
+
+
+def _normalise(poly: np.ndarray) -> np.ndarray:
+    """Centre a polygon on its bounding box and scale its bounding circle to radius 1."""
+    poly = poly - (poly.max(axis=0) + poly.min(axis=0)) / 2.0
+    return poly / np.sqrt((poly**2).sum(axis=1)).max()
+
+
+#: Unit outlines (bounding-circle radius 1, centred), in label order.
+_OUTLINES: tuple[np.ndarray, ...] = tuple(
+    _normalise(p)
+    for p in (
+        _regular(64),
+        _regular(4, phase=np.pi / 4),
+        _regular(3, phase=np.pi / 2),
+        _star(),
+        _cross(),
+        _heart(),
+        _arrow(),
+        _semicircle(),
+        _ellipse(),
+        _regular(6),
+    )
+)
+assert len(_OUTLINES) == len(CLASS_NAMES)
+
+
+def _rng(seed: int, index: int) -> np.random.Generator:
+    if seed < 0 or index < 0:
+        raise ValueError(f"seed and index must be non-negative, got seed={seed}, index={index}")
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+
+
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(0.0, 255.0, size=3)
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A float32 (size, size, 3) cluttered background in 0..255 (before noise)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    # Colour gradient between two random colours along a random direction.
+    c0, c1 = _random_colour(rng), _random_colour(rng)
+    ang = rng.uniform(0.0, 2.0 * np.pi)
+    ramp = (np.cos(ang) * (xx - 0.5) + np.sin(ang) * (yy - 0.5)) * 0.7 + 0.5
+    img = c0 + (c1 - c0) * ramp[..., None] * rng.uniform(0.3, 1.0)
+    # Low-frequency colour blotches: a coarse random grid, bilinearly enlarged.
+    cells = int(rng.integers(2, 6))
+    coarse = rng.uniform(-1.0, 1.0, size=(cells, cells, 3)) * rng.uniform(20.0, 70.0)
+    blotch = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(coarse[..., k].astype(np.float32), mode="F").resize(
+                    (size, size), Image.Resampling.BILINEAR
+                )
+            )
+            for k in range(3)
+        ],
+        axis=-1,
+    )
+    img = img + blotch
+    # Sinusoidal stripes in a third colour (most of the time).
+    if rng.random() < 0.7:
+        period = rng.uniform(3.0, 12.0) / 64.0
+        ang = rng.uniform(0.0, np.pi)
+        phase = rng.uniform(0.0, 2.0 * np.pi)
+        wave = np.sin(2 * np.pi * (np.cos(ang) * xx + np.sin(ang) * yy) / period + phase)
+        if rng.random() < 0.5:
+            wave = np.sign(wave)  # hard-edged stripes
+        stripe = _random_colour(rng) - img.mean(axis=(0, 1))
+        img = img + stripe * (0.5 + 0.5 * wave[..., None]) * rng.uniform(0.2, 0.6)
+    return img.astype(np.float32)
+
+
+def _distractor_polys(
+    rng: np.random.Generator, size: int, count: int, min_radius: float
+) -> list[tuple[str, list[tuple[float, float]], int]]:
+    """Random clutter: small irregular blobs, line segments and scribbles.
+
+    Blobs stay smaller than the smallest object (and are irregular), lines are thin, so
+    none of them is an instance of a class.
+    """
+    items: list[tuple[str, list[tuple[float, float]], int]] = []
+    for _ in range(count):
+        kind = rng.integers(3)
+        cx, cy = rng.uniform(0, size, size=2)
+        if kind == 0:  # irregular blob
+            k = int(rng.integers(5, 10))
+            r = rng.uniform(0.15, 0.45) * min_radius
+            t = np.sort(rng.uniform(0, 2 * np.pi, size=k))
+            rr = r * rng.uniform(0.5, 1.0, size=k)
+            pts = list(zip(cx + rr * np.cos(t), cy + rr * np.sin(t), strict=True))
+            items.append(("blob", pts, 0))
+        else:  # segment (2 points) or scribble (3–5 points)
+            k = 2 if kind == 1 else int(rng.integers(3, 6))
+            step = rng.uniform(0.1, 0.35) * size
+            ang = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.9, size=k))
+            xs = cx + np.concatenate([[0.0], np.cumsum(step * np.cos(ang[1:]))])
+            ys = cy + np.concatenate([[0.0], np.cumsum(step * np.sin(ang[1:]))])
+            width = max(1, round(size / 64 * rng.uniform(1.0, 2.5)))
+            items.append(("line", list(zip(xs, ys, strict=True)), width))
+    return items
+
+
+def make_sample(seed: int, index: int, size: int = 64) -> tuple[np.ndarray, int, np.ndarray]:
+    """Make sample ``index`` of the dataset with seed ``seed``.
+
+    Args:
+        seed: the dataset's seed (non-negative).
+        index: the sample's index (non-negative); its label is ``index % 10``.
+        size: image side in pixels (at least 32).
+
+    Returns:
+        ``(image, label, mask)``: the RGB image, uint8 ``(size, size, 3)``; the class index
+        into :data:`CLASS_NAMES`; the boolean ``(size, size)`` mask of the object's visible
+        pixels (never empty).
+    """
+    if size < 32:
+        raise ValueError(f"size must be at least 32 pixels, got {size}")
+    rng = _rng(seed, index)
+    label = int(index) % len(CLASS_NAMES)
+    img = _background(rng, size)
+
+    # The object: rotate, scale and place the unit outline, fully inside the image.
+    radius = rng.uniform(*RADIUS_RANGE) * size
+    theta = rng.uniform(0.0, 2.0 * np.pi)
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    centre = rng.uniform(radius + 1.0, size - radius - 1.0, size=2)
+    poly = _OUTLINES[label] @ rot.T * radius + centre
+    mask_img = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(mask_img).polygon([tuple(p) for p in poly], fill=255)
+    mask = np.asarray(mask_img) > 0
+
+    # Object colour: far enough from the background under it to be visible.
+    under = img[mask].mean(axis=0)
+    for _ in range(20):
+        colour = _random_colour(rng)
+        if np.linalg.norm(colour - under) > 110.0:
+            break
+    else:
+        colour = np.where(under > 127.5, 0.0, 255.0)
+
+    # Clutter under the object, the object, then a few thin lines over it.
+    n_under = int(rng.integers(2, 8))
+    n_over = int(rng.integers(0, 3))
+    under_items = _distractor_polys(rng, size, n_under, RADIUS_RANGE[0] * size)
+    over_items = [it for it in _distractor_polys(rng, size, n_over, RADIUS_RANGE[0] * size) if it[0] == "line"]
+    canvas = np.clip(img, 0, 255).astype(np.uint8)
+    pil = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(pil)
+    for kind, pts, width in under_items:
+        fill = tuple(int(v) for v in _random_colour(rng))
+        if kind == "blob":
+            draw.polygon(pts, fill=fill)
+        else:
+            draw.line(pts, fill=fill, width=width)
+    shade = rng.uniform(0.75, 1.0)  # a soft shading across the object
+    obj = np.asarray(pil).astype(np.float32)
+    rows = np.nonzero(mask)[0].astype(np.float32)
+    lit = 1.0 + (shade - 1.0) * ((rows - centre[1]) / radius).clip(-1.0, 1.0)
+    obj[mask] = colour[None, :] * lit[:, None]
+    pil = Image.fromarray(np.clip(obj, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(pil)
+    cover = Image.new("L", (size, size), 0)
+    cover_draw = ImageDraw.Draw(cover)
+    for _, pts, width in over_items:
+        fill = tuple(int(v) for v in _random_colour(rng))
+        draw.line(pts, fill=fill, width=width)
+        cover_draw.line(pts, fill=255, width=width)
+    visible = mask & ~(np.asarray(cover) > 0)
+    if visible.any():
+        mask = visible
+
+    # Per-pixel noise over everything.
+    sigma = rng.uniform(4.0, 22.0)
+    out = np.asarray(pil).astype(np.float32) + rng.normal(0.0, sigma, size=(size, size, 3))
+    image = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    return image, label, mask
+
+
+def make_dataset(n: int, seed: int, size: int = 64, *, start: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Make samples ``start … start+n-1`` of the dataset with seed ``seed``.
+
+    Args:
+        n: number of samples.
+        seed: the dataset's seed (non-negative).
+        size: image side in pixels.
+        start: index of the first sample (so a long run can be made in chunks).
+
+    Returns:
+        ``(images, labels, masks)``: uint8 ``(n, size, size, 3)``, int64 ``(n,)`` and bool
+        ``(n, size, size)``.
+    """
+    if n < 0:
+        raise ValueError(f"n must be non-negative, got {n}")
+    images = np.empty((n, size, size, 3), dtype=np.uint8)
+    labels = np.empty((n,), dtype=np.int64)
+    masks = np.empty((n, size, size), dtype=bool)
+    for k in range(n):
+        images[k], labels[k], masks[k] = make_sample(seed, start + k, size)
+    return images, labels, masks

@@ -1,0 +1,270 @@
+"""``explain(...)`` → :class:`Explanation`: capture → method → result. No math, no drawing."""
+
+from __future__ import annotations
+
+import difflib
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from layerscope.capture import detect_framework, get_adapter
+from layerscope.errors import UsageError
+from layerscope.inputs import Preprocess, as_rgb_array
+from layerscope.methods import get_method
+from layerscope.render import FLAT_EPS
+
+
+@dataclass
+class Explanation:
+    """The maps of every chosen layer for a batch of images.
+
+    Attributes:
+        layers: layer names in forward order.
+        cams: ``{layer: float32 (N, h, w)}``, the raw map after ReLU at the layer's own size.
+        shapes: ``{layer: shape}``, the layer output's real per-image shape, in the
+            framework's layout (``(C, h, w)`` for torch).
+        targets: ``(N,)`` class explained per image.
+        scores: ``(N,)`` the model output that was explained (logit, or probability for a
+            model whose output is a probability).
+        probabilities: ``(N,)`` the softmax probability of each target.
+        flat: ``{layer: bool (N,)}``, maps that are flat (all zero after ReLU, say).
+        images: the original RGB images (uint8 ``(H, W, 3)``) the maps are drawn over.
+    """
+
+    layers: list[str]
+    cams: dict[str, np.ndarray]
+    shapes: dict[str, tuple[int, ...]]
+    targets: np.ndarray
+    scores: np.ndarray
+    probabilities: np.ndarray
+    flat: dict[str, np.ndarray]
+    images: list[np.ndarray]
+    method: str = "gradcam"
+    class_names: list[str] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def class_name(self, index: int = 0) -> str:
+        """The explained class of image ``index``, by name where the model has names."""
+        t = int(self.targets[index])
+        if self.class_names and 0 <= t < len(self.class_names):
+            return self.class_names[t]
+        return f"class {t}"
+
+    def caption(self, layer: str, index: int = 0) -> list[str]:
+        """The caption lines of one frame."""
+        shape = "x".join(str(s) for s in self.shapes[layer])
+        method = get_method(self.method).title
+        if self.options.get("guided_grads"):
+            method += " (guided gradients)"
+        second = f"Class: {self.class_name(index)} (p = {self.probabilities[index]:.2f}) · {method}"
+        if self.flat[layer][index]:
+            second += " · flat map"
+        return [f"Layer: {layer} · output {shape}", second]
+
+    def frames(self, index: int = 0, colormap: str = "jet", alpha: float = 0.5, scale: str = "layer") -> list[Any]:
+        """One captioned overlay (a PIL image) per layer, for image ``index``."""
+        from layerscope.render import overlay_frames
+
+        if not 0 <= index < len(self.targets):
+            raise UsageError(f"image index {index} is out of range for {len(self.targets)} images")
+        maps = [self.cams[name][index] for name in self.layers]
+        captions = [self.caption(name, index) for name in self.layers]
+        frames, _ = overlay_frames(self.images[index], maps, captions, colormap, alpha, scale)
+        return frames
+
+    def save(
+        self,
+        path: str | Path,
+        index: int = 0,
+        *,
+        overwrite: bool = False,
+        duration: int = 500,
+        colormap: str = "jet",
+        alpha: float = 0.5,
+        scale: str = "layer",
+    ) -> Path:
+        """Write the result; the writer is chosen by extension.
+
+        ``.gif`` / ``.webp`` / ``.png``: the layer animation of image ``index``;
+        ``.npz``: the raw maps of every image (``cam/<layer>``) with targets and scores.
+        """
+        from layerscope import outputs
+
+        p = Path(path)
+        if p.suffix.lower() == ".npz":
+            arrays = {f"cam/{name}": self.cams[name] for name in self.layers}
+            arrays.update(
+                layers=np.asarray(self.layers),
+                targets=self.targets,
+                scores=self.scores,
+                probabilities=self.probabilities,
+            )
+            return outputs.write_npz(p, arrays, overwrite)
+        outputs.check_writable(p, overwrite)
+        frames = self.frames(index, colormap, alpha, scale)
+        return outputs.write_animation(p, frames, duration, overwrite)
+
+    def _repr_html_(self) -> str:
+        import base64
+
+        from layerscope.outputs import write_gif
+
+        buf = io.BytesIO()
+        write_gif(buf, self.frames(0))
+        data = base64.b64encode(buf.getvalue()).decode("ascii")
+        return f'<img src="data:image/gif;base64,{data}" alt="layerscope: {self.method}"/>'
+
+
+def _is_tensor(obj: Any) -> bool:
+    mod = type(obj).__module__.split(".")[0]
+    return mod in ("torch", "tensorflow", "jax", "jaxlib") or (
+        isinstance(obj, np.ndarray) and obj.dtype.kind == "f" and obj.ndim == 4
+    )
+
+
+def _prepare(images: Any, model: Any, preprocess: Any) -> tuple[Any, list[np.ndarray]]:
+    """The model input and the original RGB images to draw on."""
+    prep = preprocess if preprocess is not None else Preprocess.for_model(model)
+    if _is_tensor(images):
+        x = images
+        arr = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float32)
+        if arr.ndim == 3:
+            arr = arr[None]
+            x = x[None]
+        if arr.ndim != 4:
+            raise UsageError(f"a tensor input must be (N, C, H, W), not {tuple(arr.shape)}")
+        return x, [_display_from_tensor(a, prep) for a in arr]
+    if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+        images = [images]
+    if not images:
+        raise UsageError("no image given")
+    rgb = [as_rgb_array(im) for im in images]
+    return prep(rgb), rgb
+
+
+def _display_from_tensor(a: np.ndarray, prep: Any) -> np.ndarray:
+    """An RGB picture of a preprocessed (C, H, W) input: undo the normalisation if known."""
+    if a.shape[0] in (1, 3) and a.shape[0] < a.shape[-1]:
+        a = a.transpose(1, 2, 0)
+    if isinstance(prep, Preprocess) and a.shape[-1] == len(prep.mean):
+        a = a * np.asarray(prep.std, np.float32) + np.asarray(prep.mean, np.float32)
+    else:
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    return np.clip(np.round(a[..., :3] * 255.0), 0, 255).astype(np.uint8)
+
+
+def resolve_target(target: Any, class_names: Sequence[str] | None) -> Any:
+    """Class names become indices; ``None`` and integers pass through."""
+    if target is None:
+        return None
+    items = [target] if isinstance(target, (str, int, np.integer)) else list(target)
+    out = []
+    for t in items:
+        if isinstance(t, str) and not t.lstrip("-").isdigit():
+            if not class_names:
+                raise UsageError(f"class {t!r} given by name, but the model has no class names")
+            if t not in class_names:
+                lower = {c.lower(): i for i, c in enumerate(class_names)}
+                if t.lower() in lower:
+                    out.append(lower[t.lower()])
+                    continue
+                close = difflib.get_close_matches(t, class_names, n=4, cutoff=0.6)
+                hint = f"; close matches: {', '.join(close)}" if close else ""
+                raise UsageError(f"unknown class {t!r}{hint}")
+            out.append(list(class_names).index(t))
+        else:
+            out.append(int(t))
+    return out[0] if len(out) == 1 and not isinstance(target, (list, tuple, np.ndarray)) else out
+
+
+def _probabilities(outputs: np.ndarray, targets: np.ndarray, kind: str | None) -> np.ndarray:
+    rows = np.arange(len(targets))
+    looks_like_probs = bool(np.all(outputs >= 0) and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-4))
+    if kind == "probabilities" or (kind is None and looks_like_probs):
+        return outputs[rows, targets].astype(np.float32)
+    z = outputs - outputs.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    return p[rows, targets].astype(np.float32)
+
+
+def explain(
+    model: Any,
+    images: Any,
+    layers: str | Sequence[str] | None = None,
+    method: str = "gradcam",
+    target: int | str | Sequence[int | str] | None = None,
+    *,
+    preprocess: Any = None,
+    framework: str | None = None,
+    **method_options: Any,
+) -> Explanation:
+    """Class-activation maps of every chosen layer, from one forward and one backward pass.
+
+    Args:
+        model: a ``torch.nn.Module`` (or a ``keras.Model``) returning ``(N, classes)``.
+        images: a path, PIL image or uint8 array, a list of them, or an already
+            preprocessed tensor ``(N, C, H, W)``.
+        layers: ``None`` (every conv layer, or a built-in model's friendly names), a name,
+            a glob pattern, or a list of them.
+        method: a name from :func:`layerscope.list_methods`.
+        target: ``None`` (top-1), a class index or name, or one per image.
+        preprocess: a :class:`~layerscope.inputs.Preprocess` or a callable from a list of
+            uint8 RGB arrays to the model input; default: the model's own spec, else
+            ImageNet normalisation at 224×224.
+        framework: ``"torch"`` or ``"keras"``; detected when not given.
+        **method_options: the method's options, e.g. ``guided_grads=True`` for ``gradcam``.
+
+    Returns:
+        An :class:`Explanation`.
+    """
+    m = get_method(method)
+    unknown = set(method_options) - set(m.options)
+    if unknown:
+        valid = ", ".join(m.options) or "none"
+        raise UsageError(f"method {method!r} has no option {', '.join(sorted(unknown))}; its options: {valid}")
+    opts = {**m.options, **method_options}
+    fw = framework or detect_framework(model)
+    adapter = get_adapter(fw)
+    resolved = adapter.resolve_layers(model, layers)
+    x, originals = _prepare(images, model, preprocess)
+    class_names = getattr(model, "class_names", None)
+    result = adapter.run(
+        model,
+        x,
+        resolved,
+        resolve_target(target, class_names),
+        lambda a, g: m.fn(a, g, **opts),
+        need_gradients=m.needs_gradients,
+    )
+    warning = getattr(model, "layerscope_warning", None)
+    if warning:
+        warnings.warn(warning, stacklevel=2)
+    if result.nonfinite:
+        warnings.warn(
+            f"NaN or inf in the maps of {', '.join(result.nonfinite)} (non-finite activations "
+            "or gradients); those values were set to 0",
+            stacklevel=2,
+        )
+    rows = np.arange(len(result.targets))
+    flat = {name: np.ptp(result.cams[name].reshape(len(rows), -1), axis=1) <= FLAT_EPS for name in result.layers}
+    return Explanation(
+        layers=result.layers,
+        cams=result.cams,
+        shapes=result.shapes,
+        targets=result.targets,
+        scores=result.outputs[rows, result.targets].astype(np.float32),
+        probabilities=_probabilities(result.outputs, result.targets, getattr(model, "layerscope_outputs", None)),
+        flat=flat,
+        images=originals,
+        method=method,
+        class_names=list(class_names) if class_names else None,
+        options={k: v for k, v in opts.items() if v != m.options.get(k)},
+    )
