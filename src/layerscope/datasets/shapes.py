@@ -20,6 +20,9 @@ All shapes are solid (no holes), so a map that points at the middle of a shape l
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -114,73 +117,91 @@ def _rng(seed: int, index: int) -> np.random.Generator:
 
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
-    return rng.uniform(0.0, 255.0, size=3)
+    return rng.uniform(0.0, 255.0, size=3).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates in 0..1, as (size, 1) rows and (1, size) columns."""
+    t = ((np.arange(size, dtype=np.float32) + 0.5) / size).astype(np.float32)
+    return t[:, None], t[None, :]
+
+
+@functools.lru_cache(maxsize=32)
+def _upsample_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) linear-interpolation matrix (half-pixel centres, clamped edges)."""
+    src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    i0 = np.floor(src).astype(int)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w = src - i0
+    m = np.zeros((n_out, n_in), dtype=np.float32)
+    m[np.arange(n_out), i0] += 1 - w
+    m[np.arange(n_out), i1] += w
+    return m
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A float32 (size, size, 3) cluttered background in 0..255 (before noise)."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    """A float32 channels-first (3, size, size) cluttered background in 0..255, noise-free."""
+    yy, xx = _grid(size)
     # Colour gradient between two random colours along a random direction.
-    c0, c1 = _random_colour(rng), _random_colour(rng)
-    ang = rng.uniform(0.0, 2.0 * np.pi)
-    ramp = (np.cos(ang) * (xx - 0.5) + np.sin(ang) * (yy - 0.5)) * 0.7 + 0.5
-    img = c0 + (c1 - c0) * ramp[..., None] * rng.uniform(0.3, 1.0)
+    c0, c1 = _random_colour(rng)[:, None, None], _random_colour(rng)[:, None, None]
+    ang = float(rng.uniform(0.0, 2.0 * np.pi))
+    ramp = (math.cos(ang) * (xx - 0.5) + math.sin(ang) * (yy - 0.5)) * 0.7 + 0.5
+    img = c0 + (c1 - c0) * float(rng.uniform(0.3, 1.0)) * ramp
     # Low-frequency colour blotches: a coarse random grid, bilinearly enlarged.
     cells = int(rng.integers(2, 6))
-    coarse = rng.uniform(-1.0, 1.0, size=(cells, cells, 3)) * rng.uniform(20.0, 70.0)
-    blotch = np.stack(
-        [
-            np.asarray(
-                Image.fromarray(coarse[..., k].astype(np.float32), mode="F").resize(
-                    (size, size), Image.Resampling.BILINEAR
-                )
-            )
-            for k in range(3)
-        ],
-        axis=-1,
-    )
-    img = img + blotch
+    coarse = rng.uniform(-1.0, 1.0, size=(3, cells, cells)) * float(rng.uniform(20.0, 70.0))
+    up = _upsample_matrix(cells, size)
+    img += up @ coarse.astype(np.float32) @ up.T
     # Sinusoidal stripes in a third colour (most of the time).
     if rng.random() < 0.7:
-        period = rng.uniform(3.0, 12.0) / 64.0
-        ang = rng.uniform(0.0, np.pi)
-        phase = rng.uniform(0.0, 2.0 * np.pi)
-        wave = np.sin(2 * np.pi * (np.cos(ang) * xx + np.sin(ang) * yy) / period + phase)
+        period = float(rng.uniform(3.0, 12.0)) / 64.0
+        ang = float(rng.uniform(0.0, np.pi))
+        phase = float(rng.uniform(0.0, 2.0 * np.pi))
+        wave = np.sin((math.cos(ang) * xx + math.sin(ang) * yy) * (2 * math.pi / period) + phase)
         if rng.random() < 0.5:
             wave = np.sign(wave)  # hard-edged stripes
-        stripe = _random_colour(rng) - img.mean(axis=(0, 1))
-        img = img + stripe * (0.5 + 0.5 * wave[..., None]) * rng.uniform(0.2, 0.6)
-    return img.astype(np.float32)
+        stripe = (_random_colour(rng) - img.mean(axis=(1, 2))) * float(rng.uniform(0.1, 0.3))
+        img += stripe[:, None, None] * (1.0 + wave)
+    return img
 
 
-def _distractor_polys(
-    rng: np.random.Generator, size: int, count: int, min_radius: float
-) -> list[tuple[str, list[tuple[float, float]], int]]:
-    """Random clutter: small irregular blobs, line segments and scribbles.
+def _draw_clutter(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    size: int,
+    count: int,
+    cover: ImageDraw.ImageDraw | None = None,
+) -> None:
+    """Draw random clutter: small irregular blobs, line segments and scribbles.
 
-    Blobs stay smaller than the smallest object (and are irregular), lines are thin, so
-    none of them is an instance of a class.
+    Blobs stay smaller than the smallest object and are irregular, lines are thin, so none
+    of them is an instance of a class. Items have random colours. With ``cover`` (a drawing
+    on an "L" image), only lines are drawn, and each is also drawn there in white so the
+    caller knows which pixels they hide.
     """
-    items: list[tuple[str, list[tuple[float, float]], int]] = []
+    min_radius = RADIUS_RANGE[0] * size
     for _ in range(count):
-        kind = rng.integers(3)
+        kind = 1 + int(rng.integers(2)) if cover is not None else int(rng.integers(3))
         cx, cy = rng.uniform(0, size, size=2)
+        fill = tuple(int(v) for v in rng.integers(0, 256, size=3))
         if kind == 0:  # irregular blob
             k = int(rng.integers(5, 10))
-            r = rng.uniform(0.15, 0.45) * min_radius
             t = np.sort(rng.uniform(0, 2 * np.pi, size=k))
-            rr = r * rng.uniform(0.5, 1.0, size=k)
-            pts = list(zip(cx + rr * np.cos(t), cy + rr * np.sin(t), strict=True))
-            items.append(("blob", pts, 0))
-        else:  # segment (2 points) or scribble (3–5 points)
+            r = rng.uniform(0.2, 0.6) * min_radius * rng.uniform(0.5, 1.0, size=k)
+            pts = list(zip(cx + r * np.cos(t), cy + r * np.sin(t), strict=True))
+            draw.polygon(pts, fill=fill)
+        else:  # a segment (2 points) or a scribble (3–5 points)
             k = 2 if kind == 1 else int(rng.integers(3, 6))
             step = rng.uniform(0.1, 0.35) * size
-            ang = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.9, size=k))
-            xs = cx + np.concatenate([[0.0], np.cumsum(step * np.cos(ang[1:]))])
-            ys = cy + np.concatenate([[0.0], np.cumsum(step * np.sin(ang[1:]))])
+            ang = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.9, size=k - 1))
+            xs = cx + np.concatenate([[0.0], np.cumsum(step * np.cos(ang))])
+            ys = cy + np.concatenate([[0.0], np.cumsum(step * np.sin(ang))])
             width = max(1, round(size / 64 * rng.uniform(1.0, 2.5)))
-            items.append(("line", list(zip(xs, ys, strict=True)), width))
-    return items
+            pts = list(zip(xs, ys, strict=True))
+            draw.line(pts, fill=fill, width=width)
+            if cover is not None:
+                cover.line(pts, fill=255, width=width)
 
 
 def make_sample(seed: int, index: int, size: int = 64) -> tuple[np.ndarray, int, np.ndarray]:
@@ -200,62 +221,52 @@ def make_sample(seed: int, index: int, size: int = 64) -> tuple[np.ndarray, int,
         raise ValueError(f"size must be at least 32 pixels, got {size}")
     rng = _rng(seed, index)
     label = int(index) % len(CLASS_NAMES)
-    img = _background(rng, size)
+    background = _background(rng, size)
 
     # The object: rotate, scale and place the unit outline, fully inside the image.
-    radius = rng.uniform(*RADIUS_RANGE) * size
-    theta = rng.uniform(0.0, 2.0 * np.pi)
-    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    radius = float(rng.uniform(*RADIUS_RANGE)) * size
+    theta = float(rng.uniform(0.0, 2.0 * np.pi))
+    rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
     centre = rng.uniform(radius + 1.0, size - radius - 1.0, size=2)
     poly = _OUTLINES[label] @ rot.T * radius + centre
     mask_img = Image.new("L", (size, size), 0)
     ImageDraw.Draw(mask_img).polygon([tuple(p) for p in poly], fill=255)
     mask = np.asarray(mask_img) > 0
 
-    # Object colour: far enough from the background under it to be visible.
-    under = img[mask].mean(axis=0)
+    # Its colour: far enough from the background under it to be visible.
+    under = background[:, mask].mean(axis=1)
     for _ in range(20):
         colour = _random_colour(rng)
         if np.linalg.norm(colour - under) > 110.0:
             break
     else:
-        colour = np.where(under > 127.5, 0.0, 255.0)
+        colour = np.where(under > 127.5, 0.0, 255.0).astype(np.float32)
 
-    # Clutter under the object, the object, then a few thin lines over it.
-    n_under = int(rng.integers(2, 8))
-    n_over = int(rng.integers(0, 3))
-    under_items = _distractor_polys(rng, size, n_under, RADIUS_RANGE[0] * size)
-    over_items = [it for it in _distractor_polys(rng, size, n_over, RADIUS_RANGE[0] * size) if it[0] == "line"]
-    canvas = np.clip(img, 0, 255).astype(np.uint8)
-    pil = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(pil)
-    for kind, pts, width in under_items:
-        fill = tuple(int(v) for v in _random_colour(rng))
-        if kind == "blob":
-            draw.polygon(pts, fill=fill)
-        else:
-            draw.line(pts, fill=fill, width=width)
-    shade = rng.uniform(0.75, 1.0)  # a soft shading across the object
-    obj = np.asarray(pil).astype(np.float32)
+    # Clutter under the object.
+    canvas = np.clip(background, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    pil = Image.fromarray(np.ascontiguousarray(canvas))
+    _draw_clutter(ImageDraw.Draw(pil), rng, size, int(rng.integers(2, 8)))
+
+    # The object, with a soft shading from top to bottom.
+    pixels = np.array(pil)
     rows = np.nonzero(mask)[0].astype(np.float32)
-    lit = 1.0 + (shade - 1.0) * ((rows - centre[1]) / radius).clip(-1.0, 1.0)
-    obj[mask] = colour[None, :] * lit[:, None]
-    pil = Image.fromarray(np.clip(obj, 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(pil)
+    shade = float(rng.uniform(0.0, 0.25))
+    lit = 1.0 - shade * np.clip((rows - centre[1]) / radius, -1.0, 1.0)
+    pixels[mask] = np.clip(colour[None, :] * lit[:, None], 0, 255).astype(np.uint8)
+
+    # A few thin lines over it; the mask keeps only the pixels that stay visible.
+    pil = Image.fromarray(pixels)
     cover = Image.new("L", (size, size), 0)
-    cover_draw = ImageDraw.Draw(cover)
-    for _, pts, width in over_items:
-        fill = tuple(int(v) for v in _random_colour(rng))
-        draw.line(pts, fill=fill, width=width)
-        cover_draw.line(pts, fill=255, width=width)
-    visible = mask & ~(np.asarray(cover) > 0)
+    n_over = int(rng.integers(0, 3))
+    _draw_clutter(ImageDraw.Draw(pil), rng, size, n_over, cover=ImageDraw.Draw(cover))
+    visible = mask & (np.asarray(cover) == 0)
     if visible.any():
         mask = visible
 
     # Per-pixel noise over everything.
-    sigma = rng.uniform(4.0, 22.0)
-    out = np.asarray(pil).astype(np.float32) + rng.normal(0.0, sigma, size=(size, size, 3))
-    image = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    sigma = np.float32(rng.uniform(4.0, 22.0))
+    noise = rng.standard_normal(size=(size, size, 3), dtype=np.float32) * sigma
+    image = np.clip(np.asarray(pil) + noise + 0.5, 0, 255).astype(np.uint8)
     return image, label, mask
 
 
