@@ -176,9 +176,9 @@ def run(
         for name, path in layers:
             handles.append(modules[path].register_forward_hook(make_hook(name)))
         stack.enter_context(eval_mode(model))
+        stack.enter_context(torch.set_grad_enabled(need_gradients))  # also under an outer no_grad
         xin = x.detach().to(device).clone().requires_grad_(need_gradients)
-        with torch.set_grad_enabled(need_gradients):
-            out = _output_tensor(model(xin))
+        out = _output_tensor(model(xin))
         if out.ndim != 2:
             raise ModelError(f"the model's output has shape {tuple(out.shape)}; expected (N, classes)")
         missing = [n for n, _ in layers if n not in acts]

@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny hand-made models and generated images (everything offline)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from layerscope.models import vgg
+
+
+@pytest.fixture(scope="session")
+def vgg16_random() -> nn.Module:
+    """A seeded random-weight VGG16 with torchvision's layout (in-place ReLUs)."""
+    torch.manual_seed(0)
+    model = vgg.VGG16()
+    vgg.init_vgg_(model, seed=0)
+    # Random biases too, so no layer's map is trivially flat.
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.bias.normal_(0.0, 0.05, generator=gen)
+    return model.eval()
+
+
+@pytest.fixture
+def vgg16(vgg16_random: nn.Module) -> nn.Module:
+    """A fresh copy per test, so a test that changes it cannot affect another."""
+    return copy.deepcopy(vgg16_random)
+
+
+def not_inplace(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every ReLU made non-in-place."""
+    out = copy.deepcopy(model)
+    for m in out.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    return out
+
+
+@pytest.fixture
+def photo() -> np.ndarray:
+    """A 64×80 RGB test picture with structure (gradients and a bright square)."""
+    rng = np.random.default_rng(0)
+    h, w = 64, 80
+    y, x = np.mgrid[0:h, 0:w]
+    img = np.stack([x * 255 / w, y * 255 / h, np.full((h, w), 90.0)], axis=2)
+    img[20:40, 30:55] = (250, 240, 30)
+    img += rng.normal(0, 8, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+class TinyNet(nn.Module):
+    """conv(1→2, 1×1, weights [1, −1], no bias) → global mean → linear(2→2).
+
+    For input x (h×w): A0 = x, A1 = −x; y0 = 2·mean(A0) + 1·mean(A1).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, kernel_size=1, bias=False)
+        self.fc = nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+            self.fc.weight.copy_(torch.tensor([[2.0, 1.0], [0.0, 0.0]]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.conv(x).mean(dim=(2, 3)))
+
+
+@pytest.fixture
+def tiny() -> TinyNet:
+    return TinyNet().eval()
