@@ -41,7 +41,10 @@ def check_writable(path: str | os.PathLike[str], overwrite: bool = False) -> Pat
 def atomic_file(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[IO[bytes]]:
     """Open a temporary file beside ``path``; on success it replaces ``path``."""
     p = check_writable(path, overwrite)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+    except OSError as e:
+        raise OutputError(f"{p.parent}: cannot write there: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

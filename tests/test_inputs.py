@@ -1,0 +1,136 @@
+"""Bad and unusual input images: one clear error each, or a correct upright RGB image."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from layerscope import inputs
+from layerscope.errors import InputImageError
+
+
+def test_missing_empty_directory_and_non_image(tmp_path: Path) -> None:
+    with pytest.raises(InputImageError, match="no such file"):
+        inputs.load_image(tmp_path / "nope.jpg")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(InputImageError, match="empty"):
+        inputs.load_image(tmp_path / "empty.png")
+    with pytest.raises(InputImageError, match="directory"):
+        inputs.load_image(tmp_path)
+    (tmp_path / "notes.png").write_text("this is text, not a picture")
+    with pytest.raises(InputImageError, match="not an image"):
+        inputs.load_image(tmp_path / "notes.png")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_truncated_file(tmp_path: Path, photo: np.ndarray, fmt: str) -> None:
+    p = tmp_path / f"photo.{fmt.lower()}"
+    Image.fromarray(photo).resize((256, 256)).save(p, format=fmt)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputImageError, match="truncated or corrupt"):
+        inputs.load_image(p)
+
+
+def test_decompression_bomb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 6000×6000 grey PNG compresses to a few KB; lower the limit instead of using GBs.
+    p = tmp_path / "bomb.png"
+    Image.new("L", (6000, 6000)).save(p)
+    assert p.stat().st_size < 200_000
+    monkeypatch.setattr(inputs, "MAX_PIXELS", 10_000_000)
+    with pytest.raises(InputImageError, match="decompression bomb"):
+        inputs.load_image(p)
+    # Pillow's own bomb check (its limit below ours) is turned into the same error.
+    monkeypatch.setattr(inputs, "MAX_PIXELS", 10**9)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    with pytest.raises(InputImageError, match="decompression bomb"):
+        inputs.load_image(p)
+
+
+def test_exif_rotation_gives_the_upright_image(tmp_path: Path) -> None:
+    # Stored 40 wide × 20 high, red on the left; EXIF orientation 6 = rotate 90° clockwise
+    # to display, so the upright picture is 20 wide × 40 high with red on top.
+    stored = np.zeros((20, 40, 3), np.uint8)
+    stored[:, :20] = (255, 0, 0)
+    stored[:, 20:] = (0, 0, 255)
+    im = Image.fromarray(stored)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    p = tmp_path / "rotated.jpg"
+    im.save(p, exif=exif, quality=100)
+    up = inputs.load_image(p)
+    assert up.shape == (40, 20, 3)
+    assert up[5, 10, 0] > 200 and up[5, 10, 2] < 60  # top is red
+    assert up[35, 10, 2] > 200 and up[35, 10, 0] < 60  # bottom is blue
+
+
+def test_image_modes(tmp_path: Path) -> None:
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[..., 0] = 200
+    cases = {
+        "L": Image.fromarray(np.full((8, 8), 77, np.uint8), "L"),
+        "LA": Image.fromarray(np.dstack([np.full((8, 8), 77, np.uint8), np.full((8, 8), 255, np.uint8)]), "LA"),
+        "RGBA": Image.fromarray(np.dstack([rgb, np.full((8, 8), 255, np.uint8)]), "RGBA"),
+        "CMYK": Image.fromarray(rgb).convert("CMYK"),
+    }
+    for mode, im in cases.items():
+        p = tmp_path / f"{mode}.{'jpg' if mode == 'CMYK' else 'png'}"
+        im.save(p)
+        out = inputs.load_image(p)
+        assert out.shape == (8, 8, 3) and out.dtype == np.uint8, mode
+    assert inputs.load_image(tmp_path / "L.png")[0, 0].tolist() == [77, 77, 77]
+    assert inputs.load_image(tmp_path / "RGBA.png")[0, 0].tolist() == [200, 0, 0]
+    # Transparent pixels composite over white, not black.
+    clear = Image.fromarray(np.zeros((4, 4, 4), np.uint8), "RGBA")
+    clear.save(tmp_path / "clear.png")
+    assert inputs.load_image(tmp_path / "clear.png")[0, 0].tolist() == [255, 255, 255]
+    # P with a transparent palette entry.
+    pal = Image.new("P", (4, 4), 1)
+    pal.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    pal.putpixel((0, 0), 0)
+    pal.save(tmp_path / "p.png", transparency=0)
+    out = inputs.load_image(tmp_path / "p.png")
+    assert out[0, 0].tolist() == [255, 255, 255] and out[1, 1].tolist() == [10, 200, 30]
+
+
+def test_16_bit_is_scaled_not_clipped(tmp_path: Path) -> None:
+    a = np.array([[0, 32768], [65535, 16384]], dtype=np.uint16)
+    p = tmp_path / "deep.png"
+    Image.fromarray(a).save(p)
+    assert Image.open(p).mode.startswith("I")
+    out = inputs.load_image(p)[..., 0]
+    assert out.tolist() == [[0, 128], [255, 64]]
+
+
+def test_animated_gives_first_frame_and_warns(tmp_path: Path) -> None:
+    frames = [Image.new("RGB", (6, 6), c) for c in ((255, 0, 0), (0, 255, 0))]
+    p = tmp_path / "anim.gif"
+    frames[0].save(p, save_all=True, append_images=frames[1:], duration=100)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        out = inputs.load_image(p)
+    assert any("animated" in str(x.message) for x in w)
+    assert out[0, 0, 0] > 200 and out[0, 0, 1] < 50
+
+
+def test_arrays_and_pil_images() -> None:
+    a = np.zeros((5, 6, 3), np.uint8)
+    assert inputs.as_rgb_array(a).shape == (5, 6, 3)
+    assert inputs.as_rgb_array(np.zeros((5, 6), np.uint8)).shape == (5, 6, 3)
+    assert inputs.as_rgb_array(np.ones((5, 6, 3), np.float32))[0, 0].tolist() == [255, 255, 255]
+    assert inputs.as_rgb_array(Image.new("L", (6, 5))).shape == (5, 6, 3)
+    with pytest.raises(InputImageError, match="uint8"):
+        inputs.as_rgb_array(np.full((5, 6, 3), 300, np.int32))
+    with pytest.raises(InputImageError, match="cannot use"):
+        inputs.as_rgb_array(42)
+
+
+def test_preprocess_resizes_and_normalises() -> None:
+    prep = inputs.Preprocess(size=(4, 6), mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0))
+    x = prep([np.full((8, 12, 3), 255, np.uint8)])
+    assert x.shape == (1, 3, 4, 6) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0, :, 0, 0], [2.0, 1.0, 0.5])
