@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TinyNet, not_inplace
 from torch import nn
 
 import layerscope
+from conftest import TinyNet, not_inplace
 from layerscope.errors import ModelError, UsageError
 
 X_TINY = torch.tensor([[[[1.0, -2.0], [3.0, 0.0]]]])

@@ -1,0 +1,139 @@
+"""The command line end to end: outputs, and one-line errors with exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from layerscope import cli
+
+
+@pytest.fixture
+def image_file(tmp_path: Path, photo: np.ndarray) -> Path:
+    p = tmp_path / "photo.png"
+    Image.fromarray(photo).save(p)
+    return p
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_tour_writes_the_layer_gif(image_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tour.gif"
+    code, stdout, err = run(
+        capsys, "tour", str(image_file), "--model", "vgg16", "--weights", "random", "-o", str(out),
+        "--duration", "300", "--guided-grads", "--target", "tabby", "--colormap", "viridis", "--scale", "shared",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "13 layers" in stdout and "'tabby'" in stdout
+    assert "RANDOM" in err  # random weights are never silent
+    with Image.open(out) as im:
+        assert im.n_frames == 13 and im.info["duration"] == 300 and im.info["loop"] == 0
+
+
+def test_tour_layers_subset_and_existing_output(
+    image_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "sub.gif"
+    out.write_bytes(b"keep me")
+    code, _, err = run(capsys, "tour", str(image_file), "--weights", "random", "-o", str(out))
+    assert code == 1 and "already exists" in err and "--overwrite" in err
+    assert err.count("\n") == 1 and out.read_bytes() == b"keep me"
+    code, stdout, err = run(
+        capsys, "tour", str(image_file), "--weights", "random", "-o", str(out), "--overwrite",
+        "--layers", "block5_*,block1_conv1",
+    )  # fmt: skip
+    assert code == 0, err
+    with Image.open(out) as im:
+        assert im.n_frames == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["tour", "{missing}"], 1, "no such file"),
+        (["tour", "{text}"], 1, "not an image"),
+        (["tour", "{image}", "--layers", "block5_cnv3"], 2, "close matches: block5_conv3"),
+        (["tour", "{image}", "--target", "no-such-class"], 2, "unknown class"),
+        (["tour", "{image}", "--colormap", "jte"], 2, "unknown colormap"),
+        (["tour", "{image}", "-o", "{tmp}/x.bmp"], 2, "unsupported animation type"),
+        (["tour", "{image}", "-o", "{tmp}/nodir/x.gif"], 1, "does not exist"),
+        (["tour", "{image}", "--weights", "{unsafe}"], 1, "refused"),
+    ],
+)
+def test_errors_are_one_line(
+    args: list[str], code: int, message: str, image_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    torch.save(torch.nn.Linear(1, 1), tmp_path / "whole.pth")
+    subs = {
+        "{missing}": str(tmp_path / "missing.jpg"), "{text}": str(tmp_path / "notes.txt"),
+        "{image}": str(image_file), "{tmp}": str(tmp_path), "{unsafe}": str(tmp_path / "whole.pth"),
+    }  # fmt: skip
+    full = []
+    for a in args:
+        for k, v in subs.items():
+            a = a.replace(k, v)
+        full.append(a)
+    if "--weights" not in full:
+        full += ["--weights", "random"]
+    got, stdout, err = run(capsys, *full, "-o", str(tmp_path / "o.gif")) if "-o" not in full else run(capsys, *full)
+    assert got == code, err
+    errors = [ln for ln in err.splitlines() if "error" in ln]
+    assert len(errors) == 1 and message in errors[0], err
+    assert "Traceback" not in err
+    assert not (tmp_path / "o.gif").exists()
+
+
+def test_bad_option_values_are_rejected_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    for args in (["tour", "--alpha", "2"], ["tour", "--duration", "0"], ["tour", "--method", "nope"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(args)
+        assert e.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_layers_lists_real_output_shapes(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "layers", "--model", "vgg16", "--size", "64")
+    assert code == 0
+    rows = out.splitlines()
+    assert len(rows) == 14
+    assert rows[1].split() == ["block1_conv1", "features.1", "64x64x64"]
+    assert rows[-1].split() == ["block5_conv3", "features.29", "512x4x4"]
+
+
+def test_methods_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "methods")
+    assert code == 0 and out.startswith("gradcam") and "1 forward + 1 backward" in out
+
+
+def test_python_m_and_import_stays_light(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "layerscope", "methods"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "gradcam" in done.stdout
+    probe = "import sys, layerscope; print('torch' in sys.modules, 'keras' in sys.modules, 'matplotlib' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False", "False"]
+
+
+def test_interrupt_leaves_no_partial_output(
+    image_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from layerscope import outputs
+
+    def interrupted(f, frames, duration=500, loop=0):  # type: ignore[no-untyped-def]
+        f.write(b"GIF89a half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(outputs, "write_gif", interrupted)
+    code, _, err = run(capsys, "tour", str(image_file), "--weights", "random", "-o", str(tmp_path / "t.gif"))
+    assert code == 130 and "interrupted" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png"]
