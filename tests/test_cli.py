@@ -48,7 +48,7 @@ def test_tour_layers_subset_and_existing_output(
     code, _, err = run(capsys, "tour", str(image_file), "--weights", "random", "-o", str(out))
     assert code == 1 and "already exists" in err and "--overwrite" in err
     assert err.count("\n") == 1 and out.read_bytes() == b"keep me"
-    code, stdout, err = run(
+    code, _stdout, err = run(
         capsys, "tour", str(image_file), "--weights", "random", "-o", str(out), "--overwrite",
         "--layers", "block5_*,block1_conv1",
     )  # fmt: skip
@@ -86,7 +86,7 @@ def test_errors_are_one_line(
         full.append(a)
     if "--weights" not in full:
         full += ["--weights", "random"]
-    got, stdout, err = run(capsys, *full, "-o", str(tmp_path / "o.gif")) if "-o" not in full else run(capsys, *full)
+    got, _stdout, err = run(capsys, *full, "-o", str(tmp_path / "o.gif")) if "-o" not in full else run(capsys, *full)
     assert got == code, err
     errors = [ln for ln in err.splitlines() if "error" in ln]
     assert len(errors) == 1 and message in errors[0], err
