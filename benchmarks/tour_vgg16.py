@@ -22,16 +22,22 @@ import layerscope
 from layerscope.models import vgg
 
 
-def median_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
-    fn()  # warm-up
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def median_times(
+    contenders: dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None]
+) -> dict[str, float]:
+    """Median seconds of each contender. Runs are interleaved (one of each per round), so
+    a change in the machine's load during the run affects all contenders alike."""
+    for fn in contenders.values():  # warm-up
         fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -60,8 +66,10 @@ def main() -> None:
     def ours() -> None:
         layerscope.explain(model, x, target=target)
 
-    results = {"forward pass alone (no_grad)": median_time(forward, args.repeats, sync)}
-    results["layerscope explain, 13 layers"] = median_time(ours, args.repeats, sync)
+    contenders: dict[str, Callable[[], object]] = {
+        "forward pass alone (no_grad)": forward,
+        "layerscope explain, 13 layers": ours,
+    }
 
     try:
         from torchcam.methods import GradCAM
@@ -72,7 +80,7 @@ def main() -> None:
                 extractor(target, out)
             model.zero_grad(set_to_none=True)
 
-        results["torchcam GradCAM, 13 layers in one call"] = median_time(torchcam_all, args.repeats, sync)
+        contenders["torchcam GradCAM, 13 layers in one call"] = torchcam_all
     except ImportError:
         print("torchcam not installed: skipped")
 
@@ -90,18 +98,20 @@ def main() -> None:
             for layer in layers:
                 LayerGradCam(plain, layer).attribute(x, target=target)
 
-        results["captum LayerGradCam, once per layer"] = median_time(captum_loop, args.repeats, sync)
+        contenders["captum LayerGradCam, once per layer"] = captum_loop
     except ImportError:
         print("captum not installed: skipped")
 
+    results = median_times(contenders, args.repeats, sync)
     dev = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"VGG16 (random weights), {args.size}x{args.size}, batch 1, {dev}, torch {torch.__version__}")
-    print(f"median of {args.repeats} runs after one warm-up\n")
+    print(f"median of {args.repeats} interleaved runs after one warm-up\n")
     for name, t in results.items():
         print(f"{name:42s} {t * 1000:9.1f} ms")
     ours_t = results["layerscope explain, 13 layers"]
     print()
-    print(f"layerscope / forward pass        {ours_t / results['forward pass alone (no_grad)']:6.2f}x  (target <= 2.2x)")
+    r = ours_t / results["forward pass alone (no_grad)"]
+    print(f"layerscope / forward pass        {r:6.2f}x  (target <= 2.2x)")
     if "torchcam GradCAM, 13 layers in one call" in results:
         r = ours_t / results["torchcam GradCAM, 13 layers in one call"]
         print(f"layerscope / torchcam            {r:6.2f}x  (target <= 1.0x)")
