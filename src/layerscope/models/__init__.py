@@ -20,6 +20,7 @@ from typing import Any
 from layerscope.errors import UsageError, WeightsError
 
 MODELS = {
+    "demo": "a small 13-conv VGG-style net trained by layerscope on its synthetic shapes (64×64, 10 classes)",
     "vgg16": "VGG16 (ImageNet, 1000 classes), torchvision-compatible keys",
     "vgg16-cifar10": "the notebook recipe: VGG16 conv base + GAP + Linear(512→1024) + ReLU + Linear(1024→10) + softmax",
 }
@@ -47,14 +48,19 @@ def list_models() -> list[str]:
     return list(MODELS)
 
 
-def load_model(name: str, weights: str | None = "imagenet", seed: int = 0) -> Any:
+#: The weights each built-in model uses unless told otherwise.
+DEFAULT_WEIGHTS = {"demo": "default", "vgg16": "imagenet", "vgg16-cifar10": "imagenet"}
+
+
+def load_model(name: str, weights: str | None = None, seed: int = 0) -> Any:
     """Build a built-in model in eval mode.
 
     Args:
         name: one of :func:`list_models`.
-        weights: ``"imagenet"`` (torchvision's published file: downloaded once, SHA-256
-            checked, cached), ``"random"`` (seeded, says so in a warning), or a path to a
-            ``.pth`` state dict or ``.safetensors`` file.
+        weights: ``None`` for the model's default (:data:`DEFAULT_WEIGHTS`); ``"default"``
+            (the demo's shipped weights); ``"imagenet"`` (torchvision's published file:
+            downloaded once, SHA-256 checked, cached); ``"random"`` (seeded, says so in a
+            warning); or a path to a ``.pth`` state dict or ``.safetensors`` file.
         seed: the seed for random weights.
 
     Raises:
@@ -75,6 +81,16 @@ def load_model(name: str, weights: str | None = "imagenet", seed: int = 0) -> An
         close = difflib.get_close_matches(name, MODELS, n=3, cutoff=0.4)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise UsageError(f"unknown model {name!r}.{hint} Built-in models: {', '.join(MODELS)}")
+    if weights is None:
+        weights = DEFAULT_WEIGHTS[name]
+    if name == "demo":
+        from layerscope.models import demo
+
+        if weights == "imagenet":
+            raise UsageError("the demo model has no ImageNet weights; use default, random or a file")
+        return demo.build(weights, seed=seed)
+    if weights == "default":
+        weights = "imagenet"
     torch.manual_seed(seed)
     if name == "vgg16":
         model = vgg.VGG16()
@@ -109,4 +125,4 @@ def load_model(name: str, weights: str | None = "imagenet", seed: int = 0) -> An
     return model.eval()
 
 
-__all__ = ["CIFAR10_CLASSES", "MODELS", "imagenet_classes", "list_models", "load_model"]
+__all__ = ["CIFAR10_CLASSES", "DEFAULT_WEIGHTS", "MODELS", "imagenet_classes", "list_models", "load_model"]
