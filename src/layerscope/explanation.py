@@ -15,7 +15,7 @@ import numpy as np
 from layerscope.capture import detect_framework, get_adapter
 from layerscope.errors import UsageError
 from layerscope.inputs import Preprocess, as_rgb_array
-from layerscope.methods import get_method
+from layerscope.methods import check_framework, get_method
 from layerscope.render import FLAT_EPS
 
 
@@ -232,17 +232,27 @@ def explain(
         raise UsageError(f"method {method!r} has no option {', '.join(sorted(unknown))}; its options: {valid}")
     opts = {**m.options, **method_options}
     fw = framework or detect_framework(model)
+    check_framework(m, fw)
     adapter = get_adapter(fw)
     resolved = adapter.resolve_layers(model, layers)
     x, originals = _prepare(images, model, preprocess)
     class_names = getattr(model, "class_names", None)
-    result = adapter.run(
+    run, extra = adapter.run, {}
+    if m.kind in ("perturbation", "pixel"):  # more than one pass: the torch-only capture
+        from layerscope.capture import torch_extra
+
+        run = torch_extra.run
+        extra = {"kind": m.kind, "label": method}
+        if m.forward_passes is not None:
+            extra["forward_passes"] = lambda n, c: m.forward_passes(n, c, **opts)
+    result = run(
         model,
         x,
         resolved,
         resolve_target(target, class_names),
-        lambda a, g: m.fn(a, g, **opts),
+        lambda a, g, **context: m.fn(a, g, **context, **opts),
         need_gradients=m.needs_gradients,
+        **extra,
     )
     warning = getattr(model, "layerscope_warning", None)
     if warning:

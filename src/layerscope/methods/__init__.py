@@ -3,8 +3,22 @@
 A method is a small pure function of one layer's activations ``A`` and the gradients ``G``
 of the target score with respect to them, both shaped ``(N, C, h, w)`` (channels first,
 whatever the framework), returning the map after ReLU, shaped ``(N, h, w)``. The arrays may
-be torch tensors or numpy arrays: methods use only operations both support, so the work
-stays on the model's device.
+be torch tensors or numpy arrays: methods use only operations both support (the few that
+differ are in :mod:`layerscope.methods._ops`), so the work stays on the model's device.
+
+Methods come in four kinds, which tell the capture what to compute:
+
+``"gradient"``
+    ``fn(A, G)``: one forward and one backward pass for every layer at once.
+``"activation"``
+    ``fn(A, None)``: one forward pass, no gradients (Eigen-CAM).
+``"perturbation"``
+    ``fn(A, None, probe=...)``: the method re-runs the model on perturbed inputs or with the
+    layer's output replaced, through a ``probe`` the capture hands it (see
+    :class:`layerscope.capture.torch_extra.Probe`); PyTorch only.
+``"pixel"``
+    ``fn(A, G, saliency=...)``: maps at the input's resolution that use guided
+    backpropagation's input gradient (one more forward and backward); PyTorch only.
 """
 
 from __future__ import annotations
@@ -28,10 +42,16 @@ class Method:
         title: display name for captions, e.g. "Grad-CAM".
         fn: ``fn(activations, gradients, **options) -> cam``.
         summary: one line for ``layerscope methods``.
-        needs_gradients: whether the capture must run a backward pass.
+        needs_gradients: whether ``fn`` needs the gradients of the target with respect to
+            the layer's activations (the capture then runs a backward pass).
         extra_forwards: forward passes beyond the first, per image and layer ("0" for the
             one-pass methods; perturbation methods say what they cost).
         options: the keyword options ``fn`` accepts, with their defaults.
+        kind: ``"gradient"``, ``"activation"``, ``"perturbation"`` or ``"pixel"`` (see the
+            module docstring).
+        cost: what one call costs, in passes, for ``layerscope methods``.
+        forward_passes: for perturbation methods, ``(images, channels, **options) -> int``,
+            the extra forward passes one layer will cost (announced before starting).
     """
 
     name: str
@@ -41,6 +61,14 @@ class Method:
     needs_gradients: bool = True
     extra_forwards: str = "0"
     options: dict[str, Any] = field(default_factory=dict)
+    kind: str = "gradient"
+    cost: str = "1 forward + 1 backward, all layers together"
+    forward_passes: Callable[..., int] | None = None
+
+    @property
+    def frameworks(self) -> tuple[str, ...]:
+        """The frameworks the method works with (perturbation and pixel methods need torch)."""
+        return ("torch", "keras") if self.kind in ("gradient", "activation") else ("torch",)
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -69,4 +97,26 @@ def get_method(name: str) -> Method:
         raise UsageError(f"unknown CAM method {name!r}.{hint} Valid methods: {', '.join(_REGISTRY)}") from None
 
 
-from layerscope.methods import gradient as _gradient  # noqa: E402,F401  (registers methods)
+_NEEDS = {
+    "perturbation": "re-runs the model on perturbed inputs or with a layer's output replaced",
+    "pixel": "needs guided backpropagation (rewritten ReLU gradients)",
+}
+
+
+def check_framework(method: Method, framework: str) -> None:
+    """Raise a clear :class:`UsageError` if ``method`` cannot run on ``framework``'s models."""
+    if framework in method.frameworks:
+        return
+    usable = [n for n, m in _REGISTRY.items() if framework in m.frameworks]
+    name = {"keras": "Keras", "torch": "PyTorch"}.get(framework, framework)
+    raise UsageError(
+        f"method {method.name!r} is not available for {name} models: it {_NEEDS.get(method.kind, method.kind)}, "
+        f"which layerscope does for PyTorch models only; available for {name}: {', '.join(usable)}"
+    )
+
+
+# Importing these registers their methods, in this order.
+from layerscope.methods import gradient as _gradient  # noqa: E402,F401,I001
+from layerscope.methods import activation as _activation  # noqa: E402,F401
+from layerscope.methods import perturbation as _perturbation  # noqa: E402,F401
+from layerscope.methods import guided as _guided  # noqa: E402,F401

@@ -1,0 +1,586 @@
+"""The CAM family: every method checked against an independent implementation (torchcam,
+captum) or a hand-computed answer, on small random-weight nets and tiny hand-weighted ones.
+
+Maps are compared after the same min-max normalisation, to 1e-4.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import layerscope
+from layerscope.errors import UsageError
+from layerscope.methods import get_method, list_methods
+from layerscope.models import vgg
+
+TOL = 1e-4
+WIDTHS = (8, 16, 16, 32, 32)
+TARGETS = [3, 5]
+GRADIENT = ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "gradcam-elementwise", "eigengradcam"]
+ALL = [*GRADIENT, "eigencam", "scorecam", "ablationcam", "guided-backprop", "guided-gradcam"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():  # type: ignore[no-untyped-def]
+    """These tensors are tiny: on a busy machine torch's thread pool costs far more than it
+    saves (measured: 0.6 s vs 0.004 s for one 13-layer Grad-CAM on 2 shared cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class SmallVGG(nn.Module):
+    """VGG16's 13-conv layout, narrow; a non-linear head so the methods really differ.
+
+    ``functional=True`` applies the head's ReLU with ``F.relu`` instead of its module.
+    """
+
+    def __init__(self, inplace: bool = False, functional: bool = False) -> None:
+        super().__init__()
+        self.features, self.layerscope_aliases = vgg.make_features(widths=WIDTHS)
+        for m in self.features:
+            if isinstance(m, nn.ReLU):
+                m.inplace = inplace
+        self.functional = functional
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.head = nn.Sequential(nn.Linear(WIDTHS[-1] * 4, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.head[0](torch.flatten(self.pool(self.features(x)), 1))
+        h = F.relu(h) if self.functional else self.head[1](h)
+        return self.head[2](h)
+
+
+@pytest.fixture(scope="module")
+def net() -> SmallVGG:
+    torch.manual_seed(0)
+    model = SmallVGG()
+    vgg.init_vgg_(model, seed=0)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.bias.normal_(0.0, 0.05, generator=gen)
+            if isinstance(m, nn.Linear):
+                m.weight.mul_(20.0)  # logits of a useful size
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def x() -> torch.Tensor:
+    return torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(2))
+
+
+@pytest.fixture(scope="module")
+def xs(x: torch.Tensor) -> torch.Tensor:
+    """A smaller input for the methods that cost many passes."""
+    return x[:, :, 8:40, 8:40].contiguous()
+
+
+def paths(model: nn.Module) -> dict[str, str]:
+    return dict(model.layerscope_aliases)
+
+
+def norm(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    lo = m.min(axis=(-2, -1), keepdims=True)
+    rng = m.max(axis=(-2, -1), keepdims=True) - lo
+    return np.where(rng > 0, (m - lo) / np.where(rng > 0, rng, 1), 0.0)
+
+
+def assert_same(ours: np.ndarray, ref: np.ndarray, what: str = "") -> None:
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    assert ours.shape == ref.shape, what
+    assert np.isfinite(ours).all(), what
+    err = np.abs(norm(ours) - norm(ref)).max()
+    assert err <= TOL, f"{what}: max difference {err:.2e} after normalisation"
+
+
+def layer_ag(model: nn.Module, x: torch.Tensor, path: str, targets: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """A layer's activation and gradient, with plain hooks (independent of layerscope)."""
+    store: dict[str, torch.Tensor] = {}
+    h = dict(model.named_modules())[path].register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
+    try:
+        out = model(x)
+    finally:
+        h.remove()
+    (g,) = torch.autograd.grad(out[range(len(targets)), targets].sum(), store["a"])
+    return store["a"].detach().numpy().astype(np.float64), g.numpy().astype(np.float64)
+
+
+# --- the registry ------------------------------------------------------------------------
+
+
+def test_registry_has_the_family_with_kinds_costs_and_papers() -> None:
+    assert list_methods() == ALL
+    kinds = {n: get_method(n).kind for n in ALL}
+    assert {n for n, k in kinds.items() if k == "gradient"} == set(GRADIENT)
+    assert kinds["eigencam"] == "activation" and not get_method("eigencam").needs_gradients
+    assert kinds["scorecam"] == kinds["ablationcam"] == "perturbation"
+    assert kinds["guided-backprop"] == kinds["guided-gradcam"] == "pixel"
+    for name in ALL:
+        m = get_method(name)
+        assert m.summary and m.cost and m.title
+        assert name == "gradcam-elementwise" or any(str(y) in (m.fn.__doc__ or "") for y in range(2014, 2022)), name
+    for name in ("scorecam", "ablationcam"):
+        m = get_method(name)
+        assert {"batch_size", "top_k"} <= set(m.options)
+        assert m.forward_passes(2, 64, top_k=16) == 32 and m.forward_passes(2, 8) == 16
+    assert get_method("gradcam").frameworks == ("torch", "keras")
+    assert get_method("scorecam").frameworks == ("torch",)
+
+
+# --- gradient methods against torchcam and captum -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "peer"), [("gradcam", "GradCAM"), ("xgradcam", "XGradCAM"), ("layercam", "LayerCAM")]
+)
+def test_equals_torchcam_at_every_layer(net: SmallVGG, x: torch.Tensor, method: str, peer: str) -> None:
+    import torchcam.methods as tc
+
+    exp = layerscope.explain(net, x, method=method, target=TARGETS)
+    assert len(exp.layers) == 13
+    for name in exp.layers:
+        with getattr(tc, peer)(net, paths(net)[name]) as extractor:
+            scores = net(x)
+            ref = extractor(TARGETS, scores, normalized=False)[0]
+        assert_same(exp.cams[name], ref.detach().numpy(), f"{method} at {name}")
+
+
+def test_gradcam_equals_captum_layergradcam(net: SmallVGG, x: torch.Tensor) -> None:
+    from captum.attr import LayerGradCam
+
+    exp = layerscope.explain(net, x, method="gradcam", target=TARGETS)
+    modules = dict(net.named_modules())
+    for name in exp.layers:
+        ref = LayerGradCam(net, modules[paths(net)[name]]).attribute(x, target=TARGETS, relu_attributions=True)
+        assert_same(exp.cams[name], ref[:, 0].detach().numpy(), name)
+
+
+def test_gradcam_plusplus_follows_the_paper_at_every_layer(net: SmallVGG, x: torch.Tensor) -> None:
+    exp = layerscope.explain(net, x, method="gradcam++", target=TARGETS)
+    for name in exp.layers:
+        a, g = layer_ag(net, x, paths(net)[name], TARGETS)
+        s = a.sum(axis=(2, 3), keepdims=True)
+        den = 2 * g**2 + s * g**3
+        alpha = np.where((g != 0) & (den != 0), g**2 / np.where(den != 0, den, 1), 0.0)  # eq. 19
+        w = (alpha * np.maximum(g, 0)).sum(axis=(2, 3))
+        ref = np.maximum(np.einsum("nc,nchw->nhw", w, a), 0)
+        assert_same(exp.cams[name], ref, name)
+
+
+def test_gradcam_plusplus_hand_computed() -> None:
+    # conv 1×1 (1→2, weights 1, 2; biases 0, −1) → ReLU → mean → linear (1, 3; bias 0.5).
+    # x = [[1, −2], [3, 0]]: A0 = [[1, 0], [3, 0]], A1 = [[1, 0], [5, 0]]; g = (1/4, 3/4)
+    # everywhere; ΣA = (4, 6); α_k = 1/(2 + ΣA_k·g_k) = (1/3, 2/13); w_k = Σ α g = (1/3, 6/13).
+    exp = layerscope.explain(tiny_relu_net(), X_TINY, layers="relu", method="gradcam++", target=0)
+    np.testing.assert_allclose(exp.cams["relu"][0], [[31 / 39, 0.0], [43 / 13, 0.0]], rtol=1e-6)
+
+
+def test_torchcam_gradcampp_deviates_from_the_paper(net: SmallVGG, x: torch.Tensor) -> None:
+    """torchcam 0.5's GradCAMpp divides α in place on a boolean-mask *copy*
+    (``alpha[idx][mask].div_(...)``), so α stays g²: its weights are Σ g²·ReLU(g). The
+    paper's α (checked above) differs; this pins the peer's behaviour down exactly."""
+    import torchcam.methods as tc
+
+    path = paths(net)["block4_conv3"]
+    with tc.GradCAMpp(net, path) as extractor:
+        ref = extractor(TARGETS, net(x), normalized=False)[0].detach().numpy()
+    a, g = layer_ag(net, x, path, TARGETS)
+    buggy = np.maximum(np.einsum("nc,nchw->nhw", (g**2 * np.maximum(g, 0)).sum(axis=(2, 3)), a), 0)
+    assert_same(ref, buggy, "torchcam GradCAMpp = Σ g²·ReLU(g) weights")
+    ours = layerscope.explain(net, x, layers="block4_conv3", method="gradcam++", target=TARGETS).cams["block4_conv3"]
+    assert np.abs(norm(ours) - norm(ref)).max() > 1e-2
+
+
+@pytest.mark.parametrize("method", ["hirescam", "gradcam-elementwise", "layercam"])
+def test_elementwise_methods_follow_their_formula_at_every_layer(net: SmallVGG, x: torch.Tensor, method: str) -> None:
+    exp = layerscope.explain(net, x, method=method, target=TARGETS)
+    for name in exp.layers:
+        a, g = layer_ag(net, x, paths(net)[name], TARGETS)
+        ref = {
+            "hirescam": np.maximum((g * a).sum(axis=1), 0),
+            "gradcam-elementwise": np.maximum(g * a, 0).sum(axis=1),
+            "layercam": np.maximum((np.maximum(g, 0) * a).sum(axis=1), 0),
+        }[method]
+        assert_same(exp.cams[name], ref, name)
+
+
+def test_elementwise_methods_hand_computed() -> None:
+    # conv 1×1 (1→2, weights 1, −1) → flatten → linear: G0 = W0, G1 = W1 exactly, A0 = x, A1 = −x.
+    # W0 = [[1, 2], [−1, 0.5]], W1 = [[0.5, 1], [−2, 3]], x = [[1, −2], [3, 0]]:
+    # W0·A0 = [[1, −4], [−3, 0]], W1·A1 = [[−0.5, 2], [6, 0]].
+    model = tiny_flatten_net()
+    cams = {m: layerscope.explain(model, X_TINY, layers="conv", method=m, target=0).cams["conv"][0] for m in GRADIENT}
+    np.testing.assert_allclose(cams["hirescam"], [[0.5, 0.0], [3.0, 0.0]], atol=1e-6)  # ReLU(sum)
+    np.testing.assert_allclose(cams["gradcam-elementwise"], [[1.0, 2.0], [6.0, 0.0]], atol=1e-6)  # sum of ReLUs
+    np.testing.assert_allclose(cams["layercam"], [[0.5, 0.0], [0.0, 0.0]], atol=1e-6)  # ReLU(W)·A
+    np.testing.assert_allclose(cams["gradcam"], np.zeros((2, 2)), atol=1e-6)  # mean(W0) = mean(W1) = 0.625
+
+
+def test_hirescam_equals_gradcam_for_a_gap_linear_head(x: torch.Tensor) -> None:
+    # Draelos & Carin: when global average pooling and one linear layer follow the layer,
+    # every gradient is constant over positions and the two methods coincide.
+    torch.manual_seed(3)
+    convs = [nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 16, 3), nn.ReLU()]
+    model = nn.Sequential(*convs, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
+    hires = layerscope.explain(model, x, layers="3", method="hirescam", target=TARGETS).cams["3"]
+    grad = layerscope.explain(model, x, layers="3", method="gradcam", target=TARGETS).cams["3"]
+    assert hires.max() > 0
+    np.testing.assert_allclose(hires, grad, rtol=1e-4, atol=1e-6 * float(grad.max()))
+
+
+# --- Eigen-CAM and Eigen-Grad-CAM ----------------------------------------------------------
+
+
+def numpy_pca_map(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """First principal component by numpy's SVD; sign: positive correlation with reference."""
+    out = []
+    for v, r in zip(values, reference, strict=True):
+        c, h, w = v.shape
+        m = v.reshape(c, h * w).T
+        m = m - m.mean(axis=0)
+        _, _, vt = np.linalg.svd(m, full_matrices=False)
+        p = m @ vt[0]
+        if np.corrcoef(p, r.reshape(-1))[0, 1] < 0:
+            p = -p
+        out.append(np.maximum(p, 0).reshape(h, w))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("method", ["eigencam", "eigengradcam"])
+def test_eigen_methods_equal_numpy_svd_at_every_layer(net: SmallVGG, x: torch.Tensor, method: str) -> None:
+    exp = layerscope.explain(net, x, method=method, target=TARGETS)
+    for name in exp.layers:
+        a, g = layer_ag(net, x, paths(net)[name], TARGETS)
+        values = a if method == "eigencam" else g * a
+        ref = numpy_pca_map(values, values.mean(axis=1) if method == "eigencam" else values.sum(axis=1))
+        assert_same(exp.cams[name], ref, name)
+
+
+def test_eigencam_hand_computed_and_sign_rule() -> None:
+    # Rank one: A_k = u_k·P. The first principal component is ±(P − mean P)·|u|; its sign
+    # follows the mean activation, mean(u)·P.
+    fn = get_method("eigencam").fn
+    p = np.array([[1.0, 2.0], [3.0, 4.0]])
+    for u, expected in (((3.0, 4.0), [[0.0, 0.0], [2.5, 7.5]]), ((-3.0, -4.0), [[7.5, 2.5], [0.0, 0.0]])):
+        a = np.stack([k * p for k in u])[None]
+        np.testing.assert_allclose(fn(a, None)[0], expected, atol=1e-9)
+        np.testing.assert_allclose(fn(torch.from_numpy(a), None)[0].numpy(), expected, atol=1e-9)
+    # Eigen-Grad-CAM with unit gradients is Eigen-CAM of the activations.
+    a = np.stack([3.0 * p, 4.0 * p])[None]
+    np.testing.assert_allclose(get_method("eigengradcam").fn(a, np.ones_like(a))[0], [[0, 0], [2.5, 7.5]], atol=1e-9)
+
+
+def test_eigencam_needs_no_backward_and_ignores_the_target(net: SmallVGG, x: torch.Tensor) -> None:
+    a = layerscope.explain(net, x, method="eigencam", target=3)
+    b = layerscope.explain(net, x, method="eigencam", target=7)
+    for name in a.layers:
+        np.testing.assert_array_equal(a.cams[name], b.cams[name])
+
+
+# --- perturbation methods -----------------------------------------------------------------
+
+
+def test_scorecam_channel_softmax_equals_torchcam_at_every_layer(net: SmallVGG, x: torch.Tensor) -> None:
+    import torchcam.methods as tc
+
+    exp = layerscope.explain(net, x, method="scorecam", target=TARGETS, score="channel-softmax", batch_size=64)
+    assert len(exp.layers) == 13
+    for name in exp.layers:
+        with tc.ScoreCAM(net, paths(net)[name], batch_size=64) as extractor:
+            with torch.no_grad():
+                net(x)
+            ref = extractor(TARGETS, normalized=False)[0]
+        assert_same(exp.cams[name], ref.numpy(), name)
+
+
+def independent_scorecam(model: nn.Module, x: torch.Tensor, path: str, targets: list[int]) -> np.ndarray:
+    """Score-CAM as in the authors' code, one channel at a time: weight = class probability."""
+    a, _ = layer_ag(model, x, path, targets)
+    out = np.zeros(a.shape[:1] + a.shape[2:])
+    with torch.no_grad():
+        for i, t in enumerate(targets):
+            for k in range(a.shape[1]):
+                ak = a[i, k]
+                rng = ak.max() - ak.min()
+                mask = (ak - ak.min()) / rng if rng > 0 else np.zeros_like(ak)
+                mask = torch.tensor(mask, dtype=torch.float32)[None, None]
+                up = F.interpolate(mask, size=x.shape[-2:], mode="bilinear")
+                p = torch.softmax(model(x[i : i + 1] * up), dim=1)[0, t].item()
+                out[i] += p * ak
+    return np.maximum(out, 0)
+
+
+def test_scorecam_probability_equals_an_independent_loop(net: SmallVGG, xs: torch.Tensor) -> None:
+    layers = ["block2_conv2", "block5_conv3"]
+    exp = layerscope.explain(net, xs, layers=layers, method="scorecam", target=TARGETS, batch_size=7)
+    for name in layers:
+        assert_same(exp.cams[name], independent_scorecam(net, xs, paths(net)[name], TARGETS), name)
+
+
+def independent_ablation(model: nn.Module, x: torch.Tensor, path: str, targets: list[int], k: int | None = None):  # type: ignore[no-untyped-def]
+    """Ablation-CAM one channel at a time, zeroing it with a hook written here."""
+    module = dict(model.named_modules())[path]
+    a, _ = layer_ag(model, x, path, targets)
+    out = np.zeros(a.shape[:1] + a.shape[2:])
+    with torch.no_grad():
+        y = model(x)[range(len(targets)), targets].numpy()
+        for i, t in enumerate(targets):
+            order = np.argsort(-a[i].mean(axis=(1, 2)), kind="stable")[:k] if k else range(a.shape[1])
+            for c in order:
+                def zero(m, inp, o, c=c):  # type: ignore[no-untyped-def]
+                    o = o.clone()
+                    o[:, c] = 0
+                    return o
+
+                h = module.register_forward_hook(zero)
+                try:
+                    yk = model(x[i : i + 1])[0, t].item()
+                finally:
+                    h.remove()
+                out[i] += (y[i] - yk) / abs(y[i]) * a[i, c]
+    return np.maximum(out, 0)
+
+
+def test_ablationcam_equals_an_independent_loop(net: SmallVGG, xs: torch.Tensor) -> None:
+    layers = ["block2_conv1", "block5_conv3"]
+    exp = layerscope.explain(net, xs, layers=layers, method="ablationcam", target=TARGETS, batch_size=5)
+    for name in layers:
+        assert_same(exp.cams[name], independent_ablation(net, xs, paths(net)[name], TARGETS), name)
+    top = layerscope.explain(net, xs, layers="block5_conv3", method="ablationcam", target=TARGETS, top_k=4)
+    ref = independent_ablation(net, xs, paths(net)["block5_conv3"], TARGETS, k=4)
+    assert_same(top.cams["block5_conv3"], ref, "top_k=4")
+
+
+def test_ablationcam_hand_computed() -> None:
+    # y = 0.5 + 1·mean(A0) + 3·mean(A1) = 0.5 + 1 + 4.5 = 6. Zeroing A0 gives 5, A1 gives 1.5:
+    # w = ((6 − 5)/6, (6 − 1.5)/6) = (1/6, 3/4); CAM = ReLU(A0/6 + 3·A1/4).
+    exp = layerscope.explain(tiny_relu_net(), X_TINY, layers="relu", method="ablationcam", target=0)
+    np.testing.assert_allclose(exp.cams["relu"][0], [[11 / 12, 0.0], [4.25, 0.0]], rtol=1e-6)
+
+
+def test_perturbation_cost_is_announced_counted_and_batching_invariant(
+    net: SmallVGG, x: torch.Tensor, caplog: pytest.LogCaptureFixture
+) -> None:
+    counted = CountPasses(net)
+    layers = ["block1_conv1", "block5_conv3"]
+    with caplog.at_level(logging.INFO, logger="layerscope"):
+        exp = layerscope.explain(counted, x, layers=layers, method="scorecam", target=TARGETS, top_k=3, batch_size=4)
+    assert "scorecam: 12 forward passes (2 layers, 2 images)" in caplog.text
+    assert counted.forwards == 1 + 2 * 2  # the capture pass, then ceil(2·3 / 4) batches per layer
+    assert counted.images == 2 + 2 * 2 * 3  # each masked copy went through the model once
+    again = layerscope.explain(net, x, layers=layers, method="scorecam", target=TARGETS, top_k=3, batch_size=1)
+    for name in layers:
+        np.testing.assert_allclose(exp.cams[name], again.cams[name], rtol=1e-5, atol=1e-7)
+    for bad in ({"batch_size": 0}, {"top_k": 0}, {"score": "logits"}):
+        with pytest.raises(UsageError):
+            layerscope.explain(net, x, layers="block1_conv1", method="scorecam", target=TARGETS, **bad)
+
+
+# --- guided backpropagation ---------------------------------------------------------------
+
+
+def captum_quiet(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+def test_guided_backprop_equals_captum(net: SmallVGG, x: torch.Tensor) -> None:
+    from captum.attr import GuidedBackprop
+
+    ref = captum_quiet(GuidedBackprop(net).attribute, x.clone().requires_grad_(), target=TARGETS)
+    ref = ref.abs().amax(dim=1).detach().numpy()
+    exp = layerscope.explain(net, x, method="guided-backprop", target=TARGETS)
+    for name in exp.layers:
+        assert exp.cams[name].shape == (2, 48, 48)
+        assert_same(exp.cams[name], ref, name)
+    plain = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(net(plain)[range(2), TARGETS].sum(), plain)
+    assert np.abs(norm(g.abs().amax(1).numpy()) - norm(ref)).max() > 1e-2  # really guided
+
+
+def test_guided_gradcam_equals_captum_at_every_layer(net: SmallVGG, x: torch.Tensor) -> None:
+    from captum.attr import GuidedGradCam
+
+    exp = layerscope.explain(net, x, method="guided-gradcam", target=TARGETS)
+    modules = dict(net.named_modules())
+    for name in exp.layers:
+        attr = captum_quiet(
+            GuidedGradCam(net, modules[paths(net)[name]]).attribute,
+            x.clone().requires_grad_(),
+            target=TARGETS,
+            interpolate_mode="bilinear",
+        )
+        assert_same(exp.cams[name], attr.abs().amax(dim=1).detach().numpy(), name)
+
+
+def test_guided_handles_inplace_and_functional_relu(net: SmallVGG, xs: torch.Tensor) -> None:
+    layers = ["block1_conv1", "block3_conv2", "block5_conv3"]
+    ref = layerscope.explain(net, xs, layers, method="guided-gradcam", target=TARGETS)
+    for variant in (SmallVGG(inplace=True), SmallVGG(functional=True), SmallVGG(inplace=True, functional=True)):
+        variant.load_state_dict(net.state_dict())
+        variant.eval()
+        exp = layerscope.explain(variant, xs, layers, method="guided-gradcam", target=TARGETS)
+        for name in exp.layers:
+            np.testing.assert_allclose(exp.cams[name], ref.cams[name], rtol=1e-5, atol=1e-9)
+
+
+def test_guided_without_relu_warns() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    with pytest.warns(UserWarning, match="no ReLU"):
+        layerscope.explain(model.eval(), torch.randn(1, 3, 8, 8), layers="0", method="guided-backprop")
+
+
+# --- passes, model left alone, frameworks ---------------------------------------------------
+
+
+class _CountBackward(torch.autograd.Function):
+    calls = 0
+
+    @staticmethod
+    def forward(ctx, t):  # type: ignore[no-untyped-def, override]
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[no-untyped-def, override]
+        _CountBackward.calls += 1
+        return g
+
+
+class CountPasses(nn.Module):
+    """Wraps a model; counts forward calls, images forwarded, and backward passes."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.layerscope_aliases = {k: f"model.{v}" for k, v in model.layerscope_aliases.items()}
+        self.forwards = self.images = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forwards += 1
+        self.images += len(x)
+        return _CountBackward.apply(self.model(x))
+
+
+@pytest.mark.parametrize("method", [*GRADIENT, "eigencam"])
+def test_one_pass_methods_do_one_forward_and_one_backward_for_13_layers(
+    net: SmallVGG, x: torch.Tensor, method: str
+) -> None:
+    counted = CountPasses(net)
+    _CountBackward.calls = 0
+    exp = layerscope.explain(counted, x, method=method, target=TARGETS)
+    assert len(exp.layers) == 13
+    assert counted.forwards == 1
+    assert _CountBackward.calls == (0 if method == "eigencam" else 1)
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam", "guided-backprop", "guided-gradcam"])
+def test_multi_pass_methods_leave_the_model_unchanged(net: SmallVGG, x: torch.Tensor, method: str) -> None:
+    model = copy.deepcopy(net).train()
+    model.head[0].weight.requires_grad_(False)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    options = {"top_k": 2} if get_method(method).kind == "perturbation" else {}
+    layerscope.explain(model, x, layers=["block2_conv2", "block5_conv1"], method=method, **options)
+    assert model.training and all(m.training for m in model.modules())
+    assert not model.head[0].weight.requires_grad and model.head[2].weight.requires_grad
+    for m in model.modules():
+        assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+        assert all(p.grad is None for p in m.parameters(recurse=False))
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert not torch._C._is_torch_function_mode_enabled()
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam", "guided-backprop", "guided-gradcam"])
+def test_torch_only_methods_refuse_keras_models_clearly(method: str) -> None:
+    with pytest.raises(UsageError, match=r"not available for Keras models: .*available for Keras: gradcam"):
+        layerscope.explain(object(), np.zeros((1, 3, 8, 8), np.float32), method=method, framework="keras")
+
+
+@pytest.mark.parametrize("method", [*GRADIENT, "eigencam"])
+def test_numpy_and_torch_arrays_give_the_same_map(net: SmallVGG, x: torch.Tensor, method: str) -> None:
+    a, g = layer_ag(net, x, paths(net)["block4_conv2"], TARGETS)
+    a32, g32 = a.astype(np.float32), g.astype(np.float32)
+    fn = get_method(method).fn
+    from_numpy = fn(a32, None if method == "eigencam" else g32)
+    from_torch = fn(torch.from_numpy(a32), None if method == "eigencam" else torch.from_numpy(g32)).numpy()
+    assert isinstance(from_numpy, np.ndarray) and from_numpy.shape == (2, 6, 6)
+    np.testing.assert_allclose(from_numpy, from_torch, rtol=1e-4, atol=1e-6 * float(np.abs(from_torch).max()))
+
+
+def test_numpy_upsample_equals_torch() -> None:
+    from layerscope.methods._ops import upsample
+
+    m = np.random.default_rng(0).random((2, 3, 5)).astype(np.float32)
+    np.testing.assert_allclose(upsample(m, (7, 12)), upsample(torch.from_numpy(m), (7, 12)).numpy(), atol=1e-6)
+
+
+def test_every_method_at_every_layer_of_a_vgg16_layout(net: SmallVGG, xs: torch.Tensor) -> None:
+    model = SmallVGG(inplace=True)  # VGG16's modules, friendly names and in-place ReLUs
+    model.load_state_dict(net.state_dict())
+    x = xs[:1]
+    for method in ALL:
+        options = {"top_k": 2, "batch_size": 16} if get_method(method).kind == "perturbation" else {}
+        exp = layerscope.explain(model.eval(), x, method=method, **options)
+        assert exp.layers == list(vgg.make_features()[1]), method
+        assert len(exp.layers) == 13, method
+        for name in exp.layers:
+            cam = exp.cams[name]
+            size = (32, 32) if get_method(method).kind == "pixel" else exp.shapes[name][1:]
+            assert cam.shape == (1, *size) and cam.dtype == np.float32, (method, name)
+            assert np.isfinite(cam).all() and (cam >= 0).all(), (method, name)
+
+
+# --- tiny hand-weighted nets ------------------------------------------------------------------
+
+X_TINY = torch.tensor([[[[1.0, -2.0], [3.0, 0.0]]]])
+
+
+class _TinyRelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, kernel_size=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(2, 2)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, 2.0]).view(2, 1, 1, 1))
+            self.conv.bias.copy_(torch.tensor([0.0, -1.0]))
+            self.fc.weight.copy_(torch.tensor([[1.0, 3.0], [0.0, 0.0]]))
+            self.fc.bias.copy_(torch.tensor([0.5, 0.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def tiny_relu_net() -> nn.Module:
+    return _TinyRelu().eval()
+
+
+class _TinyFlatten(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, kernel_size=1, bias=False)
+        self.fc = nn.Linear(8, 2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
+            w0 = torch.tensor([[1.0, 2.0], [-1.0, 0.5]])
+            w1 = torch.tensor([[0.5, 1.0], [-2.0, 3.0]])
+            self.fc.weight.copy_(torch.stack([torch.cat([w0.flatten(), w1.flatten()]), torch.zeros(8)]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.conv(x), 1))
+
+
+def tiny_flatten_net() -> nn.Module:
+    return _TinyFlatten().eval()
