@@ -339,6 +339,7 @@ def independent_ablation(model: nn.Module, x: torch.Tensor, path: str, targets: 
         for i, t in enumerate(targets):
             order = np.argsort(-a[i].mean(axis=(1, 2)), kind="stable")[:k] if k else range(a.shape[1])
             for c in order:
+
                 def zero(m, inp, o, c=c):  # type: ignore[no-untyped-def]
                     o = o.clone()
                     o[:, c] = 0

@@ -18,6 +18,7 @@ __all__ = [
     "__version__",
     "explain",
     "get_method",
+    "grid",
     "list_methods",
     "list_models",
     "load_model",
@@ -26,6 +27,7 @@ __all__ = [
 _LAZY = {
     "explain": "layerscope.explanation",
     "Explanation": "layerscope.explanation",
+    "grid": "layerscope.comparison",
     "list_methods": "layerscope.methods",
     "get_method": "layerscope.methods",
     "load_model": "layerscope.models",
@@ -34,6 +36,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from layerscope.comparison import grid
     from layerscope.errors import LayerscopeError
     from layerscope.explanation import Explanation, explain
     from layerscope.methods import get_method, list_methods

@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the notebook recipe's variant: average only gradients that are positive where the activation is positive",
     )
+    _perturbation_args(tour)
     tour.add_argument("--target", help="class to explain: index or name (default: the top-1 prediction)")
     tour.add_argument("--colormap", default="jet", help="any matplotlib colormap (default: jet)")
     tour.add_argument("--alpha", type=_alpha, default=0.5, help="heatmap opacity, 0..1 (default: 0.5)")
@@ -85,6 +86,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tour.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
 
+    grid = sub.add_parser(
+        "grid",
+        help="a layers × methods grid of one image (rows: methods, columns: layers)",
+        description="Explain one image with several methods at every conv layer and write one "
+        "labelled PNG: a row per method, a column per layer.",
+    )
+    grid.add_argument("image", nargs="?", help="image file (default: a built-in sample image)")
+    _model_args(grid, list_models())
+    grid.add_argument("--layers", help="comma-separated layer names or glob patterns (default: every conv layer)")
+    grid.add_argument(
+        "--methods",
+        default="gradcam,gradcam++,layercam",
+        help=f"comma-separated CAM methods, one row each (default: gradcam,gradcam++,layercam; any of: "
+        f"{', '.join(list_methods())})",
+    )
+    _perturbation_args(grid)
+    grid.add_argument("--target", help="class to explain: index or name (default: the top-1 prediction)")
+    grid.add_argument("--colormap", default="jet", help="any matplotlib colormap (default: jet)")
+    grid.add_argument("--alpha", type=_alpha, default=0.5, help="heatmap opacity, 0..1 (default: 0.5)")
+    grid.add_argument(
+        "--scale",
+        choices=["layer", "shared"],
+        default="layer",
+        help="normalise each cell on its own range, or each method's row on one shared range",
+    )
+    grid.add_argument("--cell", type=_positive_int, default=160, help="cell size in pixels (default: 160)")
+    grid.add_argument("-o", "--output", default="grid.png", help="output image: .png (default: grid.png)")
+    grid.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+
     layers = sub.add_parser("layers", help="list a built-in model's layers and their output shapes")
     _model_args(layers, list_models(), weights_default="random")
     layers.add_argument(
@@ -99,6 +129,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("methods", help="list the CAM methods")
     return parser
+
+
+def _perturbation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help="perturbation methods (scorecam, ablationcam): perturbed copies per forward pass (default: 32)",
+    )
+    p.add_argument(
+        "--top-k",
+        type=_positive_int,
+        help="perturbation methods: evaluate only the K channels of largest mean activation per layer "
+        "(default: every channel)",
+    )
+
+
+def _perturbation_options(args: argparse.Namespace, methods: list[str]) -> dict[str, Any]:
+    """``--batch-size`` / ``--top-k`` as method options; an error if no chosen method has them."""
+    from layerscope.methods import get_method
+
+    given = {k: v for k, v in (("batch_size", args.batch_size), ("top_k", args.top_k)) if v is not None}
+    for key in given:
+        if not any(key in get_method(m).options for m in methods):
+            flag = "--" + key.replace("_", "-")
+            raise UsageError(f"{flag} applies to perturbation methods only (scorecam, ablationcam)")
+    return given
 
 
 def _model_args(p: argparse.ArgumentParser, models: list[str], weights_default: str = "imagenet") -> None:
@@ -131,6 +187,7 @@ def cmd_tour(args: argparse.Namespace) -> int:
         if args.method != "gradcam":
             raise UsageError("--guided-grads applies to --method gradcam only")
         options["guided_grads"] = True
+    options.update(_perturbation_options(args, [args.method]))
     exp = explain(model, image, layers=args.layers, method=args.method, target=args.target, **options)
     path = exp.save(
         args.output,
@@ -147,6 +204,38 @@ def cmd_tour(args: argparse.Namespace) -> int:
     )
     if flat:
         print(f"flat maps (nothing to show) at: {', '.join(flat)}")
+    return 0
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from layerscope import outputs
+    from layerscope.comparison import _method_list, grid
+    from layerscope.models import load_model
+
+    path = Path(args.output)
+    if path.suffix.lower() != ".png":
+        raise UsageError(f"{path}: the grid is written as .png, not {path.suffix or '(no extension)'}")
+    outputs.check_writable(path, args.overwrite)
+    methods = _method_list(args.methods)
+    options = _perturbation_options(args, methods)
+    image = args.image or sample_image()
+    model = load_model(args.model, weights=args.weights)
+    img = grid(
+        model,
+        image,
+        methods,
+        layers=args.layers,
+        target=args.target,
+        colormap=args.colormap,
+        alpha=args.alpha,
+        scale=args.scale,
+        cell=args.cell,
+        **options,
+    )
+    outputs.write_with(path, lambda f: img.save(f, format="PNG"), args.overwrite)
+    print(f"{path}: {len(methods)} methods × layers grid, {img.width}×{img.height} px")
     return 0
 
 
@@ -170,10 +259,9 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
     for name in list_methods():
         m = get_method(name)
-        cost = "1 forward + 1 backward" if m.needs_gradients else "1 forward"
-        if m.extra_forwards != "0":
-            cost += f" + {m.extra_forwards} forwards"
-        print(f"{name:22s} {m.summary} [{cost}]")
+        grads = "gradients" if m.needs_gradients or m.kind == "pixel" else "no gradients"
+        torch_only = "" if "keras" in m.frameworks else ", PyTorch only"
+        print(f"{name:20s} {m.summary} [{m.cost}; {grads}{torch_only}]")
     return 0
 
 
@@ -184,6 +272,20 @@ def _one_line_warnings() -> None:
     warnings.showwarning = show
 
 
+def _log_to_stderr() -> None:
+    """Show layerscope's progress messages (e.g. a perturbation method's cost) on stderr."""
+    import logging
+
+    class ToStderr(logging.Handler):  # the current sys.stderr at each message
+        def emit(self, record: logging.LogRecord) -> None:
+            print(f"layerscope: {record.getMessage()}", file=sys.stderr)
+
+    logger = logging.getLogger("layerscope")
+    if not any(type(h).__name__ == "ToStderr" for h in logger.handlers):
+        logger.addHandler(ToStderr())
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
@@ -192,7 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _one_line_warnings()
-    commands = {"tour": cmd_tour, "layers": cmd_layers, "methods": cmd_methods}
+    commands = {"tour": cmd_tour, "grid": cmd_grid, "layers": cmd_layers, "methods": cmd_methods}
+    _log_to_stderr()
     try:
         return commands[args.command](args)
     except LayerscopeError as e:
