@@ -389,6 +389,27 @@ def test_perturbation_cost_is_announced_counted_and_batching_invariant(
             layerscope.explain(net, x, layers="block1_conv1", method="scorecam", target=TARGETS, **bad)
 
 
+class Softmaxed(nn.Module):
+    layerscope_outputs = "probabilities"
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.layerscope_aliases = {k: f"model.{v}" for k, v in model.layerscope_aliases.items()}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x), dim=1)
+
+
+def test_scorecam_probability_of_a_model_that_outputs_probabilities(net: SmallVGG, xs: torch.Tensor) -> None:
+    # The class probability is the model's own output then, never a softmax of a softmax.
+    layers = ["block4_conv1", "block5_conv3"]
+    ref = layerscope.explain(net, xs, layers, method="scorecam", target=TARGETS)
+    exp = layerscope.explain(Softmaxed(net), xs, layers, method="scorecam", target=TARGETS)
+    for name in layers:
+        np.testing.assert_allclose(exp.cams[name], ref.cams[name], rtol=1e-4, atol=1e-7)
+
+
 # --- guided backpropagation ---------------------------------------------------------------
 
 
@@ -493,7 +514,9 @@ def test_multi_pass_methods_leave_the_model_unchanged(net: SmallVGG, x: torch.Te
     model.head[0].weight.requires_grad_(False)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     options = {"top_k": 2} if get_method(method).kind == "perturbation" else {}
-    layerscope.explain(model, x, layers=["block2_conv2", "block5_conv1"], method=method, **options)
+    with torch.no_grad():  # an outer no_grad must not break the guided or the layer gradients
+        exp = layerscope.explain(model, x, layers=["block2_conv2", "block5_conv1"], method=method, **options)
+    assert all(exp.cams[name].max() > 0 for name in exp.layers)
     assert model.training and all(m.training for m in model.modules())
     assert not model.head[0].weight.requires_grad and model.head[2].weight.requires_grad
     for m in model.modules():
