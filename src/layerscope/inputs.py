@@ -40,10 +40,15 @@ class Preprocess:
 
     @classmethod
     def for_model(cls, model: Any) -> Preprocess:
-        """The model's own ``layerscope_preprocess`` spec, or ImageNet at 224×224."""
+        """The model's own ``layerscope_preprocess`` spec, or ImageNet at 224×224.
+
+        A callable spec (e.g. the Keras recipe's caffe-style preprocessing) is returned as is.
+        """
         spec = getattr(model, "layerscope_preprocess", None)
         if not spec:
             return cls()
+        if callable(spec):
+            return spec
         size = spec.get("size", (224, 224))
         return cls(
             size=tuple(size) if size is not None else None,

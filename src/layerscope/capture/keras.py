@@ -1,0 +1,493 @@
+"""Keras 3 capture: one forward and one backward pass for every chosen layer, on the torch,
+TensorFlow or JAX backend.
+
+How the pass is kept correct and cheap:
+
+* Each chosen layer gets a *tap* for the length of the run: an instance attribute ``call``
+  that runs the layer's own ``call``, keeps its output (the layer's activation, after the
+  layer's own activation function, as Keras defines it) and hands it on unchanged. Taps
+  reach every layer the forward pass calls: functional, ``Sequential`` and subclassed models,
+  and the layers of a nested base model (the VGG16 base inside the recipe's model). They
+  are removed in ``finally``; nothing else about the model changes. (A multi-output
+  ``keras.Model`` over the chosen outputs cannot reach into a nested base model without
+  calling its layers on new inputs, which would add graph nodes to the caller's layers.)
+* The score is the model's output at the target index (a probability for a softmax model).
+  Gradients are taken with respect to the captured activations only, never the weights:
+
+  - torch backend: ``torch.autograd.grad(score, deepest activations)`` with a tensor hook
+    on each activation, so each map is computed the moment its gradient is known and the
+    backward pass stops at the earliest chosen layer;
+  - TensorFlow: a ``GradientTape`` that watches only the captured activations (not the
+    variables, not the input), so nothing below the earliest chosen layer is recorded;
+  - JAX: each tap adds a zero probe to its activation; ``jax.value_and_grad`` with respect
+    to the probes gives ``∂y/∂A`` (the probes' shapes come from ``jax.eval_shape``, which
+    traces the model without computing it).
+
+* Methods get channels-first ``(N, C, h, w)`` arrays: torch tensors on the torch backend,
+  numpy arrays on TensorFlow and JAX. Shapes are reported in the layer's own layout
+  (``(h, w, C)`` for channels-last) with the real sizes.
+* torch is imported only on the torch backend; this module is imported only when a Keras
+  model is explained.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from layerscope.capture import CaptureResult, match_layers
+from layerscope.errors import ModelError, UsageError
+
+_MISSING = object()
+
+
+def _keras() -> Any:
+    import keras
+
+    return keras
+
+
+def _children(layer: Any) -> list[Any]:
+    """The direct sub-layers of a model or layer, in forward order where Keras knows it."""
+    keras = _keras()
+    if isinstance(layer, keras.Model):
+        try:
+            kids = list(layer.layers)
+        except (AttributeError, ValueError):
+            kids = []
+    else:
+        kids = list(getattr(layer, "_layers", None) or [])
+    return [k for k in kids if isinstance(k, keras.layers.Layer) and not isinstance(k, keras.layers.InputLayer)]
+
+
+def walk(model: Any) -> list[tuple[str, Any]]:
+    """Every layer of ``model``, nested models' layers included: ``(path, layer)`` pairs.
+
+    ``path`` joins the layer names with ``/`` (``vgg16/block1_conv1``); a layer used twice
+    appears once.
+    """
+    out: list[tuple[str, Any]] = []
+    seen = {id(model)}
+
+    def visit(layer: Any, prefix: str) -> None:
+        for child in _children(layer):
+            if id(child) in seen:
+                continue
+            seen.add(id(child))
+            path = f"{prefix}/{child.name}" if prefix else child.name
+            out.append((path, child))
+            visit(child, path)
+
+    visit(model, "")
+    return out
+
+
+def is_conv(layer: Any) -> bool:
+    """A 2-D convolution: ``Conv2D``, ``DepthwiseConv2D`` or ``SeparableConv2D``."""
+    kl = _keras().layers
+    return isinstance(layer, (kl.Conv2D, kl.DepthwiseConv2D, kl.SeparableConv2D))
+
+
+def layer_names(model: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """``({name: path}, {path: display name})``: a layer answers to its own Keras name when that
+    name is unique in the model, and always to its full path."""
+    walked = walk(model)
+    counts = Counter(layer.name for _, layer in walked)
+    display = {path: (layer.name if counts[layer.name] == 1 else path) for path, layer in walked}
+    names = {display[path]: path for path, _ in walked}
+    for path, _ in walked:
+        names.setdefault(path, path)
+    return names, display
+
+
+def conv_layers(model: Any) -> list[str]:
+    """Default layers: every 2-D convolution, nested models' included, by display name."""
+    _, display = layer_names(model)
+    return [display[path] for path, layer in walk(model) if is_conv(layer)]
+
+
+def resolve_layers(model: Any, layers: Any) -> list[tuple[str, str]]:
+    """``(display name, layer path)`` pairs; see :func:`layerscope.capture.match_layers`."""
+    names, _ = layer_names(model)
+    default = conv_layers(model)
+    if layers is None and not default:
+        raise ModelError(f"Keras model {model.name!r} has no Conv2D layer; name the layers to explain")
+    out, seen = [], set()
+    for name, path in match_layers(layers, names, default):
+        if path not in seen:  # a glob can match a layer by its name and by its path
+            seen.add(path)
+            out.append((name, path))
+    return out
+
+
+class _Taps:
+    """Temporary ``call`` wrappers on the chosen layers that keep each layer's output."""
+
+    def __init__(self, chosen: Sequence[tuple[str, Any]]) -> None:
+        self.chosen = list(chosen)
+        self.acts: dict[str, Any] = {}
+        self.order: list[str] = []
+        self.bad: dict[str, Any] = {}
+        self.on_act: Callable[[Any], Any] | None = None
+        self.probes: dict[str, Any] | None = None
+        self._saved: list[tuple[Any, Any]] = []
+        self._warned: set[str] = set()
+
+    def reset(self) -> None:
+        self.acts, self.order, self.bad = {}, [], {}
+
+    def _wrap(self, name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            out = original(*args, **kwargs)
+            if name in self.acts or name in self.bad:
+                if name not in self._warned:
+                    self._warned.add(name)
+                    warnings.warn(
+                        f"layer {name!r} runs more than once per forward pass; its first call is used",
+                        stacklevel=2,
+                    )
+                return out
+            shape = getattr(out, "shape", None)
+            if shape is None or len(shape) != 4:  # raised after the pass: Keras rewrites errors raised in call
+                self.bad[name] = tuple(shape) if shape is not None else type(out).__name__
+                return out
+            self.acts[name] = out
+            self.order.append(name)
+            if self.on_act is not None:
+                self.on_act(out)
+            if self.probes is not None:
+                out = out + self.probes[name]
+            return out
+
+        return call
+
+    def __enter__(self) -> _Taps:
+        try:
+            for name, layer in self.chosen:
+                self._saved.append((layer, layer.__dict__.get("call", _MISSING)))
+                layer.__dict__["call"] = self._wrap(name, layer.call)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for layer, prev in reversed(self._saved):
+            if prev is _MISSING:
+                layer.__dict__.pop("call", None)
+            else:
+                layer.__dict__["call"] = prev
+        self._saved.clear()
+
+    def check(self, wanted: Sequence[str]) -> None:
+        """Raise for a chosen layer that did not run or does not output a feature map."""
+        for name, shape in self.bad.items():
+            raise UsageError(f"layer {name!r} outputs {shape}, not a (N, h, w, C) feature map")
+        missing = [n for n in wanted if n not in self.acts]
+        if missing:
+            raise ModelError(
+                f"layer(s) {', '.join(repr(n) for n in missing)} did not run in the forward pass: a model "
+                "that computes them without calling the layer (keras.ops on its weights) cannot be explained there"
+            )
+
+
+class _Maps:
+    """Turns each layer's ``(A, G)`` into its map, as soon as both are known."""
+
+    def __init__(self, layer_fn: Callable[[Any, Any], Any], channels_last: dict[str, bool]) -> None:
+        self.layer_fn = layer_fn
+        self.channels_last = channels_last
+        self.cams: dict[str, np.ndarray] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.nonfinite: list[str] = []
+
+    def keep(self, name: str, act: Any, grad: Any) -> None:
+        self.shapes[name] = tuple(int(s) for s in act.shape[1:])
+        if self.channels_last[name]:
+            act = _nchw(act)
+            grad = None if grad is None else _nchw(grad)
+        cam = _to_numpy(self.layer_fn(act, grad))
+        if not np.isfinite(cam).all():
+            self.nonfinite.append(name)
+            cam = np.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0)
+        self.cams[name] = cam
+
+
+def _nchw(t: Any) -> Any:
+    return t.permute(0, 3, 1, 2) if hasattr(t, "permute") else np.transpose(t, (0, 3, 1, 2))
+
+
+def _to_numpy(t: Any) -> np.ndarray:
+    if hasattr(t, "detach"):
+        t = t.detach().float().cpu().numpy()
+    return np.asarray(t, dtype=np.float32)
+
+
+def _channels_last(layer: Any) -> bool:
+    fmt = getattr(layer, "data_format", None) or _keras().config.image_data_format()
+    return fmt == "channels_last"
+
+
+def _input_spec(model: Any) -> tuple[Any, ...] | None:
+    """The model's per-image input shape, ``(H, W, C)`` with ``None`` for free sizes, if known."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not inputs or len(inputs) != 1 or len(inputs[0].shape) != 4:
+        return None
+    return tuple(inputs[0].shape[1:])
+
+
+def model_input(model: Any, x: Any, backend: str) -> Any:
+    """The batch in the model's layout: a channels-first ``(N, C, H, W)`` array (what
+    :class:`~layerscope.inputs.Preprocess` makes) is transposed for a channels-last model."""
+    keras = _keras()
+    if hasattr(x, "detach") and backend != "torch":
+        x = x.detach().cpu().numpy()
+    if not hasattr(x, "shape"):
+        x = np.asarray(x, dtype=np.float32)
+    if len(x.shape) == 3:
+        x = x[None]
+    if len(x.shape) != 4:
+        raise UsageError(f"a Keras image batch must be 4-D (N, H, W, C), not {tuple(x.shape)}")
+    shape = tuple(int(s) for s in x.shape)
+    last = keras.config.image_data_format() == "channels_last"
+    c_axis, other = (3, 1) if last else (1, 3)
+    spec = _input_spec(model)
+    want_c = spec[-1 if last else 0] if spec else None
+    if want_c is not None:
+        swap = shape[c_axis] != want_c and shape[other] == want_c
+    else:
+        swap = shape[c_axis] not in (1, 3, 4) and shape[other] in (1, 3, 4)
+    if swap:
+        perm = (0, 2, 3, 1) if last else (0, 3, 1, 2)
+        x = np.transpose(x, perm) if isinstance(x, np.ndarray) else keras.ops.transpose(x, perm)
+        shape = tuple(int(s) for s in x.shape)
+    if spec:
+        want_hw = spec[:2] if last else spec[1:]
+        got_hw = shape[1:3] if last else shape[2:]
+        if all(w is not None for w in want_hw) and tuple(want_hw) != tuple(got_hw):
+            h, w = want_hw
+            raise UsageError(
+                f"the model takes {h}×{w} images, not {got_hw[0]}×{got_hw[1]}: pass "
+                f"preprocess=layerscope.inputs.Preprocess(size=({h}, {w})) or resize the input"
+            )
+    if isinstance(x, np.ndarray):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+    return x
+
+
+def _output(out: Any) -> Any:
+    if isinstance(out, dict):
+        if len(out) != 1:
+            raise ModelError(f"the model returns {len(out)} named outputs; expected one (N, classes) output")
+        out = next(iter(out.values()))
+    if isinstance(out, (list, tuple)):
+        if not out:
+            raise ModelError("the model returns no output")
+        out = out[0]
+    shape = getattr(out, "shape", None)
+    if shape is None or len(shape) != 2:
+        raise ModelError(
+            f"the model's output has shape {tuple(shape) if shape is not None else type(out).__name__}; "
+            "expected (N, classes)"
+        )
+    return out
+
+
+def _given_targets(target: int | Sequence[int] | None, n: int, k: int) -> np.ndarray | None:
+    if target is None:
+        return None
+    t = np.asarray(target, dtype=np.int64).reshape(-1)
+    if t.size == 1:
+        t = np.repeat(t, n)
+    if t.size != n:
+        raise UsageError(f"{t.size} targets for {n} images; give one per image or one for all")
+    bad = t[(t < 0) | (t >= k)]
+    if bad.size:
+        raise UsageError(f"class index {int(bad[0])} is out of range for a model with {k} classes")
+    return t
+
+
+def _targets(outputs: np.ndarray, target: int | Sequence[int] | None) -> np.ndarray:
+    n, k = outputs.shape
+    t = _given_targets(target, n, k)
+    return outputs.argmax(axis=1).astype(np.int64) if t is None else t
+
+
+def run(
+    model: Any,
+    x: Any,
+    layers: Sequence[tuple[str, str]],
+    target: int | Sequence[int] | None,
+    layer_fn: Callable[[Any, Any], Any],
+    need_gradients: bool = True,
+) -> CaptureResult:
+    """Capture the chosen layers of a Keras 3 model in one forward (and one backward) pass.
+
+    Args:
+        model: any ``keras.Model`` returning ``(N, classes)`` scores.
+        x: the batch: ``(N, H, W, C)`` in the model's layout, or channels-first
+            ``(N, C, H, W)`` numpy (as :class:`~layerscope.inputs.Preprocess` makes), which
+            is transposed; never modified.
+        layers: ``(display name, layer path)`` pairs from :func:`resolve_layers`.
+        target: ``None`` (top-1 per image), one class index, or one per image.
+        layer_fn: ``(A, G) -> (N, h, w)`` map on channels-first arrays, called once per layer.
+        need_gradients: run the backward pass (``False`` for gradient-free methods).
+
+    Returns:
+        A :class:`~layerscope.capture.CaptureResult`; shapes in the layers' own layout.
+    """
+    keras = _keras()
+    backend = keras.backend.backend()
+    by_path = dict(walk(model))
+    try:
+        chosen = [(name, by_path[path]) for name, path in layers]
+    except KeyError as e:
+        raise UsageError(f"no layer {e.args[0]!r} in the model") from None
+    maps = _Maps(layer_fn, {name: _channels_last(layer) for name, layer in chosen})
+    x = model_input(model, x, backend)
+    runners = {"torch": _run_torch, "tensorflow": _run_tensorflow, "jax": _run_jax}
+    if backend not in runners:
+        raise ModelError(f"the Keras backend {backend!r} is not supported; use torch, tensorflow or jax")
+    order, outputs, targets = runners[backend](model, x, chosen, target, maps, need_gradients)
+    return CaptureResult(
+        layers=order,
+        shapes=maps.shapes,
+        cams=maps.cams,
+        outputs=outputs,
+        targets=targets,
+        nonfinite=maps.nonfinite,
+    )
+
+
+def _run_torch(
+    model: Any, x: Any, chosen: list[tuple[str, Any]], target: Any, maps: _Maps, need_gradients: bool
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    import keras
+    import torch
+
+    from layerscope.capture.torch import _deepest
+
+    xin = x if isinstance(x, torch.Tensor) else keras.ops.convert_to_tensor(x)
+    xin = xin.detach().clone().requires_grad_(need_gradients)
+    with _Taps(chosen) as taps, torch.set_grad_enabled(need_gradients):
+        out = _output(model(xin, training=False))
+    acts = taps.acts
+    try:
+        taps.check([n for n, _ in chosen])
+        outputs = out.detach().float().cpu().numpy()
+        targets = _targets(outputs, target)
+        order = list(taps.order)
+        with torch.no_grad():
+            if not need_gradients:
+                for name in order:
+                    maps.keep(name, acts.pop(name), None)
+                return order, outputs, targets
+        rows = torch.arange(out.shape[0], device=out.device)
+        score = out[rows, torch.as_tensor(targets, device=out.device)].float().sum()
+        if not score.requires_grad:
+            raise ModelError("the model's output does not depend on the chosen layers")
+        for name in order:
+            act = acts[name]
+            if act.grad_fn is None:
+                raise ModelError(f"layer {name!r} is not connected to the output")
+
+            def on_grad(grad: torch.Tensor, name: str = name) -> None:
+                with torch.no_grad():
+                    maps.keep(name, acts.pop(name), grad)
+
+            act.register_hook(on_grad)
+        torch.autograd.grad(score, _deepest(acts), allow_unused=True)
+        with torch.no_grad():
+            for name in list(acts):  # a layer the score does not depend on
+                act = acts.pop(name)
+                maps.keep(name, act, torch.zeros_like(act))
+        return order, outputs, targets
+    finally:
+        acts.clear()
+
+
+def _run_tensorflow(
+    model: Any, x: Any, chosen: list[tuple[str, Any]], target: Any, maps: _Maps, need_gradients: bool
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    import tensorflow as tf
+
+    xin = tf.convert_to_tensor(x)
+    with _Taps(chosen) as taps:
+        if not need_gradients:
+            out = _output(model(xin, training=False))
+        else:
+            # Only the activations are watched: the variables and the input are not, so the
+            # tape records nothing below the earliest chosen layer and no weight gradient.
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                taps.on_act = tape.watch
+                out = _output(model(xin, training=False))
+                outputs = np.asarray(out, dtype=np.float32)
+                targets = _targets(outputs, target)
+                score = tf.reduce_sum(tf.cast(tf.gather(out, targets, axis=1, batch_dims=1), tf.float32))
+    taps.check([n for n, _ in chosen])
+    order = list(taps.order)
+    acts = taps.acts
+    if not need_gradients:
+        outputs = np.asarray(out, dtype=np.float32)
+        targets = _targets(outputs, target)
+        for name in order:
+            maps.keep(name, np.asarray(acts.pop(name)), None)
+        return order, outputs, targets
+    grads = tape.gradient(score, [acts[n] for n in order], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    del tape
+    for i, name in enumerate(order):
+        maps.keep(name, np.asarray(acts.pop(name)), np.asarray(grads[i]))
+        grads[i] = None
+    return order, outputs, targets
+
+
+def _run_jax(
+    model: Any, x: Any, chosen: list[tuple[str, Any]], target: Any, maps: _Maps, need_gradients: bool
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    import jax
+    import jax.numpy as jnp
+
+    xin = jnp.asarray(x)
+    wanted = [n for n, _ in chosen]
+    with _Taps(chosen) as taps:
+        if not need_gradients:
+            out = _output(model(xin, training=False))
+            taps.check(wanted)
+            outputs = np.asarray(out, dtype=np.float32)
+            targets = _targets(outputs, target)
+            order = list(taps.order)
+            for name in order:
+                maps.keep(name, np.asarray(taps.acts.pop(name)), None)
+            return order, outputs, targets
+
+        def forward(probes: dict[str, Any] | None) -> Any:
+            taps.reset()
+            taps.probes = probes
+            return _output(model(xin, training=False))
+
+        spec = jax.eval_shape(lambda: forward(None))  # traces only: no computation
+        taps.check(wanted)
+        probes = {n: jnp.zeros(taps.acts[n].shape, taps.acts[n].dtype) for n in taps.order}
+        given = _given_targets(target, int(spec.shape[0]), int(spec.shape[1]))
+
+        def score_fn(p: dict[str, Any]) -> tuple[Any, tuple[dict[str, Any], Any, Any]]:
+            out = forward(p)
+            t = jnp.asarray(given) if given is not None else jnp.argmax(out, axis=1)
+            score = jnp.sum(jnp.take_along_axis(out, t[:, None], axis=1).astype(jnp.float32))
+            return score, (dict(taps.acts), out, t)
+
+        (_, (acts, out, t)), grads = jax.value_and_grad(score_fn, has_aux=True)(probes)
+        order = list(taps.order)
+        taps.reset()
+    outputs = np.asarray(out, dtype=np.float32)
+    targets = np.asarray(t, dtype=np.int64)
+    for name in order:
+        maps.keep(name, np.asarray(acts.pop(name)), np.asarray(grads.pop(name)))
+    return order, outputs, targets
