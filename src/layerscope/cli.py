@@ -40,6 +40,7 @@ def _alpha(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; method and model choices come from the registries."""
+    from layerscope import recipe as recipe_cli
     from layerscope.methods import list_methods
     from layerscope.models import list_models
 
@@ -64,8 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     tour.add_argument("--method", default="gradcam", choices=list_methods(), help="CAM method (default: gradcam)")
     tour.add_argument(
         "--guided-grads",
-        action="store_true",
-        help="the notebook recipe's variant: average only gradients that are positive where the activation is positive",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the notebook recipe's variant: average only gradients that are positive where the activation is "
+        "positive (default: on for the recipe, --model vgg16-cifar10 --cifar10 N; off otherwise)",
     )
     _perturbation_args(tour)
     tour.add_argument("--target", help="class to explain: index or name (default: the top-1 prediction)")
@@ -85,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="output file: .gif, .webp, .png (APNG) or .npz for the raw maps (default: grad_cam.gif)",
     )
     tour.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    recipe_cli.add_tour_options(tour)
 
     grid = sub.add_parser(
         "grid",
@@ -128,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     layers.add_argument("--all", action="store_true", help="list every module, not only the conv layers")
 
     sub.add_parser("methods", help="list the CAM methods")
+    recipe_cli.add_train_head_command(sub)
     return parser
 
 
@@ -176,13 +181,14 @@ def sample_image() -> str:
 
 def cmd_tour(args: argparse.Namespace) -> int:
     from layerscope import outputs
+    from layerscope import recipe as recipe_cli
     from layerscope.explanation import explain
-    from layerscope.models import load_model
 
     outputs.check_writable(args.output, args.overwrite)
-    image = args.image or sample_image()
-    model = load_model(args.model, weights=args.weights)
+    model, image, is_recipe, note = recipe_cli.tour_setup(args, sample_image)
     options: dict[str, Any] = {}
+    if args.guided_grads is None:  # the recipe's own variant, unless told otherwise
+        args.guided_grads = is_recipe and args.method == "gradcam"
     if args.guided_grads:
         if args.method != "gradcam":
             raise UsageError("--guided-grads applies to --method gradcam only")
@@ -196,11 +202,12 @@ def cmd_tour(args: argparse.Namespace) -> int:
         colormap=args.colormap,
         alpha=args.alpha,
         scale=args.scale,
+        caption=args.caption or ("recipe" if is_recipe else "layerscope"),
     )
     flat = [name for name in exp.layers if exp.flat[name][0]]
     print(
         f"{path}: {len(exp.layers)} layers, {exp.method}, class {exp.class_name(0)!r} "
-        f"(index {int(exp.targets[0])}, p = {exp.probabilities[0]:.3f})"
+        f"(index {int(exp.targets[0])}, p = {exp.probabilities[0]:.3f})" + (f"; {note}" if note else "")
     )
     if flat:
         print(f"flat maps (nothing to show) at: {', '.join(flat)}")
@@ -294,7 +301,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     _one_line_warnings()
-    commands = {"tour": cmd_tour, "grid": cmd_grid, "layers": cmd_layers, "methods": cmd_methods}
+    from layerscope.recipe import cmd_train_head
+
+    commands = {
+        "tour": cmd_tour,
+        "grid": cmd_grid,
+        "layers": cmd_layers,
+        "methods": cmd_methods,
+        "train-head": cmd_train_head,
+    }
     _log_to_stderr()
     try:
         return commands[args.command](args)

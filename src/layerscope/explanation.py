@@ -55,8 +55,16 @@ class Explanation:
             return self.class_names[t]
         return f"class {t}"
 
-    def caption(self, layer: str, index: int = 0) -> list[str]:
-        """The caption lines of one frame."""
+    def caption(self, layer: str, index: int = 0, style: str = "layerscope") -> list[str]:
+        """The caption lines of one frame.
+
+        ``style="recipe"`` gives the notebook recipe's one line, ``Layer: <name>, Output size:
+        <shape>``, with the layer output's real shape (the recipe printed ``None`` sizes).
+        """
+        if style == "recipe":
+            return [f"Layer: {layer}, Output size: {tuple(int(s) for s in self.shapes[layer])}"]
+        if style != "layerscope":
+            raise UsageError(f"unknown caption style {style!r}; expected 'layerscope' or 'recipe'")
         shape = "x".join(str(s) for s in self.shapes[layer])
         method = get_method(self.method).title
         if self.options.get("guided_grads"):
@@ -66,14 +74,22 @@ class Explanation:
             second += " · flat map"
         return [f"Layer: {layer} · output {shape}", second]
 
-    def frames(self, index: int = 0, colormap: str = "jet", alpha: float = 0.5, scale: str = "layer") -> list[Any]:
-        """One captioned overlay (a PIL image) per layer, for image ``index``."""
+    def frames(
+        self,
+        index: int = 0,
+        colormap: str = "jet",
+        alpha: float = 0.5,
+        scale: str = "layer",
+        caption: str = "layerscope",
+    ) -> list[Any]:
+        """One captioned overlay (a PIL image) per layer, for image ``index``; ``caption`` is
+        the caption style (``"layerscope"`` or ``"recipe"``, see :meth:`caption`)."""
         from layerscope.render import overlay_frames
 
         if not 0 <= index < len(self.targets):
             raise UsageError(f"image index {index} is out of range for {len(self.targets)} images")
         maps = [self.cams[name][index] for name in self.layers]
-        captions = [self.caption(name, index) for name in self.layers]
+        captions = [self.caption(name, index, caption) for name in self.layers]
         frames, _ = overlay_frames(self.images[index], maps, captions, colormap, alpha, scale)
         return frames
 
@@ -87,10 +103,12 @@ class Explanation:
         colormap: str = "jet",
         alpha: float = 0.5,
         scale: str = "layer",
+        caption: str = "layerscope",
     ) -> Path:
         """Write the result; the writer is chosen by extension.
 
-        ``.gif`` / ``.webp`` / ``.png``: the layer animation of image ``index``;
+        ``.gif`` / ``.webp`` / ``.png``: the layer animation of image ``index`` (``caption``:
+        ``"layerscope"`` or the notebook recipe's ``"recipe"`` style);
         ``.npz``: the raw maps of every image (``cam/<layer>``) with targets and scores.
         """
         from layerscope import outputs
@@ -106,7 +124,7 @@ class Explanation:
             )
             return outputs.write_npz(p, arrays, overwrite)
         outputs.check_writable(p, overwrite)
-        frames = self.frames(index, colormap, alpha, scale)
+        frames = self.frames(index, colormap, alpha, scale, caption)
         return outputs.write_animation(p, frames, duration, overwrite)
 
     def _repr_html_(self) -> str:

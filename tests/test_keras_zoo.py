@@ -1,0 +1,264 @@
+"""The Keras recipe end to end, offline: generated CIFAR-10 tarball, random VGG16 weights in
+local files, the one-command recipe, the untrained-head warning, training the head, and the
+safety checks (Lambda layers, weights that do not fit)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "torch")  # a Keras backend is fixed when keras is imported
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+h5py = pytest.importorskip("h5py")
+if not keras.__version__.startswith("3"):  # pragma: no cover
+    pytest.skip("Keras 3 needed", allow_module_level=True)
+# Keras' own numpy conversions on the torch backend warn about numpy 2's copy keyword.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+from keras import layers  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import layerscope  # noqa: E402
+from layerscope import cli, recipe  # noqa: E402
+from layerscope.datasets import cifar10  # noqa: E402
+from layerscope.errors import UsageError, WeightsError  # noqa: E402
+from layerscope.models import keras_zoo  # noqa: E402
+
+VGG_NAMES = [f"block{b}_conv{i}" for b, n in enumerate((2, 2, 3, 3, 3), 1) for i in range(1, n + 1)]
+
+
+def write_legacy_h5(model: keras.Model, path: Path, shrink: str | None = None) -> Path:
+    """Weights in Keras' legacy HDF5 layout, as keras.applications publishes them
+    (``layer_names``; a group per layer with ``weight_names``). ``shrink`` halves the output
+    channels of that layer, for a file that does not fit."""
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [layer.name.encode() for layer in model.layers]
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.2.4"
+        for layer in model.layers:
+            g = f.create_group(layer.name)
+            names = [f"{layer.name}_{'W' if w.ndim > 1 else 'b'}_1:0" for w in layer.get_weights()]
+            g.attrs["weight_names"] = [n.encode() for n in names]
+            for n, w in zip(names, layer.get_weights(), strict=True):
+                if layer.name == shrink:
+                    w = w[..., : w.shape[-1] // 2]
+                g.create_dataset(n, data=w)
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("keras_recipe")
+    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    keras_zoo.init_random_(base, seed=5)
+    rng = np.random.default_rng(6)
+    for layer in base.layers:  # random biases, so no layer's map is trivially flat
+        if layer.weights:
+            k, b = layer.get_weights()
+            layer.set_weights([k, rng.normal(0, 0.05, b.shape).astype(np.float32)])
+    return {
+        "notop": write_legacy_h5(base, d / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        "bad": write_legacy_h5(base, d / "bad_notop.h5", shrink="block3_conv2"),
+        "cifar": cifar10.write_tarball(d / cifar10.TARBALL, per_class=2),
+        "dir": d,
+    }
+
+
+def test_caffe_preprocess_is_keras_preprocess_input() -> None:
+    x = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3)).astype(np.float32)
+    want = np.asarray(keras.applications.vgg16.preprocess_input(x.copy()))
+    np.testing.assert_allclose(keras_zoo.caffe_preprocess(x), want, rtol=1e-6, atol=1e-4)
+    img = x[0].astype(np.uint8)
+    np.testing.assert_allclose(keras_zoo.CaffePreprocess((8, 8))([img])[0], want[0], atol=1e-4)
+
+
+def test_legacy_notop_file_loads_into_the_base_and_warns(files: dict[str, Path]) -> None:
+    model = keras_zoo.load_model("vgg16-cifar10", weights=files["notop"], input_size=32)
+    with h5py.File(files["notop"]) as f:
+        np.testing.assert_array_equal(
+            model.get_layer("vgg16").get_layer("block4_conv2").get_weights()[0],
+            f["block4_conv2"]["block4_conv2_W_1:0"][()],
+        )
+    with pytest.warns(UserWarning, match="head of vgg16-cifar10 is untrained"):
+        exp = layerscope.explain(model, np.zeros((32, 32, 3), np.uint8))
+    assert exp.layers == VGG_NAMES and exp.shapes["block5_conv3"] == (2, 2, 512)
+
+
+def test_weights_that_do_not_fit_name_layer_and_shapes(files: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(WeightsError) as e:
+        keras_zoo.load_model("vgg16-cifar10", weights=files["bad"], input_size=32)
+    msg = str(e.value)
+    assert "block3_conv2" in msg and "(3, 3, 256, 128)" in msg and "(3, 3, 256, 256)" in msg
+    small_head = keras_zoo.build_recipe((32, 32, 3), hidden=8)
+    keras_zoo.save_weights(small_head, tmp_path / "small.weights.h5")
+    with pytest.raises(WeightsError, match=r"layer dense: file \(512, 8\) \+ \(8,\) vs model \(512, 1024\)"):
+        keras_zoo.load_model("vgg16-cifar10", weights=tmp_path / "small.weights.h5", input_size=32)
+    with pytest.raises(WeightsError, match="no such weights file"):
+        keras_zoo.load_model("vgg16-cifar10", weights=tmp_path / "missing.h5", input_size=32)
+
+
+def test_full_weights_round_trip_and_torch_state_dict(files: dict[str, Path], tmp_path: Path) -> None:
+    model = keras_zoo.load_model("vgg16-cifar10", weights=files["notop"], input_size=32)
+    keras_zoo.save_weights(model, tmp_path / "full.weights.h5")
+    with pytest.raises(Exception, match="already exists"):
+        keras_zoo.save_weights(model, tmp_path / "full.weights.h5")
+    again = keras_zoo.load_model("vgg16-cifar10", weights=tmp_path / "full.weights.h5", input_size=32)
+    assert again.layerscope_warning is None
+    for a, b in zip(model.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    torch = pytest.importorskip("torch")
+    from safetensors.numpy import save_file
+
+    tm = layerscope.load_model("vgg16-cifar10", weights="random")
+    save_file({k: v.numpy() for k, v in tm.state_dict().items()}, str(tmp_path / "torch.safetensors"))
+    from_torch = keras_zoo.load_model("vgg16-cifar10", weights=tmp_path / "torch.safetensors", input_size=32)
+    assert from_torch.layerscope_warning is None
+    k = from_torch.get_layer("vgg16").get_layer("block2_conv1").get_weights()[0]
+    np.testing.assert_array_equal(k, tm.features[5].weight.detach().numpy().transpose(2, 3, 1, 0))
+    del torch
+
+
+def test_lambda_layer_is_refused_unless_trusted(tmp_path: Path) -> None:
+    inp = keras.Input((16, 16, 3))
+    x = layers.Lambda(lambda t: t * 2.0, name="double")(inp)
+    x = layers.Conv2D(4, 3, activation="relu", name="conv")(x)
+    out = layers.Dense(2, activation="softmax")(layers.GlobalAveragePooling2D()(x))
+    path = tmp_path / "lambda.keras"
+    keras.Model(inp, out).save(path)
+    with pytest.raises(WeightsError) as e:
+        keras_zoo.load_model(str(path))
+    assert "'double' is a Lambda layer" in str(e.value)
+    assert "--trust-model" in str(e.value) and "trust_model=True" in str(e.value)
+    model = keras_zoo.load_model(str(path), trust_model=True)
+    from layerscope.inputs import Preprocess
+
+    assert layerscope.explain(model, np.zeros((16, 16, 3), np.uint8), preprocess=Preprocess((16, 16))).layers == [
+        "conv"
+    ]
+
+
+def test_safe_keras_file_loads(tmp_path: Path) -> None:
+    inp = keras.Input((16, 16, 3))
+    x = layers.Conv2D(4, 3, activation="relu", name="conv")(inp)
+    out = layers.Dense(2, activation="softmax")(layers.GlobalAveragePooling2D()(x))
+    path = tmp_path / "ok.keras"
+    keras.Model(inp, out).save(path)
+    assert [n for n, _ in layerscope.capture.keras.resolve_layers(keras_zoo.load_model(str(path)), None)] == ["conv"]
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(WeightsError, match="not a readable Keras model file"):
+        keras_zoo.load_model(str(bad))
+
+
+def _frames(path: Path) -> tuple[int, list[int], int, tuple[int, int]]:
+    with Image.open(path) as im:
+        durations = []
+        for i in range(im.n_frames):
+            im.seek(i)
+            durations.append(im.info["duration"])
+        return im.n_frames, durations, im.info.get("loop"), im.size
+
+
+def test_recipe_one_command(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from layerscope import render
+
+    captions: list[list[str]] = []
+    real_frame = render.frame
+
+    def spy(overlay: np.ndarray, caption: list[str], *a: object, **k: object) -> Image.Image:
+        captions.append(list(caption))
+        return real_frame(overlay, caption, *a, **k)
+
+    monkeypatch.setattr(render, "frame", spy)
+    monkeypatch.chdir(files["dir"])
+    argv = ["tour", "--framework", "keras", "--model", "vgg16-cifar10", "--weights", str(files["notop"])]
+    argv += ["--cifar10", "0", "--cifar10-path", str(files["cifar"])]
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "grad_cam.gif: 13 layers, gradcam" in out and "CIFAR-10 test image 0, labelled 'airplane'" in out
+    assert "head of vgg16-cifar10 is untrained" in err
+    n, durations, loop, size = _frames(files["dir"] / "grad_cam.gif")
+    assert n == 13 and set(durations) == {500} and loop == 0
+    assert size == (224 + 40, 224 + 100)  # 20 px margin, 100 px extra height
+    assert captions[0] == ["Layer: block1_conv1, Output size: (224, 224, 64)"]
+    assert captions[-1] == ["Layer: block5_conv3, Output size: (14, 14, 512)"]
+    assert len(captions) == 13
+    # Refused without --overwrite; the file is untouched.
+    assert cli.main(argv) == 1
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_recipe_overlay_is_drawn_on_the_original_rgb_image(files: dict[str, Path]) -> None:
+    model = keras_zoo.load_model("vgg16-cifar10", weights=files["notop"], input_size=32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exp = recipe.explain_cifar10(4, weights=None, cifar10_path=files["cifar"], model=model)
+    img, _, _ = cifar10.load_image(4, "test", files["cifar"])
+    assert np.array_equal(exp.images[0], img)  # RGB uint8, not the BGR mean-subtracted input
+    assert exp.options == {"guided_grads": True}
+
+
+def test_offline_without_weights_names_the_file(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from keras.src.utils import file_utils
+
+    def offline(*a: object, **k: object) -> None:
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- Name or service not known")
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    code = cli.main(["tour", "--framework", "keras", "--model", "vgg16-cifar10", "-o", "never.gif"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in err and "--weights PATH" in err
+
+
+def test_cli_usage_errors(files: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["tour", "--framework", "keras", "--model", "demo", "-o", "x.gif"]) == 2
+    assert "PyTorch only" in capsys.readouterr().err
+    assert cli.main(["tour", "img.png", "--cifar10", "1", "-o", "x.gif"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert cli.main(["tour", "--model-file", "m.keras", "-o", "x.gif"]) == 2
+    assert "--framework keras" in capsys.readouterr().err
+
+
+def test_train_head_then_explain_without_warning(files: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    out = files["dir"] / "trained.weights.h5"
+    argv = ["train-head", "--framework", "keras", "--weights", str(files["notop"]), "--cifar10-path"]
+    argv += [str(files["cifar"]), "--steps", "2", "--batch-size", "4", "--size", "32", "-o", str(out)]
+    assert cli.main(argv) == 0
+    assert "step 2/2: loss" in capsys.readouterr().out
+    model = keras_zoo.load_model("vgg16-cifar10", weights=out, input_size=32)
+    base = keras_zoo.load_model("vgg16-cifar10", weights=files["notop"], input_size=32)
+    for a, b in zip(model.get_layer("vgg16").get_weights(), base.get_layer("vgg16").get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)  # the base stayed frozen
+    head_changed = not np.array_equal(
+        model.get_layer("dense").get_weights()[0], base.get_layer("dense").get_weights()[0]
+    )
+    assert head_changed
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layerscope.explain(model, np.zeros((32, 32, 3), np.uint8), layers="block5_conv3")
+
+
+def test_torch_recipe_with_cifar10(files: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    pytest.importorskip("torch")
+    weights = files["dir"] / "torch_recipe.safetensors"
+    argv = ["train-head", "--framework", "torch", "--weights", "random", "--cifar10-path", str(files["cifar"])]
+    argv += ["--steps", "2", "--batch-size", "4", "--size", "32", "-o", str(weights)]
+    assert cli.main(argv) == 0
+    out = files["dir"] / "torch_grad_cam.gif"
+    argv = ["tour", "--model", "vgg16-cifar10", "--weights", str(weights), "--cifar10", "3"]
+    argv += ["--cifar10-path", str(files["cifar"]), "--layers", "block5_*", "-o", str(out)]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "untrained" not in captured.err and "labelled 'cat'" in captured.out
+    assert _frames(out)[0] == 3
+    with pytest.raises(UsageError, match="Keras model files only"):
+        recipe.load("vgg16-cifar10", "torch", "random", trust_model=True)
