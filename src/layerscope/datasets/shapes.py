@@ -37,11 +37,12 @@ CLASS_NAMES: tuple[str, ...] = (
     "arrow",
     "semicircle",
     "ellipse",
-    "hexagon",
+    "diamond",
 )
 
-#: Object size: the radius of the shape's bounding circle, as a fraction of the image side.
-RADIUS_RANGE: tuple[float, float] = (0.17, 0.30)
+#: Object size: the radius of the disc of the same area as the shape, as a fraction of the
+#: image side. Every class has the same range of areas, so size says nothing of the class.
+RADIUS_RANGE: tuple[float, float] = (0.13, 0.22)
 
 
 def _regular(n: int, radius: float = 1.0, phase: float = 0.0) -> np.ndarray:
@@ -75,23 +76,30 @@ def _arrow() -> np.ndarray:
     return np.asarray([(-1.0, -s), (x0, -s), (x0, -h), (1.0, 0.0), (x0, h), (x0, s), (-1.0, s)], dtype=np.float64)
 
 
+def _diamond(aspect: float = 0.58) -> np.ndarray:
+    """A rhombus with diagonals 2 and ``2 * aspect`` (about 60° and 120° corners)."""
+    return np.asarray([(1.0, 0.0), (0.0, aspect), (-1.0, 0.0), (0.0, -aspect)], dtype=np.float64)
+
+
 def _semicircle(n: int = 33) -> np.ndarray:
     t = np.pi * np.arange(n) / (n - 1)
     return np.stack([np.cos(t), np.sin(t)], axis=1)
 
 
-def _ellipse(n: int = 48, aspect: float = 0.5) -> np.ndarray:
+def _ellipse(n: int = 48, aspect: float = 0.42) -> np.ndarray:
     t = 2.0 * np.pi * np.arange(n) / n
     return np.stack([np.cos(t), aspect * np.sin(t)], axis=1)
 
 
 def _normalise(poly: np.ndarray) -> np.ndarray:
-    """Centre a polygon on its bounding box and scale its bounding circle to radius 1."""
+    """Centre a polygon on its bounding box and scale it to the area of the unit disc."""
     poly = poly - (poly.max(axis=0) + poly.min(axis=0)) / 2.0
-    return poly / np.sqrt((poly**2).sum(axis=1)).max()
+    x, y = poly[:, 0], poly[:, 1]
+    area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    return poly * math.sqrt(math.pi / area)
 
 
-#: Unit outlines (bounding-circle radius 1, centred), in label order.
+#: Unit outlines (area π, centred on their bounding box), in label order.
 _OUTLINES: tuple[np.ndarray, ...] = tuple(
     _normalise(p)
     for p in (
@@ -104,7 +112,7 @@ _OUTLINES: tuple[np.ndarray, ...] = tuple(
         _arrow(),
         _semicircle(),
         _ellipse(),
-        _regular(6),
+        _diamond(),
     )
 )
 assert len(_OUTLINES) == len(CLASS_NAMES)
@@ -227,8 +235,10 @@ def make_sample(seed: int, index: int, size: int = 64) -> tuple[np.ndarray, int,
     radius = float(rng.uniform(*RADIUS_RANGE)) * size
     theta = float(rng.uniform(0.0, 2.0 * np.pi))
     rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
-    centre = rng.uniform(radius + 1.0, size - radius - 1.0, size=2)
-    poly = _OUTLINES[label] @ rot.T * radius + centre
+    poly = _OUTLINES[label] @ rot.T * radius
+    low, high = -poly.min(axis=0) + 1.0, size - 1.0 - poly.max(axis=0)
+    centre = rng.uniform(low, high)
+    poly = poly + centre
     mask_img = Image.new("L", (size, size), 0)
     ImageDraw.Draw(mask_img).polygon([tuple(p) for p in poly], fill=255)
     mask = np.asarray(mask_img) > 0
