@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -182,3 +186,155 @@ def test_metrics_module_does_not_import_torch() -> None:
 
     code = "import sys, layerscope.metrics; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------- demo model
+# These need torch (an optional dependency); the tests above do not.
+
+#: Fresh samples for the checks on the shipped weights: a dataset seed never used in training.
+N_CHECK = 500
+
+
+@pytest.fixture(scope="module")
+def demo() -> ModuleType:
+    pytest.importorskip("torch")
+    from layerscope.models import demo
+
+    return demo
+
+
+@pytest.fixture(scope="module")
+def fresh(demo: ModuleType) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    assert demo.EVAL_SEED != demo.TRAIN_SEED
+    return make_dataset(N_CHECK, demo.EVAL_SEED, demo.IMAGE_SIZE)
+
+
+@pytest.fixture(scope="module")
+def trained(demo: ModuleType) -> Any:
+    return demo.build()
+
+
+def test_model_conventions(demo: ModuleType, trained: Any) -> None:
+    import torch
+
+    names = [f"block{b}_conv{i}" for b, n in enumerate((2, 2, 3, 3, 3), start=1) for i in range(1, n + 1)]
+    assert list(trained.layerscope_aliases) == names
+    modules = dict(trained.named_modules())
+    for path in trained.layerscope_aliases.values():
+        assert isinstance(modules[path], torch.nn.ReLU)
+    assert trained.class_names == list(CLASS_NAMES)
+    assert trained.layerscope_outputs == "logits"
+    spec = trained.layerscope_preprocess
+    assert tuple(spec["size"]) == (demo.IMAGE_SIZE, demo.IMAGE_SIZE)
+    assert len(spec["mean"]) == 3 and len(spec["std"]) == 3
+    assert not trained.training
+    assert getattr(trained, "layerscope_warning", None) is None
+
+
+def test_random_weights_are_deterministic_and_flagged(demo: ModuleType) -> None:
+    import torch
+
+    a, b = demo.build("random"), demo.build("random")
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert ka == kb
+        assert torch.equal(va, vb)
+    assert "RANDOM" in a.layerscope_warning
+    c = demo.build("random", seed=1)
+    assert not torch.equal(a.head.weight, c.head.weight)
+
+
+def test_missing_default_weights_is_a_clear_error(
+    demo: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from layerscope.errors import WeightsError
+
+    monkeypatch.setattr(demo, "DEFAULT_WEIGHTS", tmp_path / "nope.safetensors")
+    with pytest.raises(WeightsError, match="--train"):
+        demo.build()
+
+
+def test_batchnorm_folds_exactly(demo: ModuleType) -> None:
+    import torch
+
+    model = demo.DemoNet()
+    demo._init(model, 0)
+    net = demo._TrainingNet(model)
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        net.train()
+        for k in range(3):
+            net(x * (1.0 + 0.1 * k))
+        for _, bn in net.pairs:
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.2, 0.2)
+        net.eval()
+        before = net(x)
+        after = net.fold()(x)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+
+
+def test_training_is_deterministic_and_atomic(demo: ModuleType, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    kwargs = {"steps": 3, "batch_size": 8, "pool": 24, "progress": False}
+    demo.train(tmp_path / "a.safetensors", **kwargs)
+    demo.train(tmp_path / "b.safetensors", **kwargs)
+    a, b = load_file(tmp_path / "a.safetensors"), load_file(tmp_path / "b.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors", "b.safetensors"]
+    assert isinstance(demo.build(tmp_path / "a.safetensors"), demo.DemoNet)
+
+
+def test_sample_image_is_classified(demo: ModuleType, trained: Any) -> None:
+    import torch
+
+    image, label, mask = demo.sample_image()
+    assert image.size == (demo.IMAGE_SIZE, demo.IMAGE_SIZE) and image.mode == "RGB"
+    assert mask.shape == (demo.IMAGE_SIZE, demo.IMAGE_SIZE) and mask.any()
+    with torch.no_grad():
+        pred = trained(demo.preprocess(np.asarray(image)[None])).argmax(dim=1).item()
+    assert pred == label
+
+
+def test_accuracy_on_fresh_samples(demo: ModuleType, trained: Any, fresh: tuple[np.ndarray, ...]) -> None:
+    import torch
+
+    images, labels, _ = fresh
+    with torch.no_grad():
+        pred = trained(demo.preprocess(images)).argmax(dim=1).numpy()
+    assert (pred == labels).mean() >= 0.95
+
+
+def _gradcam(demo: ModuleType, model: Any, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Grad-CAM of the true class at block5_conv3, through the public API."""
+    import warnings
+
+    import layerscope
+
+    x = demo.preprocess(images)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the random model's "weights are RANDOM" warning
+        exp = layerscope.explain(model, x, layers=["block5_conv3"], method="gradcam", target=labels.tolist())
+    np.testing.assert_array_equal(exp.targets, labels)
+    return exp.cams["block5_conv3"]
+
+
+def test_pointing_game_at_last_conv(demo: ModuleType, trained: Any, fresh: tuple[np.ndarray, ...]) -> None:
+    images, labels, masks = fresh
+    cams = _gradcam(demo, trained, images, labels)
+    assert cams.shape == (N_CHECK, demo.IMAGE_SIZE // 16, demo.IMAGE_SIZE // 16)
+    assert pointing_game(cams, masks).mean() >= 0.90
+
+
+def test_model_randomisation_sanity_check(demo: ModuleType, trained: Any, fresh: tuple[np.ndarray, ...]) -> None:
+    """Adebayo et al., "Sanity Checks for Saliency Maps" (NeurIPS 2018): the maps of the
+    trained net and of the same net with random weights must not be alike."""
+    images, labels, _ = fresh
+    rho = rank_correlation(
+        _gradcam(demo, trained, images, labels), _gradcam(demo, demo.build("random"), images, labels)
+    )
+    assert np.isfinite(rho).mean() > 0.5  # most random-net maps are not flat
+    assert np.nanmean(rho) < 0.5
