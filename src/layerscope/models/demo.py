@@ -170,6 +170,7 @@ def _save_atomic(state: dict[str, torch.Tensor], path: Path, metadata: dict[str,
     os.close(fd)
     try:
         save_file(state, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a weights file is for everyone to read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -296,7 +297,6 @@ def _train(
     from tqdm import tqdm
 
     torch.manual_seed(seed)
-    t0 = time.perf_counter()
     images = np.empty((pool, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     labels = np.empty((pool,), dtype=np.int64)
     chunk = 500
@@ -353,7 +353,6 @@ def _train(
             net(batch()[0])
     net.eval()
     model = net.fold().to(memory_format=torch.contiguous_format).eval()
-    seconds = time.perf_counter() - t0
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     meta = {
         "model": "layerscope demo (VGG-style, shapes)",
@@ -365,7 +364,6 @@ def _train(
         "pool": str(pool),
         "threads": str(threads),
         "precision": precision,
-        "train_seconds": f"{seconds:.0f}",
         "torch": torch.__version__,
     }
     _save_atomic(state, out, meta)
