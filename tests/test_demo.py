@@ -284,6 +284,7 @@ def test_training_is_deterministic_and_atomic(demo: ModuleType, tmp_path: Path) 
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    assert (tmp_path / "a.safetensors").read_bytes() == (tmp_path / "b.safetensors").read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.safetensors", "b.safetensors"]
     assert isinstance(demo.build(tmp_path / "a.safetensors"), demo.DemoNet)
 

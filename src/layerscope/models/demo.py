@@ -21,6 +21,7 @@ is used in training.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -354,19 +355,22 @@ def _train(
     net.eval()
     model = net.fold().to(memory_format=torch.contiguous_format).eval()
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    meta = {
+    settings = {
         "model": "layerscope demo (VGG-style, shapes)",
-        "widths": ",".join(map(str, WIDTHS)),
-        "steps": str(steps),
-        "batch_size": str(batch_size),
-        "lr": str(lr),
-        "seed": str(seed),
-        "pool": str(pool),
-        "threads": str(threads),
+        "image_size": IMAGE_SIZE,
+        "widths": list(WIDTHS),
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "pool": pool,
+        "threads": threads,
         "precision": precision,
         "torch": torch.__version__,
     }
-    _save_atomic(state, out, meta)
+    # One metadata entry: safetensors writes several in a random order, and the file should
+    # come out byte for byte the same when retrained.
+    _save_atomic(state, out, {"layerscope_demo": json.dumps(settings, sort_keys=True)})
     return model
 
 
