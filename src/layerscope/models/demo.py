@@ -9,7 +9,7 @@ mask is known.
 It sees 96×96 images (its last conv block then has 6×6 cells). Batch norm after every conv
 makes the plain 13-layer stack trainable from scratch in minutes; it is folded into the convs
 when training ends, so the shipped model is plain conv + ReLU. Train (deterministic on the
-CPU, about five minutes on 2 cores)::
+CPU; 5–10 minutes on 2 cores)::
 
     python -m layerscope.models.demo --train
 
