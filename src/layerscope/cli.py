@@ -15,7 +15,7 @@ from typing import Any
 from layerscope import __version__
 from layerscope.errors import LayerscopeError, UsageError
 
-DEFAULT_MODEL = "vgg16"
+DEFAULT_MODEL = "demo"
 
 
 def _positive_int(text: str) -> int:
@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Explain one image at every conv layer and write the annotated animation "
         "(one frame per layer, in forward order).",
     )
-    tour.add_argument("image", nargs="?", help="image file (default: a built-in sample image)")
+    tour.add_argument(
+        "image", nargs="?", help="image file (default: a built-in sample: a shapes image for demo, a photo otherwise)"
+    )
     _model_args(tour, list_models())
     tour.add_argument("--layers", help="comma-separated layer names or glob patterns (default: every conv layer)")
     tour.add_argument("--method", default="gradcam", choices=list_methods(), help="CAM method (default: gradcam)")
@@ -120,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
 
     layers = sub.add_parser("layers", help="list a built-in model's layers and their output shapes")
-    _model_args(layers, list_models(), weights_default="random")
+    _model_args(layers, list_models(), weights_default="random")  # shapes do not depend on weights
     layers.add_argument(
         "--size",
         type=_positive_int,
@@ -162,18 +164,27 @@ def _perturbation_options(args: argparse.Namespace, methods: list[str]) -> dict[
     return given
 
 
-def _model_args(p: argparse.ArgumentParser, models: list[str], weights_default: str = "imagenet") -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL, choices=models, help=f"built-in model (default: {DEFAULT_MODEL})")
+def _model_args(p: argparse.ArgumentParser, models: list[str], weights_default: str | None = None) -> None:
+    from layerscope.models import MODELS
+
+    listing = "; ".join(f"{name}: {text}" for name, text in MODELS.items())
+    p.add_argument("--model", default=DEFAULT_MODEL, choices=models, help=f"built-in model ({listing})")
     p.add_argument(
         "--weights",
         default=weights_default,
-        help="imagenet (torchvision's published file, downloaded once and cached), random, "
-        f"or a path to a .pth state dict / .safetensors file (default: {weights_default})",
+        help="default (the demo's shipped weights), imagenet (torchvision's published file, downloaded once "
+        "and cached), random, or a path to a .pth state dict / .safetensors file "
+        f"(default: {weights_default or 'default for demo, imagenet for the VGG16 models'})",
     )
 
 
-def sample_image() -> str:
-    """A photo that ships with matplotlib (Grace Hopper), usable offline."""
+def sample_image(model: str) -> Any:
+    """The built-in sample for ``model``: a fresh shapes image for the demo model (never seen
+    in training), else a photo that ships with matplotlib (Grace Hopper). Both offline."""
+    if model == "demo":
+        from layerscope.models import demo
+
+        return demo.sample_image()[0]
     from matplotlib import cbook
 
     return str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
@@ -185,7 +196,7 @@ def cmd_tour(args: argparse.Namespace) -> int:
     from layerscope.explanation import explain
 
     outputs.check_writable(args.output, args.overwrite)
-    model, image, is_recipe, note = recipe_cli.tour_setup(args, sample_image)
+    model, image, is_recipe, note = recipe_cli.tour_setup(args, lambda: sample_image(args.model))
     options: dict[str, Any] = {}
     if args.guided_grads is None:  # the recipe's own variant, unless told otherwise
         args.guided_grads = is_recipe and args.method == "gradcam"
@@ -227,7 +238,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     outputs.check_writable(path, args.overwrite)
     methods = _method_list(args.methods)
     options = _perturbation_options(args, methods)
-    image = args.image or sample_image()
+    image = args.image or sample_image(args.model)
     model = load_model(args.model, weights=args.weights)
     img = grid(
         model,

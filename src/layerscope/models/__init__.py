@@ -20,7 +20,7 @@ from typing import Any
 from layerscope.errors import UsageError, WeightsError
 
 MODELS = {
-    "demo": "a small 13-conv VGG-style net trained by layerscope on its synthetic shapes (64×64, 10 classes)",
+    "demo": "a small 13-conv VGG-style net trained by layerscope on its synthetic shapes (96×96, 10 classes)",
     "vgg16": "VGG16 (ImageNet, 1000 classes), torchvision-compatible keys",
     "vgg16-cifar10": "the notebook recipe: VGG16 conv base + GAP + Linear(512→1024) + ReLU + Linear(1024→10) + softmax",
 }
