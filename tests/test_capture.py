@@ -164,6 +164,7 @@ def _state(model: nn.Module) -> tuple:
         [p.requires_grad for p in model.parameters()],
         [p.grad for p in model.parameters()],
         [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()],
+        [getattr(m, "inplace", None) for m in model.modules()],
     )
 
 
@@ -178,6 +179,7 @@ def test_model_left_exactly_as_it_was(vgg16: nn.Module) -> None:
     after = _state(model)
     assert before[0] == after[0] and before[1] == after[1] and before[3] == after[3]
     assert all(g is None for g in after[2])
+    assert before[4] == after[4] and after[4].count(True) == 15  # in-place ReLUs are in-place again
 
 
 def test_model_left_as_it_was_after_an_error(vgg16: nn.Module) -> None:
@@ -185,7 +187,7 @@ def test_model_left_as_it_was_after_an_error(vgg16: nn.Module) -> None:
     before = _state(model)
     with pytest.raises(UsageError, match="out of range"):
         layerscope.explain(model, torch.randn(1, 3, 32, 32), target=5000)
-    assert _state(model)[0] == before[0] and _state(model)[3] == before[3]
+    assert _state(model)[0] == before[0] and _state(model)[3] == before[3] and _state(model)[4] == before[4]
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -279,3 +281,42 @@ def test_nonfinite_activations_are_reported_not_propagated() -> None:
         exp = layerscope.explain(model, torch.randn(1, 3, 4, 4), layers="1", target=0)
     assert any("NaN or inf" in str(x.message) for x in w)
     assert np.isfinite(exp.cams["1"]).all()
+
+
+class FunctionalInplace(nn.Module):
+    """conv → F.relu(inplace=True): a functional in-place op changes the conv's output."""
+
+    def __init__(self, inplace: bool) -> None:
+        super().__init__()
+        torch.manual_seed(11)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+        self.inplace = inplace  # a plain attribute named like the module flag: must be left alone
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = F.relu(self.conv(x), inplace=self.inplace)
+        return self.head(a.mean(dim=(2, 3)))
+
+
+def test_functional_inplace_op_on_a_captured_output_is_still_correct() -> None:
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(12))
+    inplace, plain = FunctionalInplace(True), FunctionalInplace(False)
+    plain.load_state_dict(inplace.state_dict())
+    forwards = []
+    handle = inplace.register_forward_pre_hook(lambda m, i: forwards.append(1))
+    got = layerscope.explain(inplace, x, layers="conv", target=[0, 2])
+    handle.remove()
+    assert len(forwards) == 2  # the in-place change is detected; the second pass protects the output
+    want = layerscope.explain(plain, x, layers="conv", target=[0, 2])
+    np.testing.assert_allclose(got.cams["conv"], want.cams["conv"], rtol=1e-5, atol=1e-8)
+    assert inplace.inplace is True  # its own attribute, untouched
+    # The map is of the conv output itself (negative values included), not of its ReLU.
+    kept = {}
+    h = plain.conv.register_forward_hook(lambda m, i, o: kept.__setitem__("a", o))
+    out = plain(x)
+    h.remove()
+    (g,) = torch.autograd.grad(out[0, 0] + out[1, 2], [kept["a"]])
+    a = kept["a"].detach()
+    assert float(a.min()) < 0
+    cam = torch.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1))
+    np.testing.assert_allclose(got.cams["conv"], cam.numpy(), rtol=1e-5, atol=1e-8)

@@ -2,9 +2,13 @@
 
 How the pass is kept correct and cheap:
 
-* A forward hook on each chosen module keeps the module's output ``A`` and hands a clone
-  on to the rest of the network. A later in-place op (``ReLU(inplace=True)``) then changes
-  the clone, never ``A``, so ``A`` and its gradient belong to one and the same tensor.
+* A forward hook on each chosen module keeps the module's output ``A``. ``A`` and its
+  gradient must belong to one and the same tensor, so nothing may change ``A`` in place
+  later: for the pass, modules with an ``inplace`` flag (``ReLU(inplace=True)``, …) run out
+  of place (flags restored afterwards). If an in-place *function* still changes a captured
+  output (its version counter moves), the forward pass is run again with a clone of each
+  captured output handed on to the rest of the network — correct, at the cost of a second
+  forward, for that rare kind of model only.
 * A tensor hook on each ``A`` turns ``(A, ∂y/∂A)`` into the layer's map the moment the
   gradient is known; the gradient and ``A`` are dropped right after.
 * ``torch.autograd.grad`` is asked only for the deepest captured activations (those with no
@@ -76,6 +80,24 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = mode
 
 
+@contextlib.contextmanager
+def out_of_place(model: nn.Module) -> Iterator[None]:
+    """Run torch's own modules that have a true ``inplace`` flag (``nn.ReLU``, ``nn.Dropout``,
+    …) out of place; restore the flags. A user module's attribute of that name is left alone."""
+    changed = [
+        m
+        for m in model.modules()
+        if getattr(m, "inplace", None) is True and type(m).__module__.startswith("torch.nn.modules")
+    ]
+    try:
+        for m in changed:
+            m.inplace = False
+        yield
+    finally:
+        for m in changed:
+            m.inplace = True
+
+
 def _deepest(acts: dict[str, torch.Tensor]) -> list[torch.Tensor]:
     """The captured activations with no other captured activation below them in the graph.
 
@@ -140,6 +162,8 @@ def run(
     modules = dict(model.named_modules())
     device = model_device(model)
     acts: dict[str, torch.Tensor] = {}
+    versions: dict[str, int] = {}
+    cloning = False
     order: list[str] = []
     shapes: dict[str, tuple[int, ...]] = {}
     cams: dict[str, np.ndarray] = {}
@@ -167,19 +191,30 @@ def run(
                 shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output)
                 raise UsageError(f"layer {name!r} outputs {shape}, not a (N, C, h, w) feature map")
             acts[name] = output
+            versions[name] = output._version
             order.append(name)
             shapes[name] = tuple(int(s) for s in output.shape[1:])
-            return output.clone()
+            return output.clone() if cloning else None
 
         return hook
+
+    def forward(clone: bool) -> torch.Tensor:
+        nonlocal cloning
+        cloning = clone
+        acts.clear()
+        order.clear()
+        xin = x.detach().to(device).clone().requires_grad_(need_gradients)
+        return _output_tensor(model(xin))
 
     try:
         for name, path in layers:
             handles.append(modules[path].register_forward_hook(make_hook(name)))
         stack.enter_context(eval_mode(model))
+        stack.enter_context(out_of_place(model))
         stack.enter_context(torch.set_grad_enabled(need_gradients))  # also under an outer no_grad
-        xin = x.detach().to(device).clone().requires_grad_(need_gradients)
-        out = _output_tensor(model(xin))
+        out = forward(clone=False)
+        if any(acts[n]._version != versions[n] for n in order):  # changed in place by a function
+            out = forward(clone=True)
         if out.ndim != 2:
             raise ModelError(f"the model's output has shape {tuple(out.shape)}; expected (N, classes)")
         missing = [n for n, _ in layers if n not in acts]
