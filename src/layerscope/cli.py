@@ -73,15 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "positive (default: on for the recipe, --model vgg16-cifar10 --cifar10 N; off otherwise)",
     )
     _perturbation_args(tour)
-    tour.add_argument("--target", help="class to explain: index or name (default: the top-1 prediction)")
-    tour.add_argument("--colormap", default="jet", help="any matplotlib colormap (default: jet)")
-    tour.add_argument("--alpha", type=_alpha, default=0.5, help="heatmap opacity, 0..1 (default: 0.5)")
-    tour.add_argument(
-        "--scale",
-        choices=["layer", "shared"],
-        default="layer",
-        help="normalise each layer's map on its own range, or all layers on one shared range",
-    )
+    _render_args(tour, scale_help="normalise each layer's map on its own range, or all layers on one shared range")
     tour.add_argument("--duration", type=_positive_int, default=500, help="milliseconds per frame (default: 500)")
     tour.add_argument(
         "-o",
@@ -108,15 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"{', '.join(list_methods())})",
     )
     _perturbation_args(grid)
-    grid.add_argument("--target", help="class to explain: index or name (default: the top-1 prediction)")
-    grid.add_argument("--colormap", default="jet", help="any matplotlib colormap (default: jet)")
-    grid.add_argument("--alpha", type=_alpha, default=0.5, help="heatmap opacity, 0..1 (default: 0.5)")
-    grid.add_argument(
-        "--scale",
-        choices=["layer", "shared"],
-        default="layer",
-        help="normalise each cell on its own range, or each method's row on one shared range",
-    )
+    _render_args(grid, scale_help="normalise each cell on its own range, or each method's row on one shared range")
     grid.add_argument("--cell", type=_positive_int, default=160, help="cell size in pixels (default: 160)")
     grid.add_argument("-o", "--output", default="grid.png", help="output image: .png (default: grid.png)")
     grid.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
@@ -162,6 +146,14 @@ def _perturbation_options(args: argparse.Namespace, methods: list[str]) -> dict[
             flag = "--" + key.replace("_", "-")
             raise UsageError(f"{flag} applies to perturbation methods only (scorecam, ablationcam)")
     return given
+
+
+def _render_args(p: argparse.ArgumentParser, scale_help: str) -> None:
+    """The target and drawing options that ``tour`` and ``grid`` share."""
+    p.add_argument("--target", help="class to explain: index or name (default: the top-1 prediction)")
+    p.add_argument("--colormap", default="jet", help="any matplotlib colormap (default: jet)")
+    p.add_argument("--alpha", type=_alpha, default=0.5, help="heatmap opacity, 0..1 (default: 0.5)")
+    p.add_argument("--scale", choices=["layer", "shared"], default="layer", help=scale_help)
 
 
 def _model_args(p: argparse.ArgumentParser, models: list[str], weights_default: str | None = None) -> None:

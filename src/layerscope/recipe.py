@@ -222,6 +222,8 @@ def tour_setup(args: argparse.Namespace, default_image: Any) -> tuple[Any, Any, 
 
 def add_train_head_command(sub: Any) -> None:
     """The ``train-head`` subcommand."""
+    from layerscope.cli import _positive_int
+
     p = sub.add_parser(
         "train-head",
         help="train the recipe's CIFAR-10 head (VGG16 base frozen) and save the whole model's weights",
@@ -236,28 +238,18 @@ def add_train_head_command(sub: Any) -> None:
         help="the base: imagenet (default; Keras' or torchvision's published file), random, or a local weights file",
     )
     p.add_argument("--cifar10-path", metavar="PATH", help="a local cifar-10-python.tar.gz or its extracted folder")
-    p.add_argument("--steps", type=_positive, default=200, help="optimisation steps (default: 200)")
-    p.add_argument("--batch-size", type=_positive, default=32, help="images per step (default: 32)")
+    p.add_argument("--steps", type=_positive_int, default=200, help="optimisation steps (default: 200)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per step (default: 32)")
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 0.001)")
-    p.add_argument("--size", type=_positive, default=224, help="input size in pixels (default: 224, as the recipe)")
+    p.add_argument("--size", type=_positive_int, default=224, help="input size in pixels (default: 224, as the recipe)")
     p.add_argument("--seed", type=int, default=0, help="seed of the batch order and the head's initial weights")
-    p.add_argument("--limit", type=_positive, help="use only the first N training images")
+    p.add_argument("--limit", type=_positive_int, help="use only the first N training images")
     p.add_argument(
         "-o",
         "--output",
         help="output file (default: vgg16-cifar10.weights.h5 for Keras, vgg16-cifar10.safetensors for torch)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, not {value}")
-    return value
 
 
 def cmd_train_head(args: argparse.Namespace) -> int:

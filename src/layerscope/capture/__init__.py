@@ -18,6 +18,7 @@ Every adapter module exposes the same two functions:
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -106,3 +107,20 @@ def match_layers(
         for n in found:
             chosen.setdefault(n, names[n])
     return list(chosen.items())
+
+
+def given_targets(target: int | Sequence[int] | None, n: int, k: int) -> np.ndarray | None:
+    """The explicit targets as ``(n,)`` class indices (one given for all is repeated), or
+    ``None`` for "top-1". Raises :class:`~layerscope.errors.UsageError` for a wrong count or
+    an index outside ``[0, k)``."""
+    if target is None:
+        return None
+    t = np.asarray(target, dtype=np.int64).reshape(-1)
+    if t.size == 1:
+        t = np.repeat(t, n)
+    if t.size != n:
+        raise UsageError(f"{t.size} targets for {n} images; give one per image or one for all")
+    bad = t[(t < 0) | (t >= k)]
+    if bad.size:
+        raise UsageError(f"class index {int(bad[0])} is out of range for a model with {k} classes")
+    return t

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from layerscope.capture import CaptureResult, match_layers
+from layerscope.capture import CaptureResult, given_targets, match_layers
 from layerscope.errors import ModelError, UsageError
 
 _MISSING = object()
@@ -300,23 +300,9 @@ def _output(out: Any) -> Any:
     return out
 
 
-def _given_targets(target: int | Sequence[int] | None, n: int, k: int) -> np.ndarray | None:
-    if target is None:
-        return None
-    t = np.asarray(target, dtype=np.int64).reshape(-1)
-    if t.size == 1:
-        t = np.repeat(t, n)
-    if t.size != n:
-        raise UsageError(f"{t.size} targets for {n} images; give one per image or one for all")
-    bad = t[(t < 0) | (t >= k)]
-    if bad.size:
-        raise UsageError(f"class index {int(bad[0])} is out of range for a model with {k} classes")
-    return t
-
-
 def _targets(outputs: np.ndarray, target: int | Sequence[int] | None) -> np.ndarray:
     n, k = outputs.shape
-    t = _given_targets(target, n, k)
+    t = given_targets(target, n, k)
     return outputs.argmax(axis=1).astype(np.int64) if t is None else t
 
 
@@ -475,7 +461,7 @@ def _run_jax(
         spec = jax.eval_shape(lambda: forward(None))  # traces only: no computation
         taps.check(wanted)
         probes = {n: jnp.zeros(taps.acts[n].shape, taps.acts[n].dtype) for n in taps.order}
-        given = _given_targets(target, int(spec.shape[0]), int(spec.shape[1]))
+        given = given_targets(target, int(spec.shape[0]), int(spec.shape[1]))
 
         def score_fn(p: dict[str, Any]) -> tuple[Any, tuple[dict[str, Any], Any, Any]]:
             out = forward(p)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from layerscope.capture import CaptureResult, match_layers
+from layerscope.capture import CaptureResult, given_targets, match_layers
 from layerscope.errors import ModelError, UsageError
 
 
@@ -215,11 +215,7 @@ def run(
         out = forward(clone=False)
         if any(acts[n]._version != versions[n] for n in order):  # changed in place by a function
             out = forward(clone=True)
-        if out.ndim != 2:
-            raise ModelError(f"the model's output has shape {tuple(out.shape)}; expected (N, classes)")
-        missing = [n for n, _ in layers if n not in acts]
-        if missing:
-            raise ModelError(f"layer(s) {', '.join(missing)} did not run in the forward pass")
+        _check_forward(out, layers, acts)
         _n, k = out.shape
         targets = _targets(out, target, k)
         t_idx = torch.as_tensor(targets, device=out.device)
@@ -253,16 +249,15 @@ def run(
     return CaptureResult(layers=order, shapes=shapes, cams=cams, outputs=outputs, targets=targets, nonfinite=nonfinite)
 
 
+def _check_forward(out: torch.Tensor, layers: Sequence[tuple[str, str]], acts: dict[str, Any]) -> None:
+    """The model gave ``(N, classes)`` scores and every chosen layer ran."""
+    if out.ndim != 2:
+        raise ModelError(f"the model's output has shape {tuple(out.shape)}; expected (N, classes)")
+    missing = [n for n, _ in layers if n not in acts]
+    if missing:
+        raise ModelError(f"layer(s) {', '.join(missing)} did not run in the forward pass")
+
+
 def _targets(out: torch.Tensor, target: int | Sequence[int] | None, k: int) -> np.ndarray:
-    n = out.shape[0]
-    if target is None:
-        return out.detach().argmax(dim=1).cpu().numpy().astype(np.int64)
-    t = np.asarray(target, dtype=np.int64).reshape(-1)
-    if t.size == 1:
-        t = np.repeat(t, n)
-    if t.size != n:
-        raise UsageError(f"{t.size} targets for {n} images; give one per image or one for all")
-    bad = t[(t < 0) | (t >= k)]
-    if bad.size:
-        raise UsageError(f"class index {int(bad[0])} is out of range for a model with {k} classes")
-    return t
+    t = given_targets(target, out.shape[0], k)
+    return out.detach().argmax(dim=1).cpu().numpy().astype(np.int64) if t is None else t

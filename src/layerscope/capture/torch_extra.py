@@ -220,8 +220,7 @@ def guided_saliency(model: nn.Module, x: torch.Tensor, target: Any, label: str =
     with base.eval_mode(model), torch.enable_grad(), guided_relu() as mode:
         xin = x.detach().to(base.model_device(model)).clone().requires_grad_(True)
         out = base._output_tensor(model(xin))
-        if out.ndim != 2:
-            raise ModelError(f"the model's output has shape {tuple(out.shape)}; expected (N, classes)")
+        base._check_forward(out, [], {})
         targets = base._targets(out, target, out.shape[1])
         score = out.gather(1, torch.as_tensor(targets, device=out.device)[:, None]).sum()
         if not score.requires_grad:
@@ -299,11 +298,7 @@ def _run_perturbation(
         finally:
             for h in handles:
                 h.remove()
-        if out.ndim != 2:
-            raise ModelError(f"the model's output has shape {tuple(out.shape)}; expected (N, classes)")
-        missing = [n for n, _ in layers if n not in acts]
-        if missing:
-            raise ModelError(f"layer(s) {', '.join(missing)} did not run in the forward pass")
+        base._check_forward(out, layers, acts)
         n, k = out.shape
         targets = base._targets(out, target, k)
         shapes = {name: tuple(int(s) for s in acts[name].shape[1:]) for name in order}
