@@ -16,6 +16,7 @@ from layerscope.capture import detect_framework, get_adapter
 from layerscope.errors import UsageError
 from layerscope.inputs import Preprocess, as_rgb_array
 from layerscope.methods import check_framework, get_method
+from layerscope.methods._ops import softmax
 from layerscope.render import FLAT_EPS
 
 
@@ -208,9 +209,7 @@ def _probabilities(outputs: np.ndarray, targets: np.ndarray, kind: str | None) -
     looks_like_probs = bool(np.all(outputs >= 0) and np.allclose(outputs.sum(axis=1), 1.0, atol=1e-4))
     if kind == "probabilities" or (kind is None and looks_like_probs):
         return outputs[rows, targets].astype(np.float32)
-    z = outputs - outputs.max(axis=1, keepdims=True)
-    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-    return p[rows, targets].astype(np.float32)
+    return softmax(outputs, axis=1)[rows, targets].astype(np.float32)
 
 
 def explain(
