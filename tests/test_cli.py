@@ -68,6 +68,7 @@ def test_tour_layers_subset_and_existing_output(
         (["tour", "{image}", "-o", "{tmp}/x.bmp"], 2, "unsupported animation type"),
         (["tour", "{image}", "-o", "{tmp}/nodir/x.gif"], 1, "does not exist"),
         (["tour", "{image}", "--weights", "{unsafe}"], 1, "refused"),
+        (["tour", "--cifar10", "0", "--cifar10-path", "{text}"], 1, "not a readable"),  # a multi-line cause
     ],
 )
 def test_errors_are_one_line(
@@ -91,6 +92,7 @@ def test_errors_are_one_line(
     errors = [ln for ln in err.splitlines() if "error" in ln]
     assert len(errors) == 1 and message in errors[0], err
     assert "Traceback" not in err
+    assert all(ln.startswith("layerscope: ") for ln in err.splitlines()), err  # no continuation lines
     assert not (tmp_path / "o.gif").exists()
 
 

@@ -319,7 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LayerscopeError as e:
         if args.debug:
             raise
-        print(f"layerscope: error: {e}", file=sys.stderr)
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]  # one line, whatever the message
+        print(f"layerscope: error: {'; '.join(lines)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("layerscope: interrupted", file=sys.stderr)
