@@ -112,6 +112,17 @@ def test_known_answer_gradcam() -> None:
     assert np.all(exp1.cams["conv"] == 0) and exp1.flat["conv"][0]
 
 
+def test_outer_torch_no_grad_on_the_torch_backend() -> None:
+    if keras.backend.backend() != "torch":
+        pytest.skip("an outer torch.no_grad matters on the torch backend only")
+    import torch
+
+    x = np.arange(1, 17, dtype=np.float32).reshape(1, 4, 4, 1) / 16
+    with torch.no_grad():
+        exp = layerscope.explain(tiny(), x, target=0)
+    np.testing.assert_allclose(exp.cams["conv"][0], x[0, :, :, 0] / 16, rtol=1e-5, atol=1e-7)
+
+
 # --------------------------------------------------------------------------- parity with torch
 
 

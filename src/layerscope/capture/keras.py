@@ -358,7 +358,7 @@ def _run_torch(
     import keras
     import torch
 
-    from layerscope.capture.torch import _deepest
+    from layerscope.capture.torch import backward_to_maps
 
     xin = x if isinstance(x, torch.Tensor) else keras.ops.convert_to_tensor(x)
     xin = xin.detach().clone().requires_grad_(need_gradients)
@@ -375,25 +375,7 @@ def _run_torch(
                 for name in order:
                     maps.keep(name, acts.pop(name), None)
                 return order, outputs, targets
-        rows = torch.arange(out.shape[0], device=out.device)
-        score = out[rows, torch.as_tensor(targets, device=out.device)].float().sum()
-        if not score.requires_grad:
-            raise ModelError("the model's output does not depend on the chosen layers")
-        for name in order:
-            act = acts[name]
-            if act.grad_fn is None:
-                raise ModelError(f"layer {name!r} is not connected to the output")
-
-            def on_grad(grad: torch.Tensor, name: str = name) -> None:
-                with torch.no_grad():
-                    maps.keep(name, acts.pop(name), grad)
-
-            act.register_hook(on_grad)
-        torch.autograd.grad(score, _deepest(acts), allow_unused=True)
-        with torch.no_grad():
-            for name in list(acts):  # a layer the score does not depend on
-                act = acts.pop(name)
-                maps.keep(name, act, torch.zeros_like(act))
+        backward_to_maps(out, targets, acts, maps.keep)
         return order, outputs, targets
     finally:
         acts.clear()

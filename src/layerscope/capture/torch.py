@@ -218,25 +218,8 @@ def run(
         _check_forward(out, layers, acts)
         _n, k = out.shape
         targets = _targets(out, target, k)
-        t_idx = torch.as_tensor(targets, device=out.device)
         if need_gradients:
-            score = out.gather(1, t_idx[:, None]).sum()
-            if not score.requires_grad:
-                raise ModelError("the model's output does not depend on the chosen layers")
-            for name in order:
-                act = acts[name]
-                if act.grad_fn is None:
-                    raise ModelError(f"layer {name!r} is not connected to the output")
-
-                def on_grad(grad: torch.Tensor, name: str = name) -> None:
-                    keep(name, acts.pop(name), grad)
-
-                act.register_hook(on_grad)
-            roots = _deepest(acts)
-            torch.autograd.grad(score, roots, allow_unused=True)
-            for name in list(acts):  # a layer the score does not depend on
-                act = acts.pop(name)
-                keep(name, act, torch.zeros_like(act))
+            backward_to_maps(out, targets, acts, keep)
         else:
             for name in order:
                 keep(name, acts.pop(name), None)
@@ -247,6 +230,40 @@ def run(
         stack.close()
         acts.clear()
     return CaptureResult(layers=order, shapes=shapes, cams=cams, outputs=outputs, targets=targets, nonfinite=nonfinite)
+
+
+def backward_to_maps(
+    out: torch.Tensor,
+    targets: np.ndarray,
+    acts: dict[str, torch.Tensor],
+    keep: Callable[[str, torch.Tensor, torch.Tensor], None],
+) -> None:
+    """The one backward pass, shared by the torch adapter and Keras on the torch backend.
+
+    The gradient of the target scores ``Σ_i out[i, targets[i]]`` with respect to each
+    captured activation goes to ``keep(name, activation, gradient)`` (under ``no_grad``) the
+    moment it is known, and ``acts`` lets go of both. Autograd is asked only for the deepest
+    activations, so the pass stops there. A layer the score does not depend on gets a zero
+    gradient.
+    """
+    with torch.enable_grad():  # the score too must be in the graph under an outer no_grad
+        score = out.gather(1, torch.as_tensor(targets, device=out.device)[:, None]).float().sum()
+    if not score.requires_grad:
+        raise ModelError("the model's output does not depend on the chosen layers")
+    for name, act in list(acts.items()):
+        if act.grad_fn is None:
+            raise ModelError(f"layer {name!r} is not connected to the output")
+
+        def on_grad(grad: torch.Tensor, name: str = name) -> None:
+            with torch.no_grad():
+                keep(name, acts.pop(name), grad)
+
+        act.register_hook(on_grad)
+    torch.autograd.grad(score, _deepest(acts), allow_unused=True)
+    with torch.no_grad():
+        for name in list(acts):  # a layer the score does not depend on
+            act = acts.pop(name)
+            keep(name, act, torch.zeros_like(act))
 
 
 def _check_forward(out: torch.Tensor, layers: Sequence[tuple[str, str]], acts: dict[str, Any]) -> None:
