@@ -112,7 +112,7 @@ def test_known_answer_gradcam() -> None:
     assert np.all(exp1.cams["conv"] == 0) and exp1.flat["conv"][0]
 
 
-def test_outer_torch_no_grad_on_the_torch_backend() -> None:
+def test_outer_torch_no_grad_torch_backend_only() -> None:
     if keras.backend.backend() != "torch":
         pytest.skip("an outer torch.no_grad matters on the torch backend only")
     import torch
