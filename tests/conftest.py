@@ -18,13 +18,27 @@ def vgg16_random() -> nn.Module:
     torch.manual_seed(0)
     model = vgg.VGG16()
     vgg.init_vgg_(model, seed=0)
-    # Random biases too, so no layer's map is trivially flat.
-    gen = torch.Generator().manual_seed(1)
+    random_biases_(model)
+    return model.eval()
+
+
+def random_biases_(model: nn.Module, seed: int = 1) -> None:
+    """Seeded N(0, 0.05) biases for every conv and linear layer (VGG's init zeroes them), so
+    no layer's map is trivially flat."""
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 m.bias.normal_(0.0, 0.05, generator=gen)
-    return model.eval()
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``layerscope ARGS`` in this process: (exit code, stdout, stderr)."""
+    from layerscope import cli
+
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 @pytest.fixture

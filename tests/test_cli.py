@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import run_cli
 from layerscope import cli
 
 
@@ -21,15 +22,9 @@ def image_file(tmp_path: Path, photo: np.ndarray) -> Path:
     return p
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_tour_writes_the_layer_gif(image_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "tour.gif"
-    code, stdout, err = run(
+    code, stdout, err = run_cli(
         capsys, "tour", str(image_file), "--model", "vgg16", "--weights", "random", "-o", str(out),
         "--duration", "300", "--guided-grads", "--target", "tabby", "--colormap", "viridis", "--scale", "shared",
     )  # fmt: skip
@@ -45,10 +40,10 @@ def test_tour_layers_subset_and_existing_output(
 ) -> None:
     out = tmp_path / "sub.gif"
     out.write_bytes(b"keep me")
-    code, _, err = run(capsys, "tour", str(image_file), "--weights", "random", "-o", str(out))
+    code, _, err = run_cli(capsys, "tour", str(image_file), "--weights", "random", "-o", str(out))
     assert code == 1 and "already exists" in err and "--overwrite" in err
     assert err.count("\n") == 1 and out.read_bytes() == b"keep me"
-    code, _stdout, err = run(
+    code, _stdout, err = run_cli(
         capsys, "tour", str(image_file), "--weights", "random", "-o", str(out), "--overwrite",
         "--layers", "block5_*,block1_conv1",
     )  # fmt: skip
@@ -87,7 +82,9 @@ def test_errors_are_one_line(
         full.append(a)
     if "--weights" not in full:
         full += ["--weights", "random"]
-    got, _stdout, err = run(capsys, *full, "-o", str(tmp_path / "o.gif")) if "-o" not in full else run(capsys, *full)
+    got, _stdout, err = (
+        run_cli(capsys, *full, "-o", str(tmp_path / "o.gif")) if "-o" not in full else run_cli(capsys, *full)
+    )
     assert got == code, err
     errors = [ln for ln in err.splitlines() if "error" in ln]
     assert len(errors) == 1 and message in errors[0], err
@@ -105,7 +102,7 @@ def test_bad_option_values_are_rejected_by_the_parser(capsys: pytest.CaptureFixt
 
 
 def test_layers_lists_real_output_shapes(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "layers", "--model", "vgg16", "--size", "64")
+    code, out, _ = run_cli(capsys, "layers", "--model", "vgg16", "--size", "64")
     assert code == 0
     rows = out.splitlines()
     assert len(rows) == 14
@@ -114,7 +111,7 @@ def test_layers_lists_real_output_shapes(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_methods_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "methods")
+    code, out, _ = run_cli(capsys, "methods")
     assert code == 0 and out.startswith("gradcam") and "1 forward + 1 backward" in out
 
 
@@ -136,6 +133,6 @@ def test_interrupt_leaves_no_partial_output(
         raise KeyboardInterrupt
 
     monkeypatch.setattr(outputs, "write_gif", interrupted)
-    code, _, err = run(capsys, "tour", str(image_file), "--weights", "random", "-o", str(tmp_path / "t.gif"))
+    code, _, err = run_cli(capsys, "tour", str(image_file), "--weights", "random", "-o", str(tmp_path / "t.gif"))
     assert code == 130 and "interrupted" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png"]

@@ -128,15 +128,13 @@ def test_outer_torch_no_grad_torch_backend_only() -> None:
 
 @pytest.fixture(scope="module")
 def torch_and_keras_vgg() -> tuple[object, keras.Model]:
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
+    from conftest import random_biases_
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tm = layerscope.load_model("vgg16-cifar10", weights="random")
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for mod in tm.modules():
-            if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)):
-                mod.bias.normal_(0.0, 0.05, generator=gen)
+    random_biases_(tm)
     km = keras_zoo.build_recipe((32, 32, 3))
     keras_zoo.torch_to_keras_weights(tm.state_dict(), km)
     return tm, km

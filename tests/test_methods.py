@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import layerscope
+from conftest import random_biases_
 from layerscope.errors import UsageError
 from layerscope.methods import get_method, list_methods
 from layerscope.models import vgg
@@ -65,11 +66,9 @@ def net() -> SmallVGG:
     torch.manual_seed(0)
     model = SmallVGG()
     vgg.init_vgg_(model, seed=0)
-    gen = torch.Generator().manual_seed(1)
+    random_biases_(model)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.bias.normal_(0.0, 0.05, generator=gen)
             if isinstance(m, nn.Linear):
                 m.weight.mul_(20.0)  # logits of a useful size
     return model.eval()

@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 import layerscope
-from layerscope import cli
+from conftest import run_cli
 from layerscope.errors import UsageError
 from layerscope.inputs import Preprocess
 from layerscope.models import vgg
@@ -121,12 +121,6 @@ def image_file(tmp_path: Path, picture: np.ndarray) -> Path:
     return p
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 VGG = ("--model", "vgg16", "--weights", "random")
 
 
@@ -135,7 +129,7 @@ def test_cli_grid_writes_a_png_and_refuses_to_overwrite(
 ) -> None:
     out = tmp_path / "grid.png"
     args = ("grid", str(image_file), *VGG, "--layers", "block4_conv3,block5_conv3", "--cell", "40", "-o", str(out))
-    code, stdout, err = run(capsys, *args, "--methods", "gradcam,eigencam,ablationcam", "--top-k", "1")
+    code, stdout, err = run_cli(capsys, *args, "--methods", "gradcam,eigencam,ablationcam", "--top-k", "1")
     assert code == 0, err
     assert "ablationcam: 2 forward passes (2 layers, 1 image)" in err
     with Image.open(out) as im:
@@ -143,22 +137,24 @@ def test_cli_grid_writes_a_png_and_refuses_to_overwrite(
         size = im.size
     assert f"{size[0]}×{size[1]}" in stdout
     before = out.read_bytes()
-    code, _, err = run(capsys, *args)
+    code, _, err = run_cli(capsys, *args)
     assert code == 1 and "already exists" in err and out.read_bytes() == before
-    code, _, err = run(capsys, *args, "--overwrite", "--methods", "gradcam")
+    code, _, err = run_cli(capsys, *args, "--overwrite", "--methods", "gradcam")
     assert code == 0 and out.read_bytes() != before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "pic.png"]  # no temporary left
 
 
 def test_cli_method_option_errors(image_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     grid = ("grid", str(image_file), *VGG)
-    code, _, err = run(capsys, *grid, "--methods", "gradcam,layercam", "--top-k", "2", "-o", str(tmp_path / "g.png"))
+    code, _, err = run_cli(
+        capsys, *grid, "--methods", "gradcam,layercam", "--top-k", "2", "-o", str(tmp_path / "g.png")
+    )
     assert code == 2 and "--top-k applies to perturbation methods only" in err
-    code, _, err = run(capsys, *grid, "--methods", "gradcam,bogus", "-o", str(tmp_path / "g.png"))
+    code, _, err = run_cli(capsys, *grid, "--methods", "gradcam,bogus", "-o", str(tmp_path / "g.png"))
     assert code == 2 and "unknown CAM method 'bogus'" in err and "scorecam" in err
-    code, _, err = run(capsys, *grid, "-o", str(tmp_path / "g.gif"))
+    code, _, err = run_cli(capsys, *grid, "-o", str(tmp_path / "g.gif"))
     assert code == 2 and ".png" in err
-    code, _, err = run(capsys, "tour", str(image_file), *VGG, "--batch-size", "4", "-o", str(tmp_path / "t.gif"))
+    code, _, err = run_cli(capsys, "tour", str(image_file), *VGG, "--batch-size", "4", "-o", str(tmp_path / "t.gif"))
     assert code == 2 and "--batch-size applies to perturbation methods only" in err
     assert err.count("\n") == 1 and not list(tmp_path.glob("g.*")) and not list(tmp_path.glob("t.*"))
 
@@ -167,7 +163,7 @@ def test_cli_tour_with_a_perturbation_method(
     image_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "t.gif"
-    code, stdout, err = run(
+    code, stdout, err = run_cli(
         capsys, "tour", str(image_file), *VGG, "--method", "scorecam", "--top-k", "1", "--batch-size", "1",
         "--layers", "block5_*", "-o", str(out),
     )  # fmt: skip
@@ -178,7 +174,7 @@ def test_cli_tour_with_a_perturbation_method(
 
 
 def test_cli_methods_lists_cost_gradients_and_frameworks(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "methods")
+    code, out, _ = run_cli(capsys, "methods")
     assert code == 0
     rows = {line.split()[0]: line for line in out.splitlines()}
     assert list(rows) == layerscope.list_methods()
