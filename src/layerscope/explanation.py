@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from layerscope.capture import detect_framework, get_adapter
+from layerscope.capture import CaptureRequest, detect_framework, get_adapter
 from layerscope.errors import UsageError
+from layerscope.info import ModelInfo, info_for
 from layerscope.inputs import Preprocess, as_rgb_array
 from layerscope.methods import check_framework, get_method
 from layerscope.methods._ops import softmax
@@ -48,6 +49,7 @@ class Explanation:
     method: str = "gradcam"
     class_names: list[str] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    info: ModelInfo = field(default_factory=ModelInfo)
 
     def class_name(self, index: int = 0) -> str:
         """The explained class of image ``index``, by name where the model has names."""
@@ -146,9 +148,8 @@ def _is_tensor(obj: Any) -> bool:
     )
 
 
-def _prepare(images: Any, model: Any, preprocess: Any) -> tuple[Any, list[np.ndarray]]:
+def _prepare(images: Any, prep: Any) -> tuple[Any, list[np.ndarray]]:
     """The model input and the original RGB images to draw on."""
-    prep = preprocess if preprocess is not None else Preprocess.for_model(model)
     if _is_tensor(images):
         x = images
         arr = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float32)
@@ -221,6 +222,7 @@ def explain(
     *,
     preprocess: Any = None,
     framework: str | None = None,
+    info: ModelInfo | None = None,
     **method_options: Any,
 ) -> Explanation:
     """Class-activation maps of every chosen layer, from one forward and one backward pass.
@@ -234,9 +236,12 @@ def explain(
         method: a name from :func:`layerscope.list_methods`.
         target: ``None`` (top-1), a class index or name, or one per image.
         preprocess: a :class:`~layerscope.inputs.Preprocess` or a callable from a list of
-            uint8 RGB arrays to the model input; default: the model's own spec, else
+            uint8 RGB arrays to the model input; default: the model info's, else
             ImageNet normalisation at 224×224.
         framework: ``"torch"`` or ``"keras"``; detected when not given.
+        info: a :class:`~layerscope.info.ModelInfo` with the model's facts (friendly layer
+            names, class names, preprocessing, output kind); default: the one a built-in
+            model was loaded with, else a plain one.
         **method_options: the method's options, e.g. ``guided_grads=True`` for ``gradcam``.
 
     Returns:
@@ -250,30 +255,23 @@ def explain(
     opts = {**m.options, **method_options}
     fw = framework or detect_framework(model)
     check_framework(m, fw)
+    facts = info_for(model, info)
+    class_names = facts.class_names
     adapter = get_adapter(fw)
-    resolved = adapter.resolve_layers(model, layers)
-    x, originals = _prepare(images, model, preprocess)
-    class_names = getattr(model, "class_names", None)
-    run, extra = adapter.run, {}
-    if m.kind in ("perturbation", "pixel"):  # more than one pass: the torch-only capture
-        from layerscope.capture import torch_extra
-
-        run = torch_extra.run
-        extra = {"kind": m.kind, "label": method}
-        if m.forward_passes is not None:
-            extra["forward_passes"] = lambda n, c: m.forward_passes(n, c, **opts)
-    result = run(
-        model,
-        x,
-        resolved,
-        resolve_target(target, class_names),
-        lambda a, g, **context: m.fn(a, g, **context, **opts),
-        need_gradients=m.needs_gradients,
-        **extra,
+    resolved = adapter.resolve_layers(model, layers, facts)
+    x, originals = _prepare(images, preprocess if preprocess is not None else facts.preprocessor())
+    forward_passes = m.forward_passes
+    request = CaptureRequest(
+        fn=lambda a, g, **context: m.fn(a, g, **context, **opts),
+        needs=m.needs,
+        layer_gradients=m.needs_gradients,
+        output=facts.output,
+        forward_passes=(lambda n, c: forward_passes(n, c, **opts)) if forward_passes is not None else None,
+        label=method,
     )
-    warning = getattr(model, "layerscope_warning", None)
-    if warning:
-        warnings.warn(warning, stacklevel=2)
+    result = adapter.run(model, x, resolved, resolve_target(target, class_names), request)
+    if facts.warning:
+        warnings.warn(facts.warning, stacklevel=2)
     if result.nonfinite:
         warnings.warn(
             f"NaN or inf in the maps of {', '.join(result.nonfinite)} (non-finite activations "
@@ -288,10 +286,11 @@ def explain(
         shapes=result.shapes,
         targets=result.targets,
         scores=result.outputs[rows, result.targets].astype(np.float32),
-        probabilities=_probabilities(result.outputs, result.targets, getattr(model, "layerscope_outputs", None)),
+        probabilities=_probabilities(result.outputs, result.targets, facts.output),
         flat=flat,
         images=originals,
         method=method,
         class_names=list(class_names) if class_names else None,
         options={k: v for k, v in opts.items() if v != m.options.get(k)},
+        info=facts,
     )

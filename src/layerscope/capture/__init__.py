@@ -1,36 +1,79 @@
 """Capture adapters: run a model once and hand each chosen layer's activation and gradient
-to a callback.
+to the method's map function.
 
-Every adapter module exposes the same two functions:
+One class per framework implements the :class:`Adapter` protocol (``TorchAdapter`` in
+:mod:`layerscope.capture.torch`, ``KerasAdapter`` in :mod:`layerscope.capture.keras`);
+:func:`get_adapter` returns an instance, importing the framework only then. Both have the
+same signatures and return types:
 
-``resolve_layers(model, layers) -> list[tuple[str, str]]``
-    ``(display name, framework path)`` pairs for the requested layers (``None`` = every
-    conv layer; names, glob patterns, or a list of them). Unknown names raise
-    :class:`~layerscope.errors.UsageError` listing close matches.
+``resolve_layers(model, spec, info) -> list[tuple[str, str]]``
+    ``(display name, framework path)`` pairs for the requested layers (``None`` = the
+    default layers: the info's friendly names, else every conv layer; names, glob patterns,
+    or a list of them). Unknown names raise :class:`~layerscope.errors.UsageError` listing
+    close matches.
 
-``run(model, x, layers, target, layer_fn, need_gradients=True) -> CaptureResult``
-    One forward pass, then (if ``need_gradients``) one backward pass of the target scores
-    with respect to the captured activations only. ``layer_fn(A, G)`` gets channels-first
-    ``(N, C, h, w)`` framework tensors (``G`` is ``None`` without gradients) as soon as a
-    layer's gradient is known and returns its ``(N, h, w)`` map.
+``layer_shapes(model, size, info, every_module=False) -> list[LayerShape]``
+    every default layer (or every leaf module/layer) with its real per-image output shape
+    for an input of ``size`` = ``(height, width)``: what ``layerscope layers`` prints.
+
+``run(model, x, layers, targets, request) -> CaptureResult``
+    what the :class:`CaptureRequest` asks for: one forward pass, then (for gradient
+    methods) one backward pass of the target scores with respect to the captured
+    activations only; ``request.fn(A, G, **context)`` gets channels-first ``(N, C, h, w)``
+    arrays as soon as a layer's gradient is known and returns its ``(N, h, w)`` map.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 from layerscope.errors import UsageError
+from layerscope.info import ModelInfo
+
+#: What a method needs from the capture (``CaptureRequest.needs``).
+NEEDS = ("gradients", "activations", "perturbation", "saliency")
+
+
+@dataclass(frozen=True)
+class CaptureRequest:
+    """What one capture run must compute, derived from the method.
+
+    Attributes:
+        fn: ``fn(A, G, **context) -> (N, h, w)`` map; ``G`` is ``None`` when ``needs`` is
+            ``"activations"`` or ``"perturbation"``. ``context`` is ``probe=`` for
+            perturbation methods and ``saliency=`` for saliency methods.
+        needs: ``"gradients"`` (one forward + one backward for all layers),
+            ``"activations"`` (one forward, no gradients), ``"perturbation"`` (the method
+            re-runs the model through a probe) or ``"saliency"`` (guided backpropagation's
+            input gradient first, then the one-pass capture).
+        layer_gradients: for ``"saliency"``: whether ``fn`` also needs the layer gradients.
+        output: the model's output kind (``"logits"``, ``"probabilities"`` or ``None`` to
+            detect), for methods that score probabilities.
+        forward_passes: for perturbation methods, ``(images, channels) -> passes`` that one
+            layer costs, announced before starting.
+        label: the method's name, for logs and progress bars.
+    """
+
+    fn: Callable[..., Any]
+    needs: str = "gradients"
+    layer_gradients: bool = True
+    output: str | None = None
+    forward_passes: Callable[[int, int], int] | None = None
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if self.needs not in NEEDS:
+            raise UsageError(f"unknown capture need {self.needs!r}; expected one of {', '.join(NEEDS)}")
 
 
 @dataclass
 class CaptureResult:
-    """What one capture run returns. ``layers`` are display names in forward order."""
+    """What one capture run returns. ``layers`` are display names in forward order; maps and
+    outputs are host numpy arrays (one transfer at the end of the run)."""
 
     layers: list[str]
     shapes: dict[str, tuple[int, ...]]
@@ -38,6 +81,36 @@ class CaptureResult:
     outputs: np.ndarray
     targets: np.ndarray
     nonfinite: list[str] = field(default_factory=list)
+
+
+class LayerShape(NamedTuple):
+    """One row of a layer listing."""
+
+    name: str
+    path: str
+    shape: tuple[int, ...]
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """The contract of a framework's capture adapter (see the module docstring)."""
+
+    name: str
+
+    def resolve_layers(self, model: Any, spec: Any, info: ModelInfo | None = None) -> list[tuple[str, str]]: ...
+
+    def layer_shapes(
+        self, model: Any, size: tuple[int, int], info: ModelInfo | None = None, every_module: bool = False
+    ) -> list[LayerShape]: ...
+
+    def run(
+        self,
+        model: Any,
+        x: Any,
+        layers: Sequence[tuple[str, str]],
+        targets: int | Sequence[int] | None,
+        request: CaptureRequest,
+    ) -> CaptureResult: ...
 
 
 def detect_framework(model: Any) -> str:
@@ -51,20 +124,17 @@ def detect_framework(model: Any) -> str:
     raise UsageError(f"cannot explain a {type(model).__name__}: expected a torch.nn.Module or a keras.Model")
 
 
-def get_adapter(framework: str) -> ModuleType:
-    """The adapter module for ``framework`` (imported only now)."""
+def get_adapter(framework: str) -> Adapter:
+    """The adapter for ``framework`` (the framework is imported only now)."""
     if framework == "torch":
-        from layerscope.capture import torch as adapter
-    elif framework == "keras":
-        from layerscope.capture import keras as adapter
-    else:
-        raise UsageError(f"unknown framework {framework!r}; expected 'torch' or 'keras'")
-    return adapter
+        from layerscope.capture.torch import TorchAdapter
 
+        return TorchAdapter()
+    if framework == "keras":
+        from layerscope.capture.keras import KerasAdapter
 
-def framework_loaded(name: str) -> bool:
-    """Whether a framework is already imported (adapters never import the other one)."""
-    return name in sys.modules
+        return KerasAdapter()
+    raise UsageError(f"unknown framework {framework!r}; expected 'torch' or 'keras'")
 
 
 def match_layers(

@@ -459,3 +459,20 @@ def _run_jax(
     for name in order:
         maps.keep(name, np.asarray(acts.pop(name)), np.asarray(grads.pop(name)))
     return order, outputs, targets
+
+
+class KerasAdapter:
+    """The :class:`~layerscope.capture.Adapter` for Keras 3 models (any backend)."""
+
+    name = "keras"
+
+    def resolve_layers(self, model: Any, spec: Any, info: Any = None) -> list[tuple[str, str]]:
+        return resolve_layers(model, spec)
+
+    def layer_shapes(self, model: Any, size: tuple[int, int], info: Any = None, every_module: bool = False) -> Any:
+        raise UsageError("listing a Keras model's layers is not supported yet")
+
+    def run(self, model: Any, x: Any, layers: Sequence[tuple[str, str]], targets: Any, request: Any) -> CaptureResult:
+        if request.needs not in ("gradients", "activations"):
+            raise UsageError(f"{request.label or 'this method'} is available for PyTorch models only")
+        return run(model, x, layers, targets, request.fn, need_gradients=request.needs == "gradients")

@@ -278,3 +278,29 @@ def _check_forward(out: torch.Tensor, layers: Sequence[tuple[str, str]], acts: d
 def _targets(out: torch.Tensor, target: int | Sequence[int] | None, k: int) -> np.ndarray:
     t = given_targets(target, out.shape[0], k)
     return out.detach().argmax(dim=1).cpu().numpy().astype(np.int64) if t is None else t
+
+
+class TorchAdapter:
+    """The :class:`~layerscope.capture.Adapter` for ``torch.nn.Module`` models."""
+
+    name = "torch"
+
+    def resolve_layers(self, model: nn.Module, spec: Any, info: Any = None) -> list[tuple[str, str]]:
+        return resolve_layers(model, spec)  # TEMPORARY shim: reads the legacy attributes
+
+    def layer_shapes(self, model: nn.Module, size: tuple[int, int], info: Any = None, every_module: bool = False) -> Any:
+        from layerscope.summary import layer_shapes
+
+        return layer_shapes(model, size, every_module)
+
+    def run(self, model: nn.Module, x: Any, layers: Sequence[tuple[str, str]], targets: Any, request: Any) -> CaptureResult:
+        if request.needs in ("perturbation", "saliency"):
+            from layerscope.capture import torch_extra
+
+            extra: dict[str, Any] = {"kind": "perturbation" if request.needs == "perturbation" else "pixel"}
+            if request.forward_passes is not None:
+                extra["forward_passes"] = request.forward_passes
+            return torch_extra.run(
+                model, x, layers, targets, request.fn, need_gradients=request.layer_gradients, label=request.label, **extra
+            )
+        return run(model, x, layers, targets, request.fn, need_gradients=request.needs == "gradients")

@@ -66,6 +66,11 @@ class Method:
     forward_passes: Callable[..., int] | None = None
 
     @property
+    def needs(self) -> str:
+        """What the capture must compute for this method (``CaptureRequest.needs``)."""
+        return {"gradient": "gradients", "activation": "activations", "pixel": "saliency"}.get(self.kind, self.kind)
+
+    @property
     def frameworks(self) -> tuple[str, ...]:
         """The frameworks the method works with (perturbation and pixel methods need torch)."""
         return ("torch", "keras") if self.kind in ("gradient", "activation") else ("torch",)
