@@ -50,6 +50,8 @@ class Explanation:
     class_names: list[str] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     info: ModelInfo = field(default_factory=ModelInfo)
+    #: ``(N, classes)`` the model's whole output per image (the predicted class is its argmax).
+    outputs: np.ndarray | None = None
 
     def class_name(self, index: int = 0) -> str:
         """The explained class of image ``index``, by name where the model has names."""
@@ -293,4 +295,5 @@ def explain(
         class_names=list(class_names) if class_names else None,
         options={k: v for k, v in opts.items() if v != m.options.get(k)},
         info=facts,
+        outputs=np.asarray(result.outputs, dtype=np.float32),
     )
