@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import run_cli
 from layerscope import cli
+from layerscope.errors import UsageError
 
 
 @pytest.fixture
@@ -60,7 +61,7 @@ def test_tour_layers_subset_and_existing_output(
         (["tour", "{image}", "--layers", "block5_cnv3"], 2, "close matches: block5_conv3"),
         (["tour", "{image}", "--target", "no-such-class"], 2, "unknown class"),
         (["tour", "{image}", "--colormap", "jte"], 2, "unknown colormap"),
-        (["tour", "{image}", "-o", "{tmp}/x.bmp"], 2, "unsupported animation type"),
+        (["tour", "{image}", "-o", "{tmp}/x.bmp"], 2, "unsupported"),
         (["tour", "{image}", "-o", "{tmp}/nodir/x.gif"], 1, "does not exist"),
         (["tour", "{image}", "--weights", "{unsafe}"], 1, "refused"),
         (["tour", "--cifar10", "0", "--cifar10-path", "{text}"], 1, "not a readable"),  # a multi-line cause
@@ -93,12 +94,43 @@ def test_errors_are_one_line(
     assert not (tmp_path / "o.gif").exists()
 
 
-def test_bad_option_values_are_rejected_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
-    for args in (["tour", "--alpha", "2"], ["tour", "--duration", "0"], ["tour", "--method", "nope"]):
-        with pytest.raises(SystemExit) as e:
-            cli.main(args)
-        assert e.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tour", "--alpha", "2"], "--alpha: expected a number between 0 and 1"),
+        (["tour", "--duration", "0"], "--duration: expected a positive number"),
+        (["tour", "--duration", "5"], "between 10 and"),
+        (["tour", "--method", "nope"], "unknown CAM method 'nope'"),
+        (["tour", "--scale", "nope"], "invalid choice"),
+        (["tour", "--colormap", "nope"], "unknown colormap"),
+        (["tour", "-o", "x.jpg"], "unsupported"),
+        (["grid", "--methods", "gradcam,nope"], "unknown CAM method 'nope'"),
+    ],
+)
+def test_bad_option_values_fail_in_one_line_before_any_model_is_loaded(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from layerscope.cli import _common
+
+    def no_model(*a: object, **k: object) -> None:
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(_common, "load_model_from_args", no_model)
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2, err
+    assert err.count("\n") == 1 and message in err and err.startswith("layerscope: error: "), err
+
+
+def test_debug_is_accepted_after_the_subcommand_and_help_describes_each_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(UsageError):
+        cli.main(["tour", "--method", "nope", "--debug"])
+    capsys.readouterr()
+    for command in ("tour", "grid", "layers", "methods", "train-head"):
+        assert cli.main([command, "--help"]) == 0
+        text = capsys.readouterr().out
+        assert len(text.split("\n\n")[1].strip()) > 40, text  # a description paragraph under the usage
 
 
 def test_layers_lists_real_output_shapes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,5 +1,7 @@
-"""``python -m layerscope``."""
+"""``python -m layerscope``: the command line."""
+
+import sys
 
 from layerscope.cli import main
 
-raise SystemExit(main())
+sys.exit(main())

@@ -32,6 +32,7 @@ def grid(
     *,
     preprocess: Any = None,
     framework: str | None = None,
+    info: Any = None,
     colormap: str = "jet",
     alpha: float = 0.5,
     scale: str = "layer",
@@ -76,7 +77,9 @@ def grid(
         opts = {k: v for k, v in options.items() if k in m.options}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            exp = explain(model, image, layers, m.name, target, preprocess=preprocess, framework=framework, **opts)
+            exp = explain(
+                model, image, layers, m.name, target, preprocess=preprocess, framework=framework, info=info, **opts
+            )
         for w in caught:  # each warning once, not once per method
             if (w.category, str(w.message)) not in seen:
                 seen.add((w.category, str(w.message)))

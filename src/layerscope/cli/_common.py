@@ -1,0 +1,317 @@
+"""What the subcommands share: argument types, option groups, model loading from the
+arguments, the render options, and the command session (warnings, logging, socket timeout
+set for one command and restored after it)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import socket
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from layerscope.errors import UsageError
+
+DEFAULT_MODEL = "demo"
+#: Seconds a download may stall before it fails (set for a command, restored after it).
+SOCKET_TIMEOUT = 30.0
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def positive_int(text: str) -> int:
+    """``argparse`` type: a whole number > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, not {value}")
+    return value
+
+
+def index(text: str) -> int:
+    """``argparse`` type: an index ≥ 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an index (0, 1, …), not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an index of 0 or more, not {value}")
+    return value
+
+
+def unit_float(text: str) -> float:
+    """``argparse`` type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, not {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, not {value}")
+    return value
+
+
+def size(values: Sequence[int] | None) -> tuple[int, int] | None:
+    """``--size`` (one number: square; two: height width) as ``(height, width)``."""
+    if values is None:
+        return None
+    if len(values) > 2:
+        raise UsageError("--size takes one number (square) or two (height width)")
+    return (values[0], values[-1])
+
+
+def csv_list(text: str | None) -> list[str]:
+    """A comma-separated option as a list without blanks or repeats."""
+    return list(dict.fromkeys(s.strip() for s in (text or "").split(",") if s.strip()))
+
+
+# --------------------------------------------------------------------------- option groups
+
+
+def add_model_args(p: argparse.ArgumentParser, weights_default: str | None = None) -> None:
+    """``--model``, ``--weights``, ``--framework``, ``--model-file``, ``--trust-model``, ``--size``."""
+    from layerscope.models import MODELS
+
+    listing = "; ".join(f"{name}: {text}" for name, text in MODELS.items())
+    p.add_argument("--model", default=None, metavar="NAME", help=f"built-in model ({listing}); default: demo")
+    p.add_argument(
+        "--weights",
+        default=weights_default,
+        help="default (the demo's shipped weights), imagenet (the published file, downloaded once and cached), "
+        "random, or a path to a .pth state dict / .safetensors file (Keras: .h5 / .weights.h5) "
+        f"(default: {weights_default or 'default for demo, imagenet for the VGG16 models'})",
+    )
+    p.add_argument(
+        "--framework",
+        choices=("torch", "keras"),
+        default="torch",
+        help="the built-in model's framework: torch (default) or keras (Keras 3, any backend)",
+    )
+    p.add_argument(
+        "--model-file",
+        metavar="PATH",
+        help="a Keras .keras model file to explain instead of a built-in model (with --framework keras); "
+        "it loads with Keras' safe mode",
+    )
+    p.add_argument(
+        "--trust-model", action="store_true", help="allow a .keras model file with Lambda layers (they run code)"
+    )
+    p.add_argument(
+        "--size",
+        type=positive_int,
+        nargs="+",
+        default=None,
+        metavar="PX",
+        help="model input size: one number (square) or height width (default: the model's own)",
+    )
+
+
+def add_method_args(p: argparse.ArgumentParser, several: bool = False) -> None:
+    """``--layers``, ``--method`` (or ``--methods``), ``--guided-grads``, ``--batch-size``, ``--top-k``, ``--target``."""
+    from layerscope.methods import list_methods
+
+    p.add_argument("--layers", help="comma-separated layer names or glob patterns (default: every conv layer)")
+    if several:
+        p.add_argument(
+            "--methods",
+            default="gradcam,gradcam++,layercam",
+            help=f"comma-separated CAM methods (default: gradcam,gradcam++,layercam; any of: {', '.join(list_methods())})",
+        )
+    else:
+        p.add_argument(
+            "--method", default="gradcam", metavar="NAME", help=f"CAM method: {', '.join(list_methods())} (gradcam)"
+        )
+    p.add_argument(
+        "--guided-grads",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the notebook recipe's variant of Grad-CAM: average only gradients that are positive where the "
+        "activation is positive (default: on for the recipe, --model vgg16-cifar10 --cifar10 N; off otherwise)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="perturbation methods (scorecam, ablationcam): perturbed copies per forward pass (default: 32)",
+    )
+    p.add_argument(
+        "--top-k",
+        type=positive_int,
+        help="perturbation methods: only the K channels of largest mean activation per layer (default: all)",
+    )
+    p.add_argument("--target", help="class to explain: index or name (default: the top-1 prediction)")
+
+
+def add_render_args(p: argparse.ArgumentParser, scale_help: str | None = None) -> None:
+    """``--colormap``, ``--alpha``, ``--scale``."""
+    p.add_argument("--colormap", default="jet", help="any matplotlib colormap (default: jet)")
+    p.add_argument("--alpha", type=unit_float, default=0.5, help="heatmap opacity, 0..1 (default: 0.5)")
+    p.add_argument(
+        "--scale",
+        choices=["layer", "shared"],
+        default="layer",
+        help=scale_help or "normalise each layer's map on its own range, or all layers on one shared range",
+    )
+
+
+def add_output_args(p: argparse.ArgumentParser, default: str, help_text: str) -> None:
+    """``-o/--output`` and ``--overwrite``."""
+    p.add_argument("-o", "--output", default=default, help=help_text)
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--precision``."""
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="where the model runs: auto (CUDA when available), cpu, cuda, cuda:N or mps (default: auto)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("default", "highest", "fast"),
+        default="default",
+        help="default: torch's own settings (TF32 on CUDA); highest: full fp32, GPU maps agree with CPU maps; "
+        "fast: fp16 autocast + channels_last (see the README for the measured speed and fidelity)",
+    )
+
+
+# --------------------------------------------------------------------------- from arguments
+
+
+def method_options(args: argparse.Namespace, methods: Sequence[str], recipe: bool = False) -> dict[str, Any]:
+    """The method options the arguments give (``--guided-grads``, ``--batch-size``, ``--top-k``); an
+    option no chosen method has is an error."""
+    from layerscope.methods import get_method
+
+    chosen = [get_method(m) for m in methods]
+    options: dict[str, Any] = {}
+    guided = getattr(args, "guided_grads", None)
+    if guided is None:
+        guided = recipe and any(m.name == "gradcam" for m in chosen)
+    if guided:
+        if not any("guided_grads" in m.options for m in chosen):
+            raise UsageError("--guided-grads applies to --method gradcam only")
+        options["guided_grads"] = True
+    for key in ("batch_size", "top_k"):
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        if not any(key in m.options for m in chosen):
+            flag = "--" + key.replace("_", "-")
+            raise UsageError(f"{flag} applies to perturbation methods only (scorecam, ablationcam)")
+        options[key] = value
+    return options
+
+
+def render_options(args: argparse.Namespace, **overrides: Any) -> Any:
+    """A validated :class:`~layerscope.render.options.RenderOptions` from the arguments."""
+    from layerscope.render.options import RenderOptions
+
+    fields = {}
+    for name in ("colormap", "alpha", "scale", "caption", "duration", "cell", "side_by_side"):
+        value = getattr(args, name, None)
+        if value is not None:
+            fields[name] = value
+    fields.update(overrides)
+    return RenderOptions(**fields)
+
+
+def model_name(args: argparse.Namespace) -> str:
+    """``--model``, or the default (the demo model)."""
+    return args.model or DEFAULT_MODEL
+
+
+def check_model_name(args: argparse.Namespace) -> None:
+    """An unknown built-in model name is an error before anything is loaded."""
+    from layerscope.models import MODELS
+
+    name = model_name(args)
+    if getattr(args, "model_file", None) or ":" in name or name in MODELS:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(name, MODELS, n=3, cutoff=0.4)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise UsageError(f"unknown model {name!r}.{hint} Built-in models: {', '.join(MODELS)}")
+
+
+def load_model_from_args(args: argparse.Namespace) -> Any:
+    """The model the arguments name (``--model``/``--model-file``, ``--weights``, ``--framework``)."""
+    from layerscope import recipe
+
+    if getattr(args, "model_file", None):
+        if args.framework != "keras":
+            raise UsageError("--model-file takes a Keras .keras file: add --framework keras")
+        return recipe.load(args.model_file, "keras", None, args.trust_model)
+    return recipe.load(model_name(args), args.framework, args.weights, getattr(args, "trust_model", False))
+
+
+def model_info_from_args(args: argparse.Namespace, model: Any) -> Any:
+    """The model's :class:`~layerscope.info.ModelInfo`, with ``--size`` applied to its preprocessing."""
+    import dataclasses
+
+    from layerscope.info import info_for
+
+    info = info_for(model)
+    wanted = size(getattr(args, "size", None))
+    if wanted is None:
+        return info
+    prep = info.preprocessor()
+    if not dataclasses.is_dataclass(prep) or not hasattr(prep, "size"):
+        raise UsageError("--size cannot be applied to this model's preprocessing")
+    return info.replace(preprocess=dataclasses.replace(prep, size=wanted))
+
+
+def sample_image(model: str) -> Any:
+    """The built-in sample for ``model``: a fresh shapes image for the demo model (never seen
+    in training), else a photo that ships with matplotlib (Grace Hopper). Both offline."""
+    if model == "demo":
+        from layerscope.models import demo
+
+        return demo.sample_image()[0]
+    from matplotlib import cbook
+
+    return str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+# --------------------------------------------------------------------------- the command session
+
+
+class _ToStderr(logging.Handler):
+    """layerscope's progress messages as ``layerscope: …`` lines on the current stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(f"layerscope: {record.getMessage()}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def command_session() -> Iterator[None]:
+    """Process-wide settings for one command, restored when it ends: warnings shown as one
+    ``layerscope: warning: …`` line, layerscope's log on stderr, a socket timeout for
+    downloads. The library itself never changes any of them."""
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        print(f"layerscope: warning: {message}", file=sys.stderr)
+
+    logger = logging.getLogger("layerscope")
+    handler = _ToStderr()
+    old_level, old_propagate = logger.level, logger.propagate
+    old_timeout = socket.getdefaulttimeout()
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        socket.setdefaulttimeout(SOCKET_TIMEOUT)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(old_level)
+            logger.propagate = old_propagate
+            socket.setdefaulttimeout(old_timeout)

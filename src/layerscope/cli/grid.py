@@ -1,0 +1,71 @@
+"""``layerscope grid``: a methods × layers grid of one image."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from layerscope.cli import _common
+from layerscope.errors import UsageError
+
+#: Image types the grid may be written as (Pillow writes each by extension).
+GRID_EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "grid",
+        help="a layers × methods grid of one image (rows: methods, columns: layers)",
+        description="Explain one image with several methods at every conv layer and write one labelled image: "
+        "a row per method, a column per layer.",
+    )
+    p.add_argument("image", nargs="?", help="image file (default: a built-in sample image)")
+    _common.add_model_args(p)
+    _common.add_method_args(p, several=True)
+    _common.add_render_args(p, "normalise each cell on its own range, or each method's row on one shared range")
+    p.add_argument("--cell", type=_common.positive_int, default=160, help="cell size in pixels (default: 160)")
+    _common.add_device_args(p)
+    _common.add_output_args(p, "grid.png", "output image: .png, .jpg or .webp (default: grid.png)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from layerscope.atomic import check_writable, write_with
+    from layerscope.comparison import grid
+    from layerscope.inputs import load_image
+    from layerscope.methods import get_method
+
+    path = Path(args.output)
+    fmt = GRID_EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        raise UsageError(
+            f"{path}: the grid is written as {', '.join(GRID_EXTENSIONS)}, not {path.suffix or '(no extension)'}"
+        )
+    check_writable(path, args.overwrite)
+    _common.check_model_name(args)
+    options = _common.render_options(args)
+    methods = _common.csv_list(args.methods)
+    if not methods:
+        raise UsageError("no method given for the grid")
+    for m in methods:
+        get_method(m)
+    method_options = _common.method_options(args, methods)
+    image = load_image(args.image) if args.image else _common.sample_image(_common.model_name(args))
+    model = _common.load_model_from_args(args)
+    info = _common.model_info_from_args(args, model)
+    img = grid(
+        model,
+        image,
+        methods,
+        layers=args.layers,
+        target=args.target,
+        info=info,
+        colormap=options.colormap,
+        alpha=options.alpha,
+        scale=options.scale,
+        cell=options.cell,
+        **method_options,
+    )
+    write_with(path, lambda f: img.convert("RGB" if fmt == "JPEG" else img.mode).save(f, format=fmt), args.overwrite)
+    print(f"{path}: {len(methods)} methods × layers grid, {img.width}×{img.height} px")
+    return 0

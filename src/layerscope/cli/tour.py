@@ -1,0 +1,149 @@
+"""``layerscope tour``: the layer-by-layer animation of one image (the main job)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from layerscope.cli import _common
+from layerscope.errors import UsageError
+
+#: The notebook recipe's model: with ``--cifar10 N`` its settings apply (guided gradients,
+#: the recipe's captions).
+RECIPE_MODEL = "vgg16-cifar10"
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "tour",
+        help="the layer-by-layer animation of one image (the main job)",
+        description="Explain one image at every conv layer and write the annotated animation (one frame per "
+        "layer, in forward order), a video, an interactive page or the raw maps.",
+    )
+    p.add_argument(
+        "image", nargs="?", help="image file (default: a built-in sample: a shapes image for demo, a photo otherwise)"
+    )
+    _common.add_model_args(p)
+    _common.add_method_args(p)
+    _common.add_render_args(p)
+    p.add_argument(
+        "--duration", type=_common.positive_int, default=500, help="milliseconds per frame, 10 or more (default: 500)"
+    )
+    p.add_argument(
+        "--caption",
+        choices=["layerscope", "recipe"],
+        help="caption style: layerscope's two lines, or the recipe's 'Layer: <name>, Output size: <shape>' "
+        "(default: recipe for the recipe, else layerscope)",
+    )
+    p.add_argument(
+        "--cifar10",
+        type=_common.index,
+        metavar="N",
+        help="explain CIFAR-10 image N of --split (instead of an image file); with --model vgg16-cifar10 this "
+        "is the notebook recipe: guided gradients and the recipe's captions unless told otherwise",
+    )
+    p.add_argument(
+        "--cifar10-path",
+        metavar="PATH",
+        help="a local cifar-10-python.tar.gz or its extracted cifar-10-batches-py folder "
+        "(default: Keras' or layerscope's cache, else a download)",
+    )
+    p.add_argument("--split", choices=["test", "train"], default="test", help="CIFAR-10 split (default: test)")
+    _common.add_device_args(p)
+    _common.add_output_args(
+        p,
+        "grad_cam.gif",
+        "output file: .gif, .webp, .png (APNG) or .npz for the raw maps (default: grad_cam.gif)",
+    )
+
+
+def _check_output(path: str, options: Any, overwrite: bool) -> None:
+    from layerscope import outputs
+
+    check = getattr(outputs, "check_output", None)
+    if check is not None:
+        check(path, options, overwrite)
+        return
+    from layerscope.atomic import check_writable
+
+    check_writable(path, overwrite)
+    ext = Path(path).suffix.lower()
+    if ext not in (".gif", ".webp", ".png", ".npz"):
+        raise UsageError(f"{path}: unsupported output type {ext or '(no extension)'}; use .gif, .webp, .png or .npz")
+
+
+def run(args: argparse.Namespace) -> int:
+    from layerscope.explanation import explain
+    from layerscope.inputs import load_image
+    from layerscope.methods import get_method
+
+    # Everything that can be checked is checked before the model is loaded.
+    if args.cifar10 is not None and args.image:
+        raise UsageError("give an image file or --cifar10 N, not both")
+    if args.cifar10_path and args.cifar10 is None:
+        raise UsageError("--cifar10-path needs --cifar10 N (the image to explain)")
+    if args.model_file and args.framework != "keras":
+        raise UsageError("--model-file takes a Keras .keras file: add --framework keras")
+    _common.check_model_name(args)
+    name = _common.model_name(args)
+    is_recipe = name == RECIPE_MODEL and args.cifar10 is not None and not args.model_file
+    options = _common.render_options(args, caption=args.caption or ("recipe" if is_recipe else "layerscope"))
+    _check_output(args.output, options, args.overwrite)
+    get_method(args.method)
+    method_options = _common.method_options(args, [args.method], recipe=is_recipe)
+    note = ""
+    if args.cifar10 is not None:
+        from layerscope.datasets.cifar10 import load_image as load_cifar10
+
+        image, _, label = load_cifar10(args.cifar10, args.split, args.cifar10_path)
+        note = f"CIFAR-10 {args.split} image {args.cifar10}, labelled {label!r}"
+    elif args.image:
+        image = load_image(args.image)
+        if args.model is None and not args.model_file:
+            note = (
+                "the demo model knows only 10 synthetic shapes; for a photo use e.g. --model vgg16 --weights imagenet"
+            )
+    else:
+        image = _common.sample_image(name)
+
+    model = _common.load_model_from_args(args)
+    info = _common.model_info_from_args(args, model)
+    extra: dict[str, Any] = {}
+    if args.device != "auto":
+        extra["device"] = args.device
+    if args.precision != "default":
+        extra["precision"] = args.precision
+    exp = explain(
+        model, image, layers=args.layers, method=args.method, target=args.target, info=info, **method_options, **extra
+    )
+    saved = (
+        exp.save(args.output, overwrite=args.overwrite, options=options)
+        if _takes_options()
+        else exp.save(
+            args.output,
+            overwrite=args.overwrite,
+            duration=options.duration,
+            colormap=options.colormap,
+            alpha=options.alpha,
+            scale=options.scale,
+            caption=options.caption,
+        )
+    )
+    path = saved[0] if isinstance(saved, list) else saved
+    flat = [layer for layer in exp.layers if exp.flat[layer][0]]
+    print(
+        f"{path}: {len(exp.layers)} layers, {exp.method}, class {exp.class_name(0)!r} "
+        f"(index {int(exp.targets[0])}, p = {exp.probabilities[0]:.3f})" + (f"; {note}" if note else "")
+    )
+    if flat:
+        print(f"flat maps (nothing to show) at: {', '.join(flat)}")
+    return 0
+
+
+def _takes_options() -> bool:
+    import inspect
+
+    from layerscope.explanation import Explanation
+
+    return "options" in inspect.signature(Explanation.save).parameters
