@@ -120,11 +120,15 @@ def add_method_args(p: argparse.ArgumentParser, several: bool = False) -> None:
         p.add_argument(
             "--methods",
             default="gradcam,gradcam++,layercam",
-            help=f"comma-separated CAM methods (default: gradcam,gradcam++,layercam; any of: {', '.join(list_methods())})",
+            help="comma-separated CAM methods (default: gradcam,gradcam++,layercam; any of: "
+            f"{', '.join(list_methods())})",
         )
     else:
         p.add_argument(
-            "--method", default="gradcam", metavar="NAME", help=f"CAM method: {', '.join(list_methods())} (gradcam)"
+            "--method",
+            default="gradcam",
+            metavar="NAME",
+            help=f"CAM method: {', '.join(list_methods())} (default: gradcam)",
         )
     p.add_argument(
         "--guided-grads",

@@ -43,9 +43,9 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train the recipe's head and save the weights; prints the loss as it goes."""
+    from layerscope import recipe
     from layerscope.atomic import check_writable
     from layerscope.datasets.cifar10 import load_split
-    from layerscope import recipe
 
     out = args.output or ("vgg16-cifar10.weights.h5" if args.framework == "keras" else "vgg16-cifar10.safetensors")
     check_writable(out, args.overwrite)
