@@ -112,7 +112,8 @@ def add_model_args(p: argparse.ArgumentParser, weights_default: str | None = Non
 
 
 def add_method_args(p: argparse.ArgumentParser, several: bool = False) -> None:
-    """``--layers``, ``--method`` (or ``--methods``), ``--guided-grads``, ``--batch-size``, ``--top-k``, ``--target``."""
+    """``--layers``, ``--method`` (or ``--methods``), ``--guided-grads``, ``--batch-size``, ``--top-k``,
+    ``--target``."""
     from layerscope.methods import list_methods
 
     p.add_argument("--layers", help="comma-separated layer names or glob patterns (default: every conv layer)")
