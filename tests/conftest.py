@@ -11,6 +11,10 @@ from torch import nn
 
 from layerscope.models import vgg
 
+# One setting for the whole session (tests used to set it one by one): the tiny test nets run
+# fastest single-threaded, and a 2-core CI box shared with other jobs is not oversubscribed.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def vgg16_random() -> nn.Module:
