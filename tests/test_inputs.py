@@ -134,3 +134,104 @@ def test_preprocess_resizes_and_normalises() -> None:
     x = prep([np.full((8, 12, 3), 255, np.uint8)])
     assert x.shape == (1, 3, 4, 6) and x.dtype == np.float32
     np.testing.assert_allclose(x[0, :, 0, 0], [2.0, 1.0, 0.5])
+
+
+# ---------------------------------------------------------------- array dtype rules (issue 9 #17)
+
+
+def test_float_rgba_in_unit_range_keeps_its_colours() -> None:
+    a = np.zeros((2, 2, 4), np.float32)
+    a[..., 0] = 0.8  # red 204
+    a[..., 3] = 1.0  # opaque
+    a[1, 1, 3] = 0.0  # one transparent pixel: white
+    out = inputs.as_rgb_array(a)
+    assert out[0, 0].tolist() == [204, 0, 0]
+    assert out[1, 1].tolist() == [255, 255, 255]
+
+
+def test_uint16_is_scaled_not_wrapped() -> None:
+    a = np.array([[0, 300], [32768, 65535]], dtype=np.uint16)
+    out = inputs.as_rgb_array(a)[..., 0]
+    # 300 / 65535 * 255 = 1.17 → 1 (wrapping would give 300 mod 256 = 44)
+    assert out.tolist() == [[0, 1], [128, 255]]
+
+
+def test_nan_float_and_out_of_range_are_clear_errors() -> None:
+    a = np.full((3, 3, 3), 0.5, np.float64)
+    a[1, 1, 1] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy RuntimeWarning on the way
+        with pytest.raises(InputImageError, match="NaN"):
+            inputs.as_rgb_array(a)
+    with pytest.raises(InputImageError, match=r"\[0, 1\]"):
+        inputs.as_rgb_array(np.full((3, 3, 3), 2.0))
+    with pytest.raises(InputImageError, match=r"0\.\.255"):
+        inputs.as_rgb_array(np.full((3, 3), -1, np.int16))
+    assert inputs.as_rgb_array(np.full((2, 2), 200, np.int64))[0, 0].tolist() == [200, 200, 200]
+    assert inputs.as_rgb_array(np.ones((2, 2), bool))[0, 0].tolist() == [255, 255, 255]
+
+
+def test_empty_array_and_mode_La_are_handled() -> None:
+    with pytest.raises(InputImageError, match="empty"):
+        inputs.as_rgb_array(np.zeros((0, 0, 3), np.uint8))
+    la = Image.fromarray(np.dstack([np.full((4, 4), 90, np.uint8), np.full((4, 4), 255, np.uint8)]), "LA")
+    premultiplied = la.convert("La")
+    assert premultiplied.mode == "La"
+    assert inputs.as_rgb_array(premultiplied)[0, 0].tolist() == [90, 90, 90]
+
+
+# ---------------------------------------------------------------- allowed formats (issue 9 #18)
+
+
+def test_postscript_is_refused_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import EpsImagePlugin
+
+    calls: list[object] = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: calls.append(a))
+    p = tmp_path / "picture.png"  # the extension does not matter: the content is EPS
+    p.write_bytes(
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n%%EndComments\nnewpath 0 0 moveto 10 10 lineto stroke\n"
+    )
+    with Image.open(p) as im:  # Pillow alone would take it for an EPS picture
+        assert im.format == "EPS"
+    with pytest.raises(InputImageError, match="allowed format"):
+        inputs.load_image(p)
+    assert calls == []
+
+
+# ---------------------------------------------------------------- exact inverses (issue 9 #7)
+
+
+def test_preprocess_round_trip_is_exact(photo: np.ndarray) -> None:
+    prep = inputs.Preprocess(size=None)
+    x = prep([photo, photo[::-1]])
+    back = prep.invert(x)
+    assert back.shape == (2, *photo.shape) and back.dtype == np.uint8
+    np.testing.assert_array_equal(back[0], photo)
+    np.testing.assert_array_equal(back[1], photo[::-1])
+    # one (C, H, W) input, and through display_from_tensor in either layout
+    np.testing.assert_array_equal(inputs.display_from_tensor(x[0], prep), photo)
+    np.testing.assert_array_equal(inputs.display_from_tensor(x[0].transpose(1, 2, 0), prep), photo)
+
+
+def test_caffe_round_trip_is_exact_and_not_bgr(photo: np.ndarray) -> None:
+    prep = inputs.CaffePreprocess(size=None)
+    x = prep([photo])  # what keras.applications.vgg16.preprocess_input gives: BGR, means subtracted
+    np.testing.assert_allclose(x[0, ..., 0], photo[..., 2] - 103.939, atol=1e-4)
+    np.testing.assert_array_equal(prep.invert(x)[0], photo)
+    shown = inputs.display_from_tensor(x[0], prep)
+    np.testing.assert_array_equal(shown, photo)  # not a blue (BGR) picture, not a stretched one
+
+
+def test_prepare_batch_recovers_the_recipe_picture_from_its_tensor(photo: np.ndarray) -> None:
+    prep = inputs.CaffePreprocess(size=(64, 80))
+    x, shown = inputs.prepare_batch(prep([photo]), prep)
+    assert x.shape == (1, 64, 80, 3)
+    np.testing.assert_array_equal(shown[0], photo)
+    # images (not tensors) come back as given, with the model input made from them
+    x2, originals = inputs.prepare_batch([photo], inputs.Preprocess(size=(32, 40)))
+    assert x2.shape == (1, 3, 32, 40) and originals[0] is not None
+    np.testing.assert_array_equal(originals[0], photo)
+    # an unknown preprocessing: min-max stretched, never an error
+    stretched = inputs.display_from_tensor(np.linspace(-3, 5, 3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5), None)
+    assert stretched.min() == 0 and stretched.max() == 255

@@ -15,7 +15,7 @@ import numpy as np
 from layerscope.capture import CaptureRequest, detect_framework, get_adapter
 from layerscope.errors import UsageError
 from layerscope.info import ModelInfo, info_for
-from layerscope.inputs import Preprocess, as_rgb_array
+from layerscope.inputs import prepare_batch
 from layerscope.methods import check_framework, get_method
 from layerscope.methods._ops import softmax
 from layerscope.render import FLAT_EPS
@@ -143,51 +143,11 @@ class Explanation:
         return f'<img src="data:image/gif;base64,{data}" alt="layerscope: {self.method}"/>'
 
 
-def _is_tensor(obj: Any) -> bool:
-    mod = type(obj).__module__.split(".")[0]
-    return mod in ("torch", "tensorflow", "jax", "jaxlib") or (
-        isinstance(obj, np.ndarray) and obj.dtype.kind == "f" and obj.ndim == 4
-    )
-
-
-def _prepare(images: Any, prep: Any) -> tuple[Any, list[np.ndarray]]:
-    """The model input and the original RGB images to draw on."""
-    if _is_tensor(images):
-        x = images
-        arr = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float32)
-        if arr.ndim == 3:
-            arr = arr[None]
-            x = x[None]
-        if arr.ndim != 4:
-            raise UsageError(f"a tensor input must be (N, C, H, W), not {tuple(arr.shape)}")
-        return x, [_display_from_tensor(a, prep) for a in arr]
-    if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
-        images = [images]
-    if not images:
-        raise UsageError("no image given")
-    rgb = [as_rgb_array(im) for im in images]
-    return prep(rgb), rgb
-
-
-def _display_from_tensor(a: np.ndarray, prep: Any) -> np.ndarray:
-    """An RGB picture of a preprocessed (C, H, W) input: undo the normalisation if known."""
-    if a.shape[0] in (1, 3) and a.shape[0] < a.shape[-1]:
-        a = a.transpose(1, 2, 0)
-    if isinstance(prep, Preprocess) and a.shape[-1] == len(prep.mean):
-        a = a * np.asarray(prep.std, np.float32) + np.asarray(prep.mean, np.float32)
-    else:
-        lo, hi = float(a.min()), float(a.max())
-        a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-    if a.shape[-1] == 1:
-        a = np.repeat(a, 3, axis=-1)
-    return np.clip(np.round(a[..., :3] * 255.0), 0, 255).astype(np.uint8)
-
-
 def resolve_target(target: Any, class_names: Sequence[str] | None) -> Any:
     """Class names become indices; ``None`` and integers pass through."""
     if target is None:
         return None
-    items = [target] if isinstance(target, (str, int, np.integer)) else list(target)
+    items = [target] if isinstance(target, (str, bytes)) or np.ndim(target) == 0 else list(target)
     out = []
     for t in items:
         if isinstance(t, str) and not t.lstrip("-").isdigit():
@@ -203,7 +163,7 @@ def resolve_target(target: Any, class_names: Sequence[str] | None) -> Any:
                 raise UsageError(f"unknown class {t!r}{hint}")
             out.append(list(class_names).index(t))
         else:
-            out.append(int(t))
+            out.append(t)  # checked by the adapter: a whole number in range, never a bool
     return out[0] if len(out) == 1 and not isinstance(target, (list, tuple, np.ndarray)) else out
 
 
@@ -225,6 +185,8 @@ def explain(
     preprocess: Any = None,
     framework: str | None = None,
     info: ModelInfo | None = None,
+    device: str | None = None,
+    precision: str = "default",
     **method_options: Any,
 ) -> Explanation:
     """Class-activation maps of every chosen layer, from one forward and one backward pass.
@@ -244,6 +206,13 @@ def explain(
         info: a :class:`~layerscope.info.ModelInfo` with the model's facts (friendly layer
             names, class names, preprocessing, output kind); default: the one a built-in
             model was loaded with, else a plain one.
+        device: where to run a torch model: ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``,
+            ``"cuda"``, ``"cuda:N"``, ``"mps"``; ``None``: where the model is. A model elsewhere
+            is moved there for the call and back afterwards (move it yourself for many calls).
+        precision: ``"default"`` (the framework's settings: TF32 on CUDA unless turned off),
+            ``"highest"`` (TF32 off for the pass, flags restored: GPU maps agree with CPU
+            maps) or ``"fast"`` (float16 autocast on CUDA, bfloat16 on the CPU, channels-last;
+            the CAM math in float32).
         **method_options: the method's options, e.g. ``guided_grads=True`` for ``gradcam``.
 
     Returns:
@@ -261,7 +230,7 @@ def explain(
     class_names = facts.class_names
     adapter = get_adapter(fw)
     resolved = adapter.resolve_layers(model, layers, facts)
-    x, originals = _prepare(images, preprocess if preprocess is not None else facts.preprocessor())
+    x, originals = prepare_batch(images, preprocess if preprocess is not None else facts.preprocessor())
     forward_passes = m.forward_passes
     request = CaptureRequest(
         fn=lambda a, g, **context: m.fn(a, g, **context, **opts),
@@ -270,6 +239,8 @@ def explain(
         output=facts.output,
         forward_passes=(lambda n, c: forward_passes(n, c, **opts)) if forward_passes is not None else None,
         label=method,
+        device=device,
+        precision=precision,
     )
     result = adapter.run(model, x, resolved, resolve_target(target, class_names), request)
     if facts.warning:

@@ -27,56 +27,185 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _resize_batch(images: Sequence[np.ndarray], size: tuple[int, int] | None) -> np.ndarray:
+    """uint8 ``(H, W, 3)`` images resized (bilinear) to ``size`` = ``(H, W)`` and stacked."""
+    out = []
+    for img in images:
+        if size is not None and img.shape[:2] != tuple(size):
+            img = np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+        out.append(img)
+    if not out:
+        raise UsageError("no image given")
+    shapes = {a.shape for a in out}
+    if len(shapes) > 1:
+        raise UsageError(f"images of different sizes {sorted(shapes)} cannot form one batch")
+    return np.stack(out)
+
+
+def _to_uint8(a: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How an RGB image becomes a model input: resize, scale to [0, 1], normalise.
 
-    ``size`` is ``(height, width)``; ``None`` keeps each image's size.
+    ``size`` is ``(height, width)``; ``None`` keeps each image's size. The result is
+    ``(N, 3, H, W)`` float32, channels first; :meth:`invert` turns it back into the uint8 RGB
+    picture exactly (what a map is drawn over when a caller passes a preprocessed tensor).
     """
 
     size: tuple[int, int] | None = (224, 224)
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
 
-    @classmethod
-    def for_model(cls, model: Any) -> Preprocess:
-        """The model's own ``layerscope_preprocess`` spec, or ImageNet at 224×224.
-
-        A callable spec (e.g. the Keras recipe's caffe-style preprocessing) is returned as is.
-        """
-        spec = getattr(model, "layerscope_preprocess", None)
-        if not spec:
-            return cls()
-        if callable(spec):
-            return spec
-        size = spec.get("size", (224, 224))
-        return cls(
-            size=tuple(size) if size is not None else None,
-            mean=tuple(spec.get("mean", IMAGENET_MEAN)),
-            std=tuple(spec.get("std", IMAGENET_STD)),
-        )
+    def __post_init__(self) -> None:
+        if self.size is not None:
+            size = tuple(int(s) for s in self.size)
+            if len(size) != 2 or min(size) < 1:
+                raise UsageError(f"a preprocessing size is (height, width) in pixels, not {self.size!r}")
+            object.__setattr__(self, "size", size)
+        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
+            raise UsageError(f"mean {self.mean} and std {self.std} must have one positive std per channel")
 
     def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """``(N, 3, H, W)`` float32, channels first, from uint8 ``(H, W, 3)`` images."""
-        out = []
-        for img in images:
-            if self.size is not None and img.shape[:2] != tuple(self.size):
-                pil = Image.fromarray(img).resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
-                img = np.asarray(pil)
-            out.append(img)
-        shapes = {a.shape for a in out}
-        if len(shapes) > 1:
-            raise UsageError(f"images of different sizes {sorted(shapes)} cannot form one batch")
-        arr = np.stack(out).astype(np.float32) / 255.0
+        arr = _resize_batch(images, self.size).astype(np.float32) / np.float32(255.0)
         arr = (arr - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
+
+    def invert(self, x: Any) -> np.ndarray:
+        """The uint8 RGB picture(s) of a model input made by this preprocessing: ``(C, H, W)``
+        → ``(H, W, 3)``, ``(N, C, H, W)`` → ``(N, H, W, 3)``. Exact for what :meth:`__call__`
+        made (the round trip gives the resized image back, pixel for pixel)."""
+        a = _as_float_array(x)
+        if a.ndim not in (3, 4) or a.shape[-3] != len(self.mean):
+            raise UsageError(f"expected ({len(self.mean)}, H, W) or (N, {len(self.mean)}, H, W), not {a.shape}")
+        a = np.moveaxis(a, -3, -1)
+        a = (a * np.asarray(self.std, np.float32) + np.asarray(self.mean, np.float32)) * np.float32(255.0)
+        if a.shape[-1] == 1:
+            a = np.repeat(a, 3, axis=-1)
+        return _to_uint8(a[..., :3])
+
+
+#: ``keras.applications.vgg16.preprocess_input``'s channel means ("caffe" style), in BGR order.
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def caffe_preprocess(x: np.ndarray) -> np.ndarray:
+    """``keras.applications.vgg16.preprocess_input`` for channels-last RGB in 0..255:
+    RGB → BGR, then the ImageNet channel means (:data:`CAFFE_MEAN_BGR`) subtracted."""
+    x = np.asarray(x, dtype=np.float32)
+    return np.ascontiguousarray(x[..., ::-1] - np.asarray(CAFFE_MEAN_BGR, np.float32))
+
+
+@dataclass(frozen=True)
+class CaffePreprocess:
+    """uint8 RGB images → the Keras recipe's input: bilinear resize to ``size`` = ``(H, W)``,
+    then :func:`caffe_preprocess`. Returns ``(N, H, W, 3)`` float32 (channels last, BGR);
+    :meth:`invert` gives the RGB picture back exactly."""
+
+    size: tuple[int, int] | None = (224, 224)
+
+    def __call__(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return caffe_preprocess(_resize_batch(images, self.size))
+
+    def invert(self, x: Any) -> np.ndarray:
+        """``(H, W, 3)`` or ``(N, H, W, 3)`` BGR mean-subtracted input → uint8 RGB, exactly."""
+        a = _as_float_array(x)
+        if a.ndim not in (3, 4) or a.shape[-1] != 3:
+            raise UsageError(f"expected a channels-last (H, W, 3) or (N, H, W, 3) input, not {a.shape}")
+        return _to_uint8((a + np.asarray(CAFFE_MEAN_BGR, np.float32))[..., ::-1])
+
+
+def _as_float_array(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    elif not isinstance(x, np.ndarray) and hasattr(x, "numpy"):
+        x = x.numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def is_tensor(obj: Any) -> bool:
+    """Whether ``obj`` is an already preprocessed model input (a framework tensor, or a float
+    numpy array of rank 4) rather than images."""
+    mod = type(obj).__module__.split(".")[0]
+    return mod in ("torch", "tensorflow", "jax", "jaxlib") or (
+        isinstance(obj, np.ndarray) and obj.dtype.kind == "f" and obj.ndim == 4
+    )
+
+
+def prepare_batch(images: Any, preprocess: Any) -> tuple[Any, list[np.ndarray]]:
+    """The model input and the RGB pictures (uint8 ``(H, W, 3)``) to draw the maps over.
+
+    Args:
+        images: a path, PIL image or array, a list of them, or an already preprocessed
+            tensor ``(N, C, H, W)`` (``(N, H, W, C)`` for a channels-last model).
+        preprocess: turns a list of uint8 RGB arrays into the model input; for a tensor it
+            is only used to recover the pictures (:func:`display_from_tensor`).
+    """
+    if is_tensor(images):
+        x = images
+        arr = _as_float_array(x)
+        if arr.ndim == 3:
+            arr = arr[None]
+            x = x[None]
+        if arr.ndim != 4:
+            raise UsageError(f"a tensor input must be (N, C, H, W), not {tuple(arr.shape)}")
+        return x, [display_from_tensor(a, preprocess) for a in arr]
+    if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+        images = [images]
+    if not images:
+        raise UsageError("no image given")
+    rgb = [as_rgb_array(im) for im in images]
+    return preprocess(rgb), rgb
+
+
+def display_from_tensor(a: Any, preprocess: Any = None) -> np.ndarray:
+    """The uint8 RGB picture of one preprocessed input ``(C, H, W)`` or ``(H, W, C)``.
+
+    A preprocessing with an ``invert`` method (:class:`Preprocess`, :class:`CaffePreprocess`)
+    is undone exactly; anything else is shown min-max stretched (its colours may be off).
+    """
+    a = _as_float_array(a)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3:
+        raise UsageError(f"one preprocessed input must be (C, H, W) or (H, W, C), not {a.shape}")
+    channels_first = a.shape[0] in (1, 3, 4) and a.shape[0] < a.shape[-1]
+    if isinstance(preprocess, Preprocess):
+        chw = a if channels_first else a.transpose(2, 0, 1)
+        if chw.shape[0] == len(preprocess.mean):
+            return preprocess.invert(chw)
+    elif isinstance(preprocess, CaffePreprocess):
+        hwc = a.transpose(1, 2, 0) if channels_first else a
+        if hwc.shape[-1] == 3:
+            return preprocess.invert(hwc)
+    elif preprocess is not None and callable(getattr(preprocess, "invert", None)):
+        return np.asarray(preprocess.invert(a), dtype=np.uint8)
+    hwc = a.transpose(1, 2, 0) if channels_first else a
+    lo, hi = float(np.nanmin(hwc)), float(np.nanmax(hwc))
+    hwc = (hwc - lo) / (hi - lo) if hi > lo else np.zeros_like(hwc)
+    if hwc.shape[-1] == 1:
+        hwc = np.repeat(hwc, 3, axis=-1)
+    return _to_uint8(np.nan_to_num(hwc[..., :3]) * 255.0)
+
+
+#: The image formats layerscope opens (Pillow's names). Anything else, EPS/PostScript (which
+#: Pillow hands to Ghostscript) and PDF included, is refused before it is decoded.
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM", "TGA", "ICO")
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as upright 8-bit RGB ``(H, W, 3)``.
 
+    Only the formats in :data:`IMAGE_FORMATS` are opened.
+
     Raises:
-        InputImageError: missing, empty, unreadable, truncated or oversized file.
+        InputImageError: missing, empty, unreadable, truncated or oversized file, or a format
+            that is not allowed.
     """
     p = os.fspath(path)
     if not os.path.exists(p):
@@ -88,7 +217,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as im:
+            with Image.open(p, formats=list(IMAGE_FORMATS)) as im:
                 w, h = im.size
                 if w * h > MAX_PIXELS:
                     raise InputImageError(
@@ -105,7 +234,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     except InputImageError:
         raise
     except UnidentifiedImageError:
-        raise InputImageError(f"{p}: not an image file (or a format Pillow cannot read)") from None
+        raise InputImageError(f"{p}: not an image file in an allowed format ({', '.join(IMAGE_FORMATS)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise InputImageError(f"{p}: too many pixels (a decompression bomb?): {e}") from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -119,15 +248,21 @@ def to_rgb(im: Image.Image) -> np.ndarray:
     down by their range, not clipped.
     """
     im = ImageOps.exif_transpose(im)
+    if im.width == 0 or im.height == 0:
+        raise InputImageError(f"the image is empty ({im.width}×{im.height} pixels)")
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(im, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise InputImageError("the image holds NaN or infinite values")
         hi = 65535.0 if im.mode.startswith("I;16") else max(float(a.max()), 1.0)
         lo = 0.0 if im.mode.startswith("I;16") else min(float(a.min()), 0.0)
         g = np.clip((a - lo) / (hi - lo) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(g[:, :, None], 3, axis=2)
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if im.mode in ("La", "RGBa"):  # premultiplied alpha: Pillow converts these only to LA / RGBA
+        im = im.convert("LA" if im.mode == "La" else "RGBA")
+    if im.mode in ("RGBA", "LA", "PA"):
         im = im.convert("RGBA")
         bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(bg, im)
@@ -135,25 +270,69 @@ def to_rgb(im: Image.Image) -> np.ndarray:
 
 
 def as_rgb_array(image: Any) -> np.ndarray:
-    """A path, PIL image or array as upright uint8 RGB ``(H, W, 3)``."""
+    """A path, PIL image or array as upright uint8 RGB ``(H, W, 3)``.
+
+    Arrays are ``(H, W)`` (grey), ``(H, W, 1)``, ``(H, W, 3)`` (RGB) or ``(H, W, 4)`` (RGBA,
+    composited over white), and their values are read by dtype, one rule each:
+
+    * ``uint8``: 0..255 as is; ``bool``: ``True`` is white.
+    * ``uint16``: a 16-bit image, 0..65535 scaled to 0..255 (never wrapped).
+    * other integers: must lie in 0..255.
+    * floats: must be finite and in [0, 1] (alpha included), scaled to 0..255.
+
+    Raises:
+        InputImageError: an empty array, another shape, a value outside its dtype's range,
+            NaN or infinity.
+    """
     if isinstance(image, (str, os.PathLike)):
         return load_image(image)
     if isinstance(image, Image.Image):
         return to_rgb(image)
     if isinstance(image, np.ndarray):
-        a = image
-        if a.ndim == 2:
-            a = np.repeat(a[:, :, None], 3, axis=2)
-        if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
-            raise InputImageError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), not {a.shape}")
-        if a.shape[2] == 1:
-            a = np.repeat(a, 3, axis=2)
-        if a.shape[2] == 4:
-            a = to_rgb(Image.fromarray(a.astype(np.uint8), "RGBA"))
-        if a.dtype != np.uint8:
-            if np.issubdtype(a.dtype, np.floating) and a.size and 0.0 <= a.min() and a.max() <= 1.0:
-                a = (a * 255.0 + 0.5).astype(np.uint8)
-            else:
-                raise InputImageError(f"an image array must be uint8 (or float in [0, 1]), not {a.dtype}")
-        return np.ascontiguousarray(a[:, :, :3])
+        return _array_to_rgb(image)
     raise InputImageError(f"cannot use a {type(image).__name__} as an image")
+
+
+def _array_to_rgb(a: np.ndarray) -> np.ndarray:
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise InputImageError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), not {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise InputImageError(f"the image array is empty: shape {a.shape}")
+    a = _array_to_uint8(a)
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    if a.shape[2] == 4:
+        a = to_rgb(Image.fromarray(np.ascontiguousarray(a), "RGBA"))
+    return np.ascontiguousarray(a)
+
+
+def _array_to_uint8(a: np.ndarray) -> np.ndarray:
+    """The dtype rules of :func:`as_rgb_array`."""
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.bool_:
+        return a.astype(np.uint8) * np.uint8(255)
+    if a.dtype == np.uint16:
+        return ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.integer):
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 255:
+            raise InputImageError(
+                f"an integer ({a.dtype}) image array must hold values in 0..255, not {lo}..{hi}; "
+                "pass uint8, uint16 (a 16-bit image) or floats in [0, 1]"
+            )
+        return a.astype(np.uint8)
+    if np.issubdtype(a.dtype, np.floating):
+        f = a.astype(np.float64)
+        if not np.isfinite(f).all():
+            raise InputImageError("the image array holds NaN or infinite values")
+        lo, hi = float(f.min()), float(f.max())
+        if lo < 0.0 or hi > 1.0:
+            raise InputImageError(
+                f"a float image array must hold values in [0, 1], not {lo:g}..{hi:g}; "
+                "divide 0..255 data by 255 (or pass uint8)"
+            )
+        return np.rint(f * 255.0).astype(np.uint8)
+    raise InputImageError(f"an image array must be uint8, uint16, another integer type or float, not {a.dtype}")
