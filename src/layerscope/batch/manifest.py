@@ -1,0 +1,273 @@
+"""The run folder: the run file, the manifest parts, the lock, and merging.
+
+Layout of ``RUN_DIR``::
+
+    run.json                      what was run (model, weights hash, method, options, versions, start/end)
+    manifest/<shard>/part-NNNNNN.parquet     one committed chunk of manifest rows (atomic)
+    manifest/<shard>/part-NNNNNN.sums.npz    that chunk's per-class map sums (written first)
+    manifest/<shard>/status.json             a shard's counts and times, written when it finishes
+    manifest.parquet              every row of every shard, sorted by key (written by the merge)
+    items/…                       per-item outputs (.npz, .gif, .html), named after the item's key
+    thumbs/…                      report thumbnails
+    summary/mean_maps.npz, summary/mean_maps.png, report.html
+
+A chunk counts as done when its ``.parquet`` part exists: the part is written atomically
+after every output file of its items, so a killed run leaves only whole parts, and a rerun
+skips exactly the items they list. ``<shard>`` is ``all`` for an unsharded run, else
+``shard-I-of-N``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from layerscope.atomic import atomic_file, write_bytes
+from layerscope.errors import OutputError, UsageError
+
+RUN_FILE = "run.json"
+MANIFEST = "manifest.parquet"
+#: What a run owns in its folder; ``overwrite`` removes exactly these.
+OWNED = ("manifest", "items", "thumbs", "summary", RUN_FILE, MANIFEST, "report.html")
+#: Statistics recorded per layer, as columns ``<layer>/<stat>``.
+LAYER_STATS = ("peak", "peak_y", "peak_x", "entropy", "flat", "pointing")
+_PART = re.compile(r"^part-(\d{6})\.parquet$")
+
+
+def shard_tag(shard: tuple[int, int] | None) -> str:
+    """The manifest sub-folder of a shard: ``all`` or ``shard-I-of-N``."""
+    if shard is None or shard[1] == 1:
+        return "all"
+    return f"shard-{shard[0]}-of-{shard[1]}"
+
+
+def parse_shard(value: Any) -> tuple[int, int] | None:
+    """``"i/N"`` or ``(i, N)`` as ``(i, N)`` with ``0 <= i < N``; ``None`` stays ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value)
+        if not m:
+            raise UsageError(f"--shard must look like I/N (e.g. 0/4), not {value!r}")
+        value = (int(m.group(1)), int(m.group(2)))
+    try:
+        i, n = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise UsageError(f"shard must be (index, count) or 'I/N', not {value!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise UsageError(f"shard {i}/{n}: the index must be 0 … {n - 1} and the count at least 1")
+    return (i, n)
+
+
+def schema(layers: Sequence[str]) -> Any:
+    """The manifest's Arrow schema for a run over ``layers``."""
+    import pyarrow as pa
+
+    fields = [
+        ("key", pa.string()),
+        ("source", pa.string()),
+        ("content_hash", pa.string()),
+        ("shard", pa.int32()),
+        ("status", pa.string()),
+        ("label", pa.int32()),
+        ("label_name", pa.string()),
+        ("predicted", pa.int32()),
+        ("predicted_name", pa.string()),
+        ("predicted_probability", pa.float32()),
+        ("target", pa.int32()),
+        ("target_name", pa.string()),
+        ("target_probability", pa.float32()),
+        ("target_score", pa.float32()),
+        ("correct", pa.bool_()),
+        ("outputs", pa.list_(pa.string())),
+    ]
+    kinds = {"flat": pa.bool_(), "pointing": pa.bool_()}
+    for layer in layers:
+        for stat in LAYER_STATS:
+            fields.append((f"{layer}/{stat}", kinds.get(stat, pa.float32())))
+    return pa.schema(fields)
+
+
+def write_part(path: Path, rows: Sequence[Mapping[str, Any]], layers: Sequence[str]) -> None:
+    """Write manifest rows as one Parquet file, atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist([dict(r) for r in rows], schema=schema(layers))
+    with atomic_file(path, overwrite=True) as f:
+        pq.write_table(table, f, compression="zstd")
+
+
+def part_files(run_dir: Path, tag: str | None = None) -> list[Path]:
+    """Committed manifest parts (of one shard tag, or of all), in order."""
+    base = Path(run_dir) / "manifest"
+    if not base.is_dir():
+        return []
+    dirs = [base / tag] if tag else sorted(p for p in base.iterdir() if p.is_dir())
+    out = []
+    for d in dirs:
+        if d.is_dir():
+            out.extend(sorted(p for p in d.iterdir() if _PART.match(p.name)))
+    return out
+
+
+def next_part_number(run_dir: Path, tag: str) -> int:
+    """The number of the next part of shard ``tag``."""
+    nums = [int(_PART.match(p.name).group(1)) for p in part_files(run_dir, tag)]  # type: ignore[union-attr]
+    return max(nums, default=0) + 1
+
+
+def done_keys(run_dir: Path, tag: str) -> set[str]:
+    """Keys of the items committed by shard ``tag``."""
+    import pyarrow.parquet as pq
+
+    keys: set[str] = set()
+    for p in part_files(run_dir, tag):
+        try:
+            keys.update(pq.read_table(p, columns=["key"]).column("key").to_pylist())
+        except Exception as e:
+            raise OutputError(f"{p}: cannot read this manifest part ({e}); delete it to redo its items") from None
+    return keys
+
+
+def read_manifest(run_dir: str | os.PathLike[str]) -> Any:
+    """Every committed row of a run as an Arrow table (the merged file when it is current)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = part_files(Path(run_dir))
+    if not parts:
+        raise UsageError(f"{run_dir}: holds no manifest parts (is it a layerscope batch run folder?)")
+    tables = [pq.read_table(p) for p in parts]
+    return pa.concat_tables(tables, promote_options="default")
+
+
+# --------------------------------------------------------------------------- run file
+
+
+def read_run_file(run_dir: Path) -> dict[str, Any] | None:
+    """The run file's content, or ``None`` when there is none."""
+    p = Path(run_dir) / RUN_FILE
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text("utf-8"))
+    except (OSError, ValueError) as e:
+        raise OutputError(f"{p}: cannot read the run file ({e}); pass --overwrite to start the run again") from None
+
+
+def _differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    keys = sorted(set(a) | set(b))
+    return [k for k in keys if json.dumps(a.get(k), sort_keys=True) != json.dumps(b.get(k), sort_keys=True)]
+
+
+def prepare_run_dir(run_dir: Path, fingerprint: Mapping[str, Any], meta: Mapping[str, Any], overwrite: bool) -> None:
+    """Create or reuse ``run_dir`` for the run ``fingerprint``.
+
+    A folder holding another run (a different model, weights, method, options, source or
+    outputs) is refused unless ``overwrite``, which removes that run's files (only those).
+
+    Raises:
+        UsageError: the folder holds a different run, or files that are not a run's.
+        OutputError: the folder cannot be created or written.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: exists and is not a folder; give a folder for the run")
+    existing = read_run_file(run_dir) if run_dir.is_dir() else None
+    fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+    if existing is not None and existing.get("fingerprint") != fingerprint:
+        if not overwrite:
+            diff = _differences(existing.get("fingerprint") or {}, fingerprint)
+            raise UsageError(
+                f"{run_dir} holds a different run (its {', '.join(diff) or 'settings'} differ); "
+                "pass --overwrite (overwrite=True) to replace it, or choose another folder"
+            )
+        clear_run(run_dir)
+        existing = None
+    elif existing is None and run_dir.is_dir() and any(run_dir.iterdir()):
+        owned = [p for p in run_dir.iterdir() if p.name in OWNED]
+        if not overwrite:
+            raise UsageError(
+                f"{run_dir}: the folder is not empty and holds no layerscope run; "
+                "choose an empty or new folder, or pass --overwrite"
+            )
+        for p in owned:
+            _remove(p)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{run_dir}: cannot create the run folder ({e.strerror or e})") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise OutputError(f"{run_dir}: the run folder is not writable")
+    record = dict(meta)
+    record["fingerprint"] = fingerprint
+    if existing is not None:
+        record["started"] = existing.get("started", record.get("started"))
+        record["resumed"] = [*existing.get("resumed", []), meta.get("started")]
+    write_json(run_dir / RUN_FILE, record)
+
+
+def update_run_file(run_dir: Path, **changes: Any) -> None:
+    """Change some fields of the run file (atomically)."""
+    record = read_run_file(run_dir) or {}
+    record.update(changes)
+    write_json(Path(run_dir) / RUN_FILE, record)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (replacing)."""
+    write_bytes(path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"), overwrite=True)
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove what a run wrote in ``run_dir`` (and nothing else)."""
+    for name in OWNED:
+        _remove(Path(run_dir) / name)
+
+
+def _remove(p: Path) -> None:
+    try:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+    except OSError as e:
+        raise OutputError(f"{p}: cannot remove the old run's file ({e.strerror or e})") from None
+
+
+@contextlib.contextmanager
+def shard_lock(run_dir: Path, tag: str, wait: float = 30.0) -> Iterator[None]:
+    """Hold the lock of one shard of a run: a second process on the same shard waits up to
+    ``wait`` seconds (a killed run's helpers take a moment to go), then is refused.
+
+    A POSIX record lock belongs to this process only (a forked worker does not hold it) and
+    goes when the process dies, so a killed run never leaves a stale lock.
+    """
+    d = Path(run_dir) / "manifest" / tag
+    d.mkdir(parents=True, exist_ok=True)
+    fd = os.open(d / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise UsageError(
+                        f"{run_dir}: another layerscope batch is running on this folder ({tag}); "
+                        "wait for it to end or choose another folder"
+                    ) from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)

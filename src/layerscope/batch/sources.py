@@ -1,0 +1,273 @@
+"""Where a dataset run's items come from, and how one item is read.
+
+A source lists its items cheaply (paths, indices), in a deterministic order; reading an
+item (decoding a file, slicing CIFAR-10, drawing a shapes sample) happens later, in a worker
+process, and gives the RGB pixels, a SHA-256 content hash, and the true label and object
+mask where the source knows them. The content hash decides an item's shard, so a shard
+split does not depend on the listing order or on the machine.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from layerscope.errors import InputImageError, LayerscopeError, UsageError
+
+#: File extensions a folder source picks up (lower case).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One item of a source: a unique ``key`` and what is needed to read it.
+
+    Attributes:
+        key: unique within the run; the manifest's primary key and the base of output names.
+        ref: the file path (``kind="file"``) or the index in the source (``"cifar10"``, ``"shapes"``).
+        kind: ``"file"``, ``"cifar10"`` or ``"shapes"``.
+    """
+
+    key: str
+    ref: Any
+    kind: str = "file"
+
+
+@dataclass
+class Loaded:
+    """What reading an item gives: pixels and what is known about them, or an error."""
+
+    item: Item
+    content_hash: str
+    rgb: np.ndarray | None = None
+    label: int | None = None
+    mask: np.ndarray | None = None
+    error: str | None = None
+
+
+def pixel_hash(rgb: np.ndarray) -> str:
+    """SHA-256 of an RGB array's shape and bytes (for items that are not files)."""
+    h = hashlib.sha256(str(tuple(rgb.shape)).encode())
+    h.update(np.ascontiguousarray(rgb).tobytes())
+    return h.hexdigest()
+
+
+def shard_of(content_hash: str, count: int) -> int:
+    """The shard (``0 … count-1``) an item belongs to, from its content hash."""
+    return int(content_hash[:16], 16) % count
+
+
+@dataclass
+class Source:
+    """A list of items and the way to read them; subclasses fill :meth:`items` and :meth:`read`."""
+
+    description: dict[str, Any] = field(default_factory=dict)
+    class_names: tuple[str, ...] | None = None
+
+    def items(self) -> list[Item]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def read(self, item: Item) -> Loaded:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def load(self, item: Item) -> Loaded:
+        """:meth:`read`, with any layerscope error or unreadable file turned into an error result."""
+        try:
+            return self.read(item)
+        except (LayerscopeError, OSError, ValueError) as e:
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            return Loaded(item, _fallback_hash(item), error=message)
+
+
+def _fallback_hash(item: Item) -> str:
+    """The content hash of an item that could not be read: its file's bytes if any, else its key."""
+    if item.kind == "file":
+        try:
+            return hashlib.sha256(Path(item.ref).read_bytes()).hexdigest()
+        except OSError:
+            pass
+    return hashlib.sha256(f"key:{item.key}".encode()).hexdigest()
+
+
+class FileSource(Source):
+    """Image files: a folder (recursive), a glob pattern, a text file of paths, or a list."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike[str]], keys: Sequence[str], description: dict[str, Any]):
+        super().__init__(description=description)
+        self._paths = [os.fspath(p) for p in paths]
+        self._keys = list(keys)
+        if len(set(self._keys)) != len(self._keys):
+            seen: set[str] = set()
+            dup = next(k for k in self._keys if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+            raise UsageError(f"{dup} is listed more than once in the source; every item must be unique")
+
+    def items(self) -> list[Item]:
+        return [Item(k, p, "file") for k, p in zip(self._keys, self._paths, strict=True)]
+
+    def read(self, item: Item) -> Loaded:
+        from layerscope.inputs import load_image
+
+        path = item.ref
+        try:
+            data = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise InputImageError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise InputImageError(f"{path}: is a directory, not an image file") from None
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            rgb = load_image(path)
+        except LayerscopeError as e:
+            return Loaded(item, digest, error=str(e).splitlines()[0])
+        return Loaded(item, digest, rgb=rgb)
+
+
+class Cifar10Source(Source):
+    """A split of CIFAR-10 (or a file in its format); the true labels are known."""
+
+    def __init__(self, split: str = "test", path: str | os.PathLike[str] | None = None, limit: int | None = None):
+        from layerscope.datasets import cifar10
+
+        cifar10.split_files(split)
+        src = cifar10.open_cifar10(path)
+        images, labels = cifar10.load_split(split, path=src.path, limit=limit)
+        super().__init__(
+            description={"kind": "cifar10", "split": split, "path": str(Path(src.path).resolve()), "limit": limit},
+            class_names=tuple(src.class_names()),
+        )
+        self.images, self.labels = images, labels
+        self.split = split
+
+    def items(self) -> list[Item]:
+        return [Item(f"cifar10-{self.split}/{i:05d}", i, "cifar10") for i in range(len(self.labels))]
+
+    def read(self, item: Item) -> Loaded:
+        rgb = np.ascontiguousarray(self.images[item.ref])
+        return Loaded(item, pixel_hash(rgb), rgb=rgb, label=int(self.labels[item.ref]))
+
+
+class ShapesSource(Source):
+    """``count`` samples of the synthetic shapes dataset: true labels and object masks known."""
+
+    def __init__(self, count: int, seed: int = 1, size: int = 96, start: int = 0):
+        from layerscope.datasets.shapes import CLASS_NAMES
+
+        if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+            raise UsageError(f"the number of shapes samples must be a positive whole number, not {count!r}")
+        super().__init__(
+            description={"kind": "shapes", "count": count, "seed": seed, "size": size, "start": start},
+            class_names=tuple(CLASS_NAMES),
+        )
+        self.count, self.seed, self.size, self.start = count, seed, size, start
+
+    def items(self) -> list[Item]:
+        return [Item(f"shapes-{self.seed}/{i:06d}", i, "shapes") for i in range(self.start, self.start + self.count)]
+
+    def read(self, item: Item) -> Loaded:
+        from layerscope.datasets.shapes import make_sample
+
+        rgb, label, mask = make_sample(self.seed, item.ref, self.size)
+        return Loaded(item, pixel_hash(rgb), rgb=rgb, label=int(label), mask=mask)
+
+
+def _is_image(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def from_folder(folder: str | os.PathLike[str]) -> FileSource:
+    """Every image file under ``folder`` (recursive, by extension), keyed by relative path."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise UsageError(f"{root}: no such folder")
+    files = sorted(
+        (p for p in root.rglob("*") if p.is_file() and _is_image(p)), key=lambda p: p.relative_to(root).as_posix()
+    )
+    if not files:
+        raise UsageError(f"{root}: holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    keys = [p.relative_to(root).as_posix() for p in files]
+    return FileSource(files, keys, {"kind": "folder", "path": str(root.resolve())})
+
+
+def from_glob(pattern: str) -> FileSource:
+    """The files a glob pattern matches (``**`` recursive), keyed by the path as matched."""
+    files = sorted(p for p in globlib.glob(pattern, recursive=True) if os.path.isfile(p))
+    if not files:
+        raise UsageError(f"{pattern}: the pattern matches no file")
+    return FileSource(
+        files, [PurePosixPath(Path(p).as_posix()).as_posix() for p in files], {"kind": "glob", "pattern": pattern}
+    )
+
+
+def from_list_file(path: str | os.PathLike[str]) -> FileSource:
+    """The paths listed in a text file, one a line (blank lines and ``#`` comments skipped);
+    relative paths are relative to the list file's folder."""
+    lst = Path(path)
+    try:
+        lines = lst.read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{lst}: cannot read the list of paths ({e})") from None
+    names = [s.strip() for s in lines if s.strip() and not s.strip().startswith("#")]
+    if not names:
+        raise UsageError(f"{lst}: lists no paths")
+    base = lst.parent
+    files = [Path(n) if Path(n).is_absolute() else base / n for n in names]
+    return FileSource(files, names, {"kind": "list", "path": str(lst.resolve()), "sha256": _sha(lst)})
+
+
+def _sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def open_source(
+    source: Any = None,
+    *,
+    cifar10: bool = False,
+    split: str = "test",
+    cifar10_path: str | os.PathLike[str] | None = None,
+    shapes: int | None = None,
+    shapes_seed: int = 1,
+    limit: int | None = None,
+) -> Source:
+    """The source a run reads.
+
+    Args:
+        source: a folder, a glob pattern (``*``, ``?``, ``[``), a ``.txt``/``.lst`` file of paths,
+            a list of paths, or a :class:`Source`; ``None`` with ``cifar10`` or ``shapes``.
+        cifar10: read CIFAR-10's ``split`` (from ``cifar10_path``, a cached copy or a download).
+        shapes: read this many samples of the synthetic shapes dataset (seed ``shapes_seed``).
+        limit: only the first ``limit`` items (CIFAR-10 and shapes).
+    """
+    chosen = sum(x for x in (source is not None, bool(cifar10), shapes is not None))
+    if chosen != 1:
+        raise UsageError("give exactly one source: a folder, a glob, a list file, --cifar10 or --shapes N")
+    if isinstance(source, Source):
+        return source
+    if cifar10:
+        return Cifar10Source(split, cifar10_path, limit)
+    if shapes is not None:
+        return ShapesSource(shapes if limit is None else min(shapes, limit), seed=shapes_seed)
+    if isinstance(source, (list, tuple)):
+        files = [os.fspath(p) for p in source]
+        if not files:
+            raise UsageError("the list of paths is empty")
+        return FileSource(
+            files, files, {"kind": "paths", "sha256": hashlib.sha256("\n".join(files).encode()).hexdigest()}
+        )
+    text = os.fspath(source)
+    p = Path(text)
+    if p.is_dir():
+        return from_folder(p)
+    if p.is_file() and p.suffix.lower() in (".txt", ".lst", ".list"):
+        return from_list_file(p)
+    if p.is_file() and _is_image(p):
+        return FileSource([p], [p.name], {"kind": "paths", "path": str(p.resolve())})
+    if any(c in text for c in "*?["):
+        return from_glob(text)
+    raise UsageError(f"{text}: not a folder, a glob pattern, an image or a .txt list of paths")

@@ -1,0 +1,145 @@
+"""``layerscope batch`` and ``layerscope batch-merge``: explain a whole dataset into a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from typing import Any
+
+from layerscope.cli import _common
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "batch",
+        help="explain every image of a folder, glob, list file, CIFAR-10 or the shapes dataset",
+        description="Explain a whole dataset into RUN_DIR: per-item outputs (--save), a Parquet manifest with one "
+        "row per item (prediction, per-layer statistics, status), per-class mean maps and, with --report, an index "
+        "page. Rerunning the same command resumes where a crash or Ctrl-C stopped it; --shard I/N and --engine ray "
+        "spread it over processes or machines.",
+    )
+    p.add_argument(
+        "source",
+        nargs="?",
+        help="a folder (recursive, image files), a glob pattern (quote it), or a .txt file of paths (one a line)",
+    )
+    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="the run folder")
+    p.add_argument("--overwrite", action="store_true", help="replace a different run found in RUN_DIR")
+    p.add_argument("--cifar10", action="store_true", help="read CIFAR-10 (cached, downloaded, or --cifar10-path)")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="CIFAR-10 split (default: test)")
+    p.add_argument("--cifar10-path", metavar="PATH", help="a local cifar-10-python.tar.gz or its extracted folder")
+    p.add_argument(
+        "--shapes", type=_common.positive_int, metavar="N", help="read N samples of the synthetic shapes dataset"
+    )
+    p.add_argument("--shapes-seed", type=_common.index, default=1, help="the shapes dataset's seed (default: 1)")
+    p.add_argument("--limit", type=_common.positive_int, help="at most this many CIFAR-10 or shapes items")
+    p.add_argument(
+        "--save",
+        default="npz",
+        help="per-item outputs, comma-separated: npz (the maps, compressed), gif, html; or none (default: npz)",
+    )
+    p.add_argument("--report", action="store_true", help="write RUN_DIR/report.html (thumbnails, sortable) at the end")
+    p.add_argument("--workers", type=_common.index, default=2, help="image reading processes (default: 2; 0: none)")
+    p.add_argument("--shard", metavar="I/N", help="only shard I of N (items split by content hash)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or ray (Ray Data)")
+    p.add_argument(
+        "--ray-actors", type=_common.positive_int, default=1, help="model actors of --engine ray (default: 1)"
+    )
+    p.add_argument("--ray-address", help="the Ray cluster (default: RAY_ADDRESS, else a local Ray started for the run)")
+    p.add_argument(
+        "--progress", choices=("auto", "bar", "log", "none"), default="auto", help="a bar on a terminal, log lines else"
+    )
+    p.add_argument("--log-every", type=_common.positive_int, default=500, help="items between progress lines (500)")
+    p.add_argument(
+        "--commit-every", type=_common.positive_int, default=256, help="items per manifest part (default: 256)"
+    )
+    _common.add_model_args(p)
+    _common.add_method_args(p)
+    for action in p._actions:
+        if "--batch-size" in action.option_strings:
+            action.help = "images per forward/backward pass (default: 32)"
+    _common.add_render_args(p)
+    if hasattr(_common, "add_device_args"):
+        _common.add_device_args(p)
+
+    m = sub.add_parser(
+        "batch-merge",
+        help="merge the shards of a batch run",
+        description="Merge every shard's manifest parts of RUN_DIR into RUN_DIR/manifest.parquet and write the "
+        "per-class mean maps (and report.html with --report). A run merges itself when its last shard ends.",
+    )
+    m.add_argument("run_dir", metavar="RUN_DIR", help="the run folder")
+    m.add_argument("--report", action="store_true", default=None, help="also write report.html")
+
+
+def _explain_options(args: argparse.Namespace) -> dict[str, Any]:
+    from layerscope.errors import UsageError
+    from layerscope.explanation import explain
+
+    params = inspect.signature(explain).parameters
+    out: dict[str, Any] = {}
+    for name, default in (("device", "auto"), ("precision", "default")):
+        value = getattr(args, name, None)
+        if value is None or value == default:
+            continue
+        if name not in params:
+            raise UsageError(f"--{name} is not supported by this layerscope's explain()")
+        out[name] = value
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "batch-merge":
+        from layerscope.batch import merge_run
+
+        path = merge_run(args.run_dir, report=args.report)
+        print(f"merged → {path}")
+        return 0
+
+    from layerscope.batch import run_dataset
+
+    _common.check_model_name(args)
+    render = _common.render_options(args)
+    images_per_batch = args.batch_size or 32
+    args.batch_size = None  # not a perturbation option here
+    method_options = _common.method_options(args, [args.method])
+    explain_options = _explain_options(args)
+    layers = _common.csv_list(args.layers) or None if args.layers else None
+    model = _common.load_model_from_args(args)
+    info = _common.model_info_from_args(args, model) if hasattr(_common, "model_info_from_args") else None
+    result = run_dataset(
+        args.source,
+        args.output,
+        model,
+        layers=layers,
+        method=args.method,
+        target=args.target,
+        save=args.save,
+        batch_size=images_per_batch,
+        workers=args.workers,
+        shard=args.shard,
+        engine=args.engine,
+        overwrite=args.overwrite,
+        report=args.report,
+        render=render,
+        info=info,
+        cifar10=args.cifar10,
+        split=args.split,
+        cifar10_path=args.cifar10_path,
+        shapes=args.shapes,
+        shapes_seed=args.shapes_seed,
+        limit=args.limit,
+        progress=args.progress,
+        log_every=args.log_every,
+        commit_every=args.commit_every,
+        method_options=method_options,
+        explain_options=explain_options,
+        ray_actors=args.ray_actors,
+        ray_address=args.ray_address,
+    )
+    print(result.summary())
+    if result.merged:
+        print(f"manifest: {result.manifest}")
+    else:
+        print(f"shard done; the run merges when its last shard ends (or run `layerscope batch-merge {args.output}`)")
+    return 0
