@@ -22,6 +22,7 @@ __all__ = [
     "list_methods",
     "list_models",
     "load_model",
+    "run_dataset",
 ]
 
 _LAZY = {
@@ -33,9 +34,11 @@ _LAZY = {
     "load_model": "layerscope.models",
     "list_models": "layerscope.models",
     "LayerscopeError": "layerscope.errors",
+    "run_dataset": "layerscope.batch",
 }
 
 if TYPE_CHECKING:
+    from layerscope.batch import run_dataset
     from layerscope.comparison import grid
     from layerscope.errors import LayerscopeError
     from layerscope.explanation import Explanation, explain
