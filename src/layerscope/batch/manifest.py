@@ -244,6 +244,23 @@ def _remove(p: Path) -> None:
         raise OutputError(f"{p}: cannot remove the old run's file ({e.strerror or e})") from None
 
 
+def remove_parts(run_dir: Path, tag: str, everywhere: bool) -> int:
+    """Remove the temporary ``.NAME.*.part`` files a killed run left: those of shard ``tag``'s
+    manifest, and with ``everywhere`` (no other shard can be writing) every one in the run
+    folder. Returns how many were removed."""
+    run_dir = Path(run_dir)
+    roots = [run_dir] if everywhere else [run_dir / "manifest" / tag]
+    n = 0
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for p in root.rglob(".*.part*"):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                n += 1
+    return n
+
+
 @contextlib.contextmanager
 def shard_lock(run_dir: Path, tag: str, wait: float = 30.0) -> Iterator[None]:
     """Hold the lock of one shard of a run: a second process on the same shard waits up to

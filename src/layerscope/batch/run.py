@@ -355,6 +355,7 @@ def run_dataset(
 
     manifest.prepare_run_dir(run_dir, fingerprint, meta, overwrite)
     with manifest.shard_lock(run_dir, tag):
+        manifest.remove_parts(run_dir, tag, everywhere=shard_t is None or shard_t[1] == 1)
         items = src.items()
         done = manifest.done_keys(run_dir, tag)
         pending = [it for it in items if it.key not in done]
