@@ -160,11 +160,11 @@ def test_interrupt_leaves_no_partial_output(
 ) -> None:
     from layerscope import outputs
 
-    def interrupted(f, frames, duration=500, loop=0):  # type: ignore[no-untyped-def]
+    def interrupted(f, frames, duration=500, loop=0, **kw):  # type: ignore[no-untyped-def]
         f.write(b"GIF89a half")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(outputs, "write_gif", interrupted)
+    monkeypatch.setattr(outputs.animation, "write_gif", interrupted)
     code, _, err = run_cli(capsys, "tour", str(image_file), "--weights", "random", "-o", str(tmp_path / "t.gif"))
     assert code == 130 and "interrupted" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png"]

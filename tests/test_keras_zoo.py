@@ -168,7 +168,7 @@ def _frames(path: Path) -> tuple[int, list[int], int, tuple[int, int]]:
 def test_recipe_one_command(
     files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from layerscope import render
+    from layerscope.render import drawing as render
 
     captions: list[list[str]] = []
     real_frame = render.frame

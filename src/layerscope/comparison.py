@@ -5,11 +5,13 @@ Glue only: :func:`layerscope.explain` per method, then :func:`layerscope.render.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from layerscope.errors import UsageError
+from layerscope.render.options import RenderOptions
 
 DEFAULT_METHODS = ("gradcam", "gradcam++", "layercam")
 
@@ -33,11 +35,8 @@ def grid(
     preprocess: Any = None,
     framework: str | None = None,
     info: Any = None,
-    colormap: str = "jet",
-    alpha: float = 0.5,
-    scale: str = "layer",
-    cell: int = 160,
-    **options: Any,
+    options: RenderOptions | None = None,
+    **method_options: Any,
 ) -> Any:
     """A grid image of one image's maps: rows = methods, columns = layers, labelled.
 
@@ -51,34 +50,38 @@ def grid(
         target: the class (index or name); default the top-1 prediction.
         preprocess: as for :func:`layerscope.explain`.
         framework: as for :func:`layerscope.explain`.
-        colormap: any matplotlib colormap.
-        alpha: heatmap opacity, 0..1.
-        scale: ``"layer"`` (each cell on its own range) or ``"shared"`` (one range per method).
-        cell: the shorter side of a cell, in pixels.
-        **options: method options (e.g. ``top_k=16``, ``batch_size=64``), each given to every
-            method that has it; an option no chosen method has is an error.
+        options: how to draw (:class:`~layerscope.render.options.RenderOptions`: ``colormap``,
+            ``alpha``, ``scale`` — ``"layer"``, each cell on its own range, or ``"shared"``,
+            one range per method — and ``cell``, the shorter side of a cell in pixels).
+        **method_options: method options (e.g. ``top_k=16``, ``batch_size=64``), each given
+            to every method that has it; an option no chosen method has is an error. A render
+            option given here (``colormap=``, ``alpha=``, ``scale=``, ``cell=``) is folded into
+            ``options``.
 
     Returns:
         A ``PIL.Image.Image``; save it with ``.save(path)`` or atomically with
-        :func:`layerscope.outputs.write_with`.
+        :func:`layerscope.outputs.write_image` (``.png``, ``.jpg``, ``.webp``).
     """
     from layerscope.explanation import explain
     from layerscope.methods import get_method
     from layerscope.render.grid import draw_grid
 
+    render_keys = {f.name for f in dataclasses.fields(RenderOptions)}
+    opts = RenderOptions.of(options, **{k: v for k, v in method_options.items() if k in render_keys})
+    options_ = {k: v for k, v in method_options.items() if k not in render_keys}
     names = _method_list(methods)
     chosen = [get_method(n) for n in names]
-    unused = set(options) - {k for m in chosen for k in m.options}
+    unused = set(options_) - {k for m in chosen for k in m.options}
     if unused:
         raise UsageError(f"no chosen method has the option(s) {', '.join(sorted(unused))}")
     exps = []
     seen: set[tuple[type, str]] = set()
     for m in chosen:
-        opts = {k: v for k, v in options.items() if k in m.options}
+        m_opts = {k: v for k, v in options_.items() if k in m.options}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             exp = explain(
-                model, image, layers, m.name, target, preprocess=preprocess, framework=framework, info=info, **opts
+                model, image, layers, m.name, target, preprocess=preprocess, framework=framework, info=info, **m_opts
             )
         for w in caught:  # each warning once, not once per method
             if (w.category, str(w.message)) not in seen:
@@ -92,15 +95,5 @@ def grid(
     first = exps[0]
     maps = [[exp.cams[layer][0] for layer in first.layers] for exp in exps]
     title = f"Class: {first.class_name(0)} (p = {first.probabilities[0]:.2f})"
-    img, _ = draw_grid(
-        first.images[0],
-        maps,
-        [m.name for m in chosen],
-        first.layers,
-        title=title,
-        colormap=colormap,
-        alpha=alpha,
-        scale=scale,
-        cell=cell,
-    )
+    img, _ = draw_grid(first.images[0], maps, [m.name for m in chosen], first.layers, title=title, options=opts)
     return img

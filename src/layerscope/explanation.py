@@ -18,7 +18,7 @@ from layerscope.info import ModelInfo, info_for
 from layerscope.inputs import prepare_batch
 from layerscope.methods import check_framework, get_method
 from layerscope.methods._ops import softmax
-from layerscope.render import FLAT_EPS
+from layerscope.render import FrameText, RenderOptions, flat_mask
 
 
 @dataclass
@@ -60,11 +60,56 @@ class Explanation:
             return self.class_names[t]
         return f"class {t}"
 
+    @property
+    def class_agnostic(self) -> bool:
+        """Whether the method ignores the class (Eigen-CAM: the maps come from the activations
+        alone, so they name no class)."""
+        return get_method(self.method).kind == "activation"
+
+    @property
+    def note(self) -> str | None:
+        """The label drawn on every frame when the model is not what it may seem
+        (``"RANDOM WEIGHTS"``, ``"demo model (10 synthetic shapes)"``), from the model info."""
+        from layerscope.info import RANDOM_WEIGHTS
+
+        if self.info.note:
+            return self.info.note
+        return "RANDOM WEIGHTS" if self.info.warning == RANDOM_WEIGHTS else None
+
+    def __repr__(self) -> str:
+        n = len(self.targets)
+        parts = [f"{len(self.layers)} layer{'s' if len(self.layers) != 1 else ''}", self.method]
+        parts.append(f"{n} image{'s' if n != 1 else ''}")
+        shown = [f"{self.class_name(i)!r} p={float(self.probabilities[i]):.2f}" for i in range(min(n, 3))]
+        more = ", …" if n > 3 else ""
+        if self.class_agnostic:
+            parts.append("class-agnostic, top-1 " + ", ".join(shown) + more)
+        elif shown:
+            parts.append(("class " if n == 1 else "classes ") + ", ".join(shown) + more)
+        if self.note:
+            parts.append(self.note)
+        return f"Explanation({', '.join(parts)})"
+
+    def _check_index(self, index: int) -> int:
+        n = len(self.targets)
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
+            raise UsageError(f"image index {index!r} is out of range for {n} image{'s' if n != 1 else ''}")
+        return int(index)
+
+    def _check_layer(self, layer: str) -> str:
+        if layer not in self.cams:
+            close = difflib.get_close_matches(str(layer), self.layers, n=4, cutoff=0.5)
+            hint = f"; close matches: {', '.join(close)}" if close else f"; the layers: {', '.join(self.layers)}"
+            raise UsageError(f"layer {layer!r} is not in this explanation{hint}")
+        return layer
+
     def caption(self, layer: str, index: int = 0, style: str = "layerscope") -> list[str]:
         """The caption lines of one frame.
 
         ``style="recipe"`` gives the notebook recipe's one line, ``Layer: <name>, Output size:
         <shape>``, with the layer output's real shape (the recipe printed ``None`` sizes).
+        For a class-agnostic method (Eigen-CAM) the caption says so and names the model's
+        top-1 class only as its prediction.
         """
         if style == "recipe":
             return [f"Layer: {layer}, Output size: {tuple(int(s) for s in self.shapes[layer])}"]
@@ -74,63 +119,103 @@ class Explanation:
         method = get_method(self.method).title
         if self.options.get("guided_grads"):
             method += " (guided gradients)"
-        second = f"Class: {self.class_name(index)} (p = {self.probabilities[index]:.2f}) · {method}"
+        p = f"(p = {self.probabilities[index]:.2f})"
+        if self.class_agnostic:
+            second = f"{method} · class-agnostic · top-1: {self.class_name(index)} {p}"
+        else:
+            second = f"Class: {self.class_name(index)} {p} · {method}"
         if self.flat[layer][index]:
             second += " · flat map"
         return [f"Layer: {layer} · output {shape}", second]
 
-    def frames(
-        self,
-        index: int = 0,
-        colormap: str = "jet",
-        alpha: float = 0.5,
-        scale: str = "layer",
-        caption: str = "layerscope",
-    ) -> list[Any]:
-        """One captioned overlay (a PIL image) per layer, for image ``index``; ``caption`` is
-        the caption style (``"layerscope"`` or ``"recipe"``, see :meth:`caption`)."""
-        from layerscope.render import overlay_frames
+    def frame_texts(self, index: int = 0, options: RenderOptions | None = None) -> list[FrameText]:
+        """What is written on each layer's frame: caption lines, the model's note, ``3/13``."""
+        opts = RenderOptions.of(options)
+        n = len(self.layers)
+        return [
+            FrameText(tuple(self.caption(name, index, opts.caption)), self.note, f"{k}/{n}")
+            for k, name in enumerate(self.layers, 1)
+        ]
 
-        if not 0 <= index < len(self.targets):
-            raise UsageError(f"image index {index} is out of range for {len(self.targets)} images")
+    def iter_frames(self, index: int = 0, options: RenderOptions | None = None, **option_overrides: Any) -> Any:
+        """The frames of image ``index``, one per layer, drawn one at a time (a generator of
+        PIL images; see :func:`layerscope.render.render_frames`)."""
+        from layerscope.render import render_frames
+
+        opts = RenderOptions.of(options, **option_overrides)
+        index = self._check_index(index)
         maps = [self.cams[name][index] for name in self.layers]
-        captions = [self.caption(name, index, caption) for name in self.layers]
-        frames, _ = overlay_frames(self.images[index], maps, captions, colormap, alpha, scale)
-        return frames
+        return render_frames(self.images[index], maps, self.frame_texts(index, opts), opts)
+
+    def frames(self, index: int = 0, options: RenderOptions | None = None, **option_overrides: Any) -> list[Any]:
+        """One captioned overlay (a PIL image) per layer, for image ``index``.
+
+        Args:
+            index: which image.
+            options: a :class:`~layerscope.render.options.RenderOptions`.
+            **option_overrides: single options folded into ``options`` (``alpha=0.3``,
+                ``caption="recipe"``, ``side_by_side=True`` …).
+        """
+        return list(self.iter_frames(index, options, **option_overrides))
 
     def save(
         self,
         path: str | Path,
-        index: int = 0,
+        index: int | None = None,
         *,
         overwrite: bool = False,
-        duration: int = 500,
-        colormap: str = "jet",
-        alpha: float = 0.5,
-        scale: str = "layer",
-        caption: str = "layerscope",
-    ) -> Path:
-        """Write the result; the writer is chosen by extension.
+        options: RenderOptions | None = None,
+        **option_overrides: Any,
+    ) -> Path | list[Path]:
+        """Write the result; the writer is chosen by extension (:func:`layerscope.outputs.write`).
 
-        ``.gif`` / ``.webp`` / ``.png``: the layer animation of image ``index`` (``caption``:
-        ``"layerscope"`` or the notebook recipe's ``"recipe"`` style);
-        ``.npz``: the raw maps of every image (``cam/<layer>``) with targets and scores.
+        ``.gif`` / ``.png`` (APNG) / ``.webp``: the layer animation of an image; ``.npz``: the
+        raw maps of every image with a JSON manifest.
+
+        Args:
+            path: the file.
+            index: the image to write; ``None``: every image — for a several-image
+                explanation, one animation per image, ``NAME_0.gif``, ``NAME_1.gif`` …
+            overwrite: replace existing files.
+            options: a :class:`~layerscope.render.options.RenderOptions`.
+            **option_overrides: single options folded into ``options`` (``colormap=``,
+                ``alpha=``, ``scale=``, ``caption=``, ``duration=`` …).
+
+        Returns:
+            The file written, or the list of files when one per image was written.
         """
         from layerscope import outputs
 
-        p = Path(path)
-        if p.suffix.lower() == ".npz":
-            arrays = {f"cam/{name}": self.cams[name] for name in self.layers}
-            arrays.update(
-                layers=np.asarray(self.layers),
-                targets=self.targets,
-                scores=self.scores,
-                probabilities=self.probabilities,
-            )
-            return outputs.write_npz(p, arrays, overwrite)
-        outputs.check_writable(p, overwrite)
-        frames = self.frames(index, colormap, alpha, scale, caption)
-        return outputs.write_animation(p, frames, duration, overwrite)
+        opts = RenderOptions.of(options, **option_overrides)
+        written = outputs.write(self, path, opts, index=index, overwrite=overwrite)
+        return written[0] if len(written) == 1 else written
+
+    def show(
+        self,
+        layer: str | None = None,
+        index: int = 0,
+        *,
+        options: RenderOptions | None = None,
+        ax: Any = None,
+        **option_overrides: Any,
+    ) -> Any:
+        """Draw one layer's frame with matplotlib (default: the last layer); returns the axes."""
+        import matplotlib.pyplot as plt
+
+        from layerscope.render import layer_ranges, render_frames
+
+        name = self._check_layer(layer if layer is not None else self.layers[-1])
+        opts = RenderOptions.of(options, **option_overrides)
+        index = self._check_index(index)
+        k = self.layers.index(name)
+        text = self.frame_texts(index, opts)[k]
+        rng = layer_ranges([self.cams[n][index] for n in self.layers], opts.scale)[k]
+        (img,) = render_frames(self.images[index], [self.cams[name][index]], [text], opts, [rng])
+        if ax is None:
+            _, ax = plt.subplots(figsize=(img.width / 100, img.height / 100), dpi=100)
+        ax.imshow(img)
+        ax.set_axis_off()
+        return ax
 
     def _repr_html_(self) -> str:
         import base64
@@ -252,7 +337,7 @@ def explain(
             stacklevel=2,
         )
     rows = np.arange(len(result.targets))
-    flat = {name: np.ptp(result.cams[name].reshape(len(rows), -1), axis=1) <= FLAT_EPS for name in result.layers}
+    flat = {name: flat_mask(result.cams[name]) for name in result.layers}
     return Explanation(
         layers=result.layers,
         cams=result.cams,

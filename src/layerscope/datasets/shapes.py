@@ -137,15 +137,10 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 @functools.lru_cache(maxsize=32)
 def _upsample_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) linear-interpolation matrix (half-pixel centres, clamped edges)."""
-    src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-    i0 = np.floor(src).astype(int)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    w = src - i0
-    m = np.zeros((n_out, n_in), dtype=np.float32)
-    m[np.arange(n_out), i0] += 1 - w
-    m[np.arange(n_out), i1] += w
-    return m
+    """(n_out, n_in) linear-interpolation matrix (the package's one convention, float32)."""
+    from layerscope.resize import bilinear_matrix
+
+    return bilinear_matrix(n_in, n_out).astype(np.float32)
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:

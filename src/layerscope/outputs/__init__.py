@@ -1,146 +1,165 @@
-"""Writers, chosen by file extension. Every write is atomic: the data goes to a temporary
-file beside the target, which is renamed over it only when complete, so an error or an
-interrupt never leaves a half-written file under the final name. An existing file is
-refused unless ``overwrite`` is set.
+"""Writers, chosen by file extension, behind one registry (:data:`WRITERS`).
+
+``outputs.write(explanation, "tour.gif")`` picks the writer from the extension; every write
+goes through :mod:`layerscope.atomic` (a temporary file renamed over the target only when
+complete; an existing file refused unless ``overwrite``). :func:`check_output` does every
+cheap check — the extension is known, the places are writable, the frames fit the
+format — so that a command can fail *before* loading a model.
+
+Adding a format is one module with a :class:`~layerscope.outputs.base.Writer` and one line
+in :data:`WRITERS`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
+from typing import Any
 
-import numpy as np
-from PIL import Image
+from layerscope.atomic import atomic_file, atomic_path, check_writable, write_bytes, write_with
+from layerscope.errors import UsageError
+from layerscope.outputs import animation, arrays
+from layerscope.outputs.animation import shared_palette, write_animation, write_gif
+from layerscope.outputs.arrays import read_manifest, write_npz
+from layerscope.outputs.base import Writer
+from layerscope.outputs.image import IMAGE_FORMATS, check_image_output, write_image
+from layerscope.render.drawing import frame_bound
+from layerscope.render.options import RenderOptions
 
-from layerscope.errors import OutputError, UsageError
+#: Extension → writer. One line per format.
+WRITERS: dict[str, Writer] = {
+    ".gif": animation.GIF,
+    ".png": animation.APNG,
+    ".webp": animation.WEBP,
+    ".npz": arrays.NPZ,
+}
 
-ANIMATION_EXTENSIONS = (".gif", ".webp", ".png")
+#: Kept for compatibility: the animation extensions.
+ANIMATION_EXTENSIONS = tuple(animation.ANIMATIONS)
 
+log = logging.getLogger("layerscope")
 
-def check_writable(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
-    """Fail early, before any work, if ``path`` exists (without overwrite) or its folder
-    cannot be written."""
-    p = Path(path)
-    if p.is_dir():
-        raise OutputError(f"{p}: is a directory; give a file name such as {p / 'grad_cam.gif'}")
-    if p.exists() and not overwrite:
-        raise OutputError(f"{p} already exists; pass --overwrite (overwrite=True) to replace it")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{parent}: the output folder does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{parent}: the output folder is not writable")
-    return p
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[IO[bytes]]:
-    """Open a temporary file beside ``path``; on success it replaces ``path``."""
-    p = check_writable(path, overwrite)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
-    except OSError as e:
-        raise OutputError(f"{p.parent}: cannot write there: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        if p.exists() and not overwrite:  # appeared while we worked
-            raise OutputError(f"{p} already exists; pass --overwrite (overwrite=True) to replace it")
-        os.replace(tmp, p)
-        os.chmod(p, 0o666 & ~_umask())
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+__all__ = [
+    "ANIMATION_EXTENSIONS",
+    "IMAGE_FORMATS",
+    "WRITERS",
+    "Writer",
+    "atomic_file",
+    "atomic_path",
+    "check_image_output",
+    "check_output",
+    "check_writable",
+    "extensions",
+    "output_paths",
+    "read_manifest",
+    "shared_palette",
+    "write",
+    "write_animation",
+    "write_bytes",
+    "write_gif",
+    "write_image",
+    "write_npz",
+    "write_with",
+    "writer_for",
+]
 
 
-def shared_palette(frames: Sequence[Image.Image]) -> Image.Image:
-    """One 256-colour palette for all frames, so colours do not flicker between them."""
-    w = max(f.width for f in frames)
-    h = sum(f.height for f in frames)
-    montage = Image.new("RGB", (w, h))
-    y = 0
-    for f in frames:
-        montage.paste(f.convert("RGB"), (0, y))
-        y += f.height
-    return montage.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+def extensions() -> list[str]:
+    """The extensions a result can be written as."""
+    return list(WRITERS)
 
 
-def write_gif(f: IO[bytes], frames: Sequence[Image.Image], duration: int = 500, loop: int = 0) -> None:
-    """A GIF with one frame per image, ``duration`` ms each, looping ``loop`` times (0 =
-    forever), one global palette. Identical consecutive frames stay separate frames (Pillow's
-    own writer would merge them, changing the frame count).
-    """
-    from PIL import GifImagePlugin
-
-    pal = shared_palette(frames)
-    quant = [fr.convert("RGB").quantize(palette=pal, dither=Image.Dither.NONE) for fr in frames]
-    header, _ = GifImagePlugin.getheader(quant[0], info={"loop": loop, "optimize": False})
-    for chunk in header:
-        f.write(chunk)
-    for q in quant:
-        for chunk in GifImagePlugin.getdata(q, duration=duration, disposal=1):
-            f.write(chunk)
-    f.write(b";")
-
-
-def write_animation(
-    path: str | os.PathLike[str],
-    frames: Sequence[Image.Image],
-    duration: int = 500,
-    overwrite: bool = False,
-) -> Path:
-    """Write frames as an animation chosen by extension: ``.gif``, ``.webp`` or ``.png``
-    (APNG). Atomic; refuses an existing file unless ``overwrite``."""
-    if not frames:
-        raise UsageError("no frames to write")
-    if duration <= 0:
-        raise UsageError(f"the frame duration must be positive, not {duration} ms")
+def writer_for(path: str | os.PathLike[str]) -> Writer:
+    """The writer of ``path``'s extension; a :class:`~layerscope.errors.UsageError` listing
+    the known extensions for an unknown or missing one."""
     p = Path(path)
     ext = p.suffix.lower()
-    if ext not in ANIMATION_EXTENSIONS:
+    w = WRITERS.get(ext)
+    if w is None:
         raise UsageError(
-            f"{p}: unsupported animation type {ext or '(none)'}; use one of {', '.join(ANIMATION_EXTENSIONS)}"
+            f"{p}: unsupported output type {ext or '(no extension)'}; use one of {', '.join(WRITERS)}"
+            " (the writer is chosen by extension)"
         )
-    with atomic_file(p, overwrite) as f:
-        if ext == ".gif":
-            write_gif(f, frames, duration)
-        else:
-            fmt = "WEBP" if ext == ".webp" else "PNG"
-            extra = {"lossless": True} if fmt == "WEBP" else {"default_image": False}
-            frames[0].save(
-                f,
-                format=fmt,
-                save_all=True,
-                append_images=list(frames[1:]),
-                duration=duration,
-                loop=0,
-                **extra,
+    return w
+
+
+def output_paths(path: str | os.PathLike[str], n_images: int = 1, index: int | None = None) -> list[Path]:
+    """The files :func:`write` makes: ``path`` itself, or for several images and a writer
+    with one file per image, ``NAME_0.EXT``, ``NAME_1.EXT`` …"""
+    p = Path(path)
+    w = writer_for(p)
+    if not w.per_image or index is not None or n_images <= 1:
+        return [p]
+    return [p.with_name(f"{p.stem}_{i}{p.suffix}") for i in range(n_images)]
+
+
+def check_output(
+    path: str | os.PathLike[str],
+    options: RenderOptions | None = None,
+    overwrite: bool = False,
+    n_images: int = 1,
+    *,
+    index: int | None = None,
+) -> list[Path]:
+    """Every check that needs no model and no maps, in order: the extension has a writer,
+    the options are valid, frames drawn under ``options`` fit the format (for any image:
+    ``options.max_side`` bounds them), each file to be written can be written (and does
+    not exist, unless ``overwrite``).
+
+    Returns:
+        The paths :func:`write` will write.
+    """
+    w = writer_for(path)
+    opts = RenderOptions.of(options)
+    if w.draws_frames and w.max_side is not None:
+        fw, fh = frame_bound(opts)
+        if max(fw, fh) > w.max_side:
+            raise UsageError(
+                f"{Path(path)}: frames can be up to {fw}×{fh} pixels with max_side={opts.max_side}"
+                f"{' and side_by_side' if opts.side_by_side else ''}, more than {w.name.split(' (')[0]} allows"
+                f" ({w.max_side:,} per side); lower max_side (--max-side)"
             )
-    return p
+    paths = output_paths(path, n_images, index)
+    for p in paths:
+        check_writable(p, overwrite)
+    return paths
 
 
-def write_npz(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], overwrite: bool = False) -> Path:
-    """Save named arrays as a compressed ``.npz``, atomically."""
-    with atomic_file(path, overwrite) as f:
-        np.savez_compressed(f, **arrays)
-    return Path(path)
+def write(
+    explanation: Any,
+    path: str | os.PathLike[str],
+    options: RenderOptions | None = None,
+    *,
+    index: int | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write an explanation, the writer chosen by ``path``'s extension.
 
+    Args:
+        explanation: a :class:`layerscope.Explanation`.
+        path: the file; its extension picks the writer (:func:`extensions`).
+        options: how to draw (:class:`~layerscope.render.options.RenderOptions`).
+        index: write only image ``index``; ``None``: every image — one file per image
+            (``NAME_0.EXT`` …) for formats that hold one image, all in one ``.npz``.
+        overwrite: replace existing files.
 
-def write_with(path: str | os.PathLike[str], fn: Callable[[IO[bytes]], None], overwrite: bool = False) -> Path:
-    """Atomically write whatever ``fn(file)`` writes."""
-    with atomic_file(path, overwrite) as f:
-        fn(f)
-    return Path(path)
+    Returns:
+        The files written.
+    """
+    w = writer_for(path)
+    opts = RenderOptions.of(options)
+    n = len(explanation.targets)
+    if index is not None:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
+            raise UsageError(f"image index {index!r} is out of range for {n} image{'s' if n != 1 else ''}")
+    paths = check_output(path, opts, overwrite, n, index=index)
+    if w.per_image:
+        indices: Iterable[int | None] = [index] if index is not None else range(n)
+    else:
+        indices = [index]
+    written = [w.write(explanation, p, opts, i, overwrite) for p, i in zip(paths, indices, strict=True)]
+    if len(written) > 1:
+        log.info("%d images: wrote one file each, %s … %s", len(written), written[0].name, written[-1].name)
+    return written

@@ -13,7 +13,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from layerscope.errors import UsageError
-from layerscope.render import _font, _wrap, blend, colormap_lut, heatmap, normalise_layers, resize_map
+from layerscope.render.drawing import base_image, overlay
+from layerscope.render.options import RenderOptions
+from layerscope.render.scale import is_flat, layer_ranges
+from layerscope.render.text import font as _font
+from layerscope.render.text import wrap as _wrap
 
 #: Default size of a cell's shorter side, in pixels.
 CELL = 160
@@ -57,10 +61,8 @@ def draw_grid(
     col_labels: Sequence[str],
     *,
     title: str = "",
-    colormap: str = "jet",
-    alpha: float = 0.5,
-    scale: str = "layer",
-    cell: int = CELL,
+    options: RenderOptions | None = None,
+    **option_overrides: object,
 ) -> tuple[Image.Image, GridLayout]:
     """Draw the grid.
 
@@ -70,26 +72,24 @@ def draw_grid(
         row_labels: one per row (method names).
         col_labels: one per column (layer names).
         title: a line above the column labels (e.g. the explained class).
-        colormap: any matplotlib colormap.
-        alpha: heatmap opacity.
-        scale: ``"layer"`` normalises each cell on its own range; ``"shared"`` each row (a
-            method's layers) on one range.
-        cell: the shorter side of a cell, in pixels.
+        options: the :class:`~layerscope.render.options.RenderOptions`: ``colormap``,
+            ``alpha``, ``scale`` (``"layer"``: each cell on its own range; ``"shared"``: each
+            row, a method's layers, on one range) and ``cell`` (the shorter side of a cell).
+        **option_overrides: single options folded into ``options`` (``cell=40``).
 
     Returns:
         The grid image and its :class:`GridLayout`.
     """
+    opts = RenderOptions.of(options, **option_overrides)
+    colormap, alpha, scale, cell = opts.colormap, opts.alpha, opts.scale, opts.cell
     if not maps or not maps[0]:
         raise UsageError("a grid needs at least one method and one layer")
     if len(maps) != len(row_labels) or any(len(r) != len(col_labels) for r in maps):
         raise UsageError("the grid's maps do not match its row and column labels")
-    if cell < 16:
-        raise UsageError(f"a grid cell must be at least 16 pixels, not {cell}")
-    colormap_lut(colormap)
     h, w = image.shape[:2]
     f = cell / max(1, min(h, w))  # the shorter side becomes `cell`, up or down
     cell_h, cell_w = max(1, round(h * f)), max(1, round(w * f))
-    base = np.asarray(Image.fromarray(image).resize((cell_w, cell_h), Image.Resampling.BILINEAR))
+    base = base_image(image, (cell_h, cell_w))
 
     size = max(10, min(20, cell_w // 11))
     font = _font(size)
@@ -114,8 +114,9 @@ def draw_grid(
     for r, row in enumerate(maps):
         top = layout.box(r, 0)[1]
         draw.text((GAP, top + (cell_h - line_h) // 2), row_labels[r], fill=TEXT, font=font)
-        norms, _ = normalise_layers([resize_map(np.asarray(m, np.float32), (cell_h, cell_w)) for m in row], scale)
-        for c, norm in enumerate(norms):
+        for c, (m, (lo, hi)) in enumerate(zip(row, layer_ranges(row, scale), strict=True)):
+            a = np.asarray(m, dtype=np.float64)
+            norm = np.zeros(a.shape, np.float32) if is_flat(lo, hi) else np.clip((a - lo) / (hi - lo), 0, 1)
             left, top, _, _ = layout.box(r, c)
-            canvas.paste(Image.fromarray(blend(base, heatmap(norm, colormap), alpha)), (left, top))
+            canvas.paste(Image.fromarray(overlay(base, np.nan_to_num(norm), colormap, alpha)), (left, top))
     return canvas, layout

@@ -15,6 +15,8 @@ CAPTIONS = ("layerscope", "recipe")
 MIN_DURATION_MS = 10
 #: An hour per frame is more than anyone means; larger values are a typo.
 MAX_DURATION_MS = 3_600_000
+#: The largest ``max_side`` allowed (formats have their own, lower limits: WebP 16,383).
+MAX_SIDE_LIMIT = 8192
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ class RenderOptions:
         side_by_side: draw the original image beside each overlay.
         colorbar: draw a colour bar with the scale's meaning on each frame.
         counter: draw a layer counter (``3/13``) on each frame.
+        max_side: the longest side a frame's image is drawn at, in pixels; larger images
+            are scaled down for display (the maps keep their resolution). At most
+            :data:`MAX_SIDE_LIMIT`.
     """
 
     colormap: str = "jet"
@@ -44,6 +49,7 @@ class RenderOptions:
     side_by_side: bool = False
     colorbar: bool = True
     counter: bool = True
+    max_side: int = 2048
 
     def __post_init__(self) -> None:
         self.validate()
@@ -68,8 +74,29 @@ class RenderOptions:
             )
         if isinstance(self.cell, bool) or not isinstance(self.cell, int) or not 16 <= self.cell <= 2048:
             raise UsageError(f"the cell size must be a whole number of pixels from 16 to 2048, not {self.cell!r}")
+        if isinstance(self.max_side, bool) or not isinstance(self.max_side, int):
+            raise UsageError(f"the largest display side must be a whole number of pixels, not {self.max_side!r}")
+        if not 16 <= self.max_side <= MAX_SIDE_LIMIT:
+            raise UsageError(
+                f"the largest display side must be from 16 to {MAX_SIDE_LIMIT} pixels, not {self.max_side}"
+            )
+        for name in ("side_by_side", "colorbar", "counter"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"{name} must be True or False, not {getattr(self, name)!r}")
         return self
 
     def replace(self, **changes: Any) -> RenderOptions:
-        """A copy with some options changed (validated)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some options changed (validated); an unknown name is a
+        :class:`~layerscope.errors.UsageError` listing the options."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise UsageError(f"unknown render option(s) {', '.join(unknown)}; the options: {', '.join(sorted(known))}")
+        return dataclasses.replace(self, **changes) if changes else self
+
+    @classmethod
+    def of(cls, options: RenderOptions | None = None, **changes: Any) -> RenderOptions:
+        """``options`` (default: the defaults) with ``changes`` folded in."""
+        if options is not None and not isinstance(options, RenderOptions):
+            raise UsageError(f"options must be a layerscope RenderOptions, not {type(options).__name__}")
+        return (options or cls()).replace(**changes)

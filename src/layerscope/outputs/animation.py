@@ -1,0 +1,168 @@
+"""Animations: GIF (one shared palette), APNG and WebP (lossless, full colour).
+
+The GIF writer draws the frames twice, one at a time — a first pass samples their pixels for
+the shared 256-colour palette, the second quantises and writes each frame — so only one
+frame is in memory at once. Pillow's APNG and WebP encoders take every frame at once: they
+hold the uint8 frames (``max_side`` bounds their size).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from PIL import Image
+
+from layerscope.atomic import atomic_file
+from layerscope.errors import UsageError
+from layerscope.outputs.base import Writer
+from layerscope.render.options import MAX_DURATION_MS, MIN_DURATION_MS, RenderOptions
+
+#: GIF and WebP store a frame's width and height in 16 and 14 bits.
+GIF_MAX_SIDE = 65_535
+WEBP_MAX_SIDE = 16_383
+#: At most this many pixels (over all frames) are sampled to build the GIF palette.
+PALETTE_SAMPLE = 1_000_000
+
+Frames = Sequence[Image.Image] | Callable[[], Iterable[Image.Image]]
+
+
+def _iterate(frames: Frames) -> Iterable[Image.Image]:
+    return frames() if callable(frames) else frames
+
+
+def shared_palette(frames: Frames, n_frames: int | None = None) -> Image.Image:
+    """One 256-colour palette for all frames, so colours do not flicker between them: the
+    median cut of (a regular sample of at most :data:`PALETTE_SAMPLE` pixels of) every frame."""
+    samples = []
+    n = n_frames or 16
+    for f in _iterate(frames):
+        step = max(1, math.ceil(math.sqrt(f.width * f.height * n / PALETTE_SAMPLE)))
+        rgb = f.convert("RGB")
+        samples.append(rgb if step == 1 else _subsample(rgb, step))
+    if not samples:
+        raise UsageError("no frames to write")
+    w = max(s.width for s in samples)
+    h = sum(s.height for s in samples)
+    montage = Image.new("RGB", (w, h))
+    y = 0
+    for s in samples:
+        montage.paste(s, (0, y))
+        y += s.height
+    return montage.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+
+
+def _subsample(im: Image.Image, step: int) -> Image.Image:
+    """Every ``step``-th pixel in each direction (real pixels, no averaging)."""
+    import numpy as np
+
+    return Image.fromarray(np.ascontiguousarray(np.asarray(im)[::step, ::step]))
+
+
+def gif_duration(duration: int) -> int:
+    """The duration a GIF stores: hundredths of a second, so ``duration`` rounded to 10 ms."""
+    return max(MIN_DURATION_MS, round(duration / 10.0) * 10)
+
+
+def write_gif(f: IO[bytes], frames: Frames, duration: int = 500, loop: int = 0, n_frames: int | None = None) -> int:
+    """A GIF with one frame per image, ``duration`` ms each (rounded to 10 ms: GIF counts in
+    hundredths of a second), looping ``loop`` times (0 = forever), one global palette.
+    Identical consecutive frames stay separate frames (Pillow's own writer would merge them,
+    changing the frame count). ``frames`` may be a sequence or a function returning a fresh
+    iterator (then frames are drawn twice, one at a time; ``n_frames`` says how many there
+    will be, to size the palette sample). Returns the frame count."""
+    from PIL import GifImagePlugin
+
+    _check_duration(duration)
+    if not callable(frames):
+        frames = list(frames)
+        if not frames:
+            raise UsageError("no frames to write")
+    pal = shared_palette(frames, n_frames if callable(frames) else len(frames))
+    count = 0
+    for fr in _iterate(frames):
+        q = fr.convert("RGB").quantize(palette=pal, dither=Image.Dither.NONE)
+        if count == 0:
+            header, _ = GifImagePlugin.getheader(q, info={"loop": loop, "optimize": False})
+            for chunk in header:
+                f.write(chunk)
+        for chunk in GifImagePlugin.getdata(q, duration=gif_duration(duration), disposal=1):
+            f.write(chunk)
+        count += 1
+    f.write(b";")
+    return count
+
+
+def _check_duration(duration: int) -> None:
+    if isinstance(duration, bool) or not isinstance(duration, int):
+        raise UsageError(f"the frame duration must be a whole number of milliseconds, not {duration!r}")
+    if not MIN_DURATION_MS <= duration <= MAX_DURATION_MS:
+        raise UsageError(
+            f"the frame duration must be between {MIN_DURATION_MS} and {MAX_DURATION_MS} ms, not {duration}"
+            " (GIF counts in hundredths of a second)"
+        )
+
+
+def _write_pillow(f: IO[bytes], frames: Sequence[Image.Image], fmt: str, duration: int) -> None:
+    if not frames:
+        raise UsageError("no frames to write")
+    _check_duration(duration)
+    extra: dict[str, Any] = {"lossless": True} if fmt == "WEBP" else {"default_image": False}
+    first, *rest = [fr.convert("RGB") for fr in frames]
+    first.save(f, format=fmt, save_all=True, append_images=rest, duration=duration, loop=0, **extra)
+
+
+def write_animation(
+    path: str | os.PathLike[str],
+    frames: Sequence[Image.Image],
+    duration: int = 500,
+    overwrite: bool = False,
+) -> Path:
+    """Write frames as an animation chosen by extension: ``.gif``, ``.webp`` or ``.png``
+    (APNG). Atomic; refuses an existing file unless ``overwrite``."""
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in ANIMATIONS:
+        raise UsageError(f"{p}: unsupported animation type {ext or '(none)'}; use one of {', '.join(ANIMATIONS)}")
+    if not frames:
+        raise UsageError("no frames to write")
+    _check_duration(duration)
+    with atomic_file(p, overwrite) as f:
+        if ext == ".gif":
+            write_gif(f, frames, duration)
+        else:
+            _write_pillow(f, frames, "WEBP" if ext == ".webp" else "PNG", duration)
+    return p
+
+
+def _gif(exp: Any, path: Path, options: RenderOptions, index: int | None, overwrite: bool) -> Path:
+    if options.duration % 10:
+        warnings.warn(
+            f"GIF stores durations in hundredths of a second: {options.duration} ms is written as "
+            f"{gif_duration(options.duration)} ms (APNG, WebP and MP4 keep it)",
+            stacklevel=4,
+        )
+    with atomic_file(path, overwrite) as f:
+        write_gif(f, lambda: exp.iter_frames(index or 0, options), options.duration, n_frames=len(exp.layers))
+    return path
+
+
+def _pillow_writer(fmt: str) -> Callable[[Any, Path, RenderOptions, int | None, bool], Path]:
+    def write(exp: Any, path: Path, options: RenderOptions, index: int | None, overwrite: bool) -> Path:
+        frames = list(exp.iter_frames(index or 0, options))
+        with atomic_file(path, overwrite) as f:
+            _write_pillow(f, frames, fmt, options.duration)
+        return path
+
+    return write
+
+
+GIF = Writer("GIF animation (256 colours, one shared palette)", _gif, max_side=GIF_MAX_SIDE)
+APNG = Writer("APNG animation (full colour, lossless)", _pillow_writer("PNG"), max_side=2**31 - 1)
+WEBP = Writer("WebP animation (full colour, lossless)", _pillow_writer("WEBP"), max_side=WEBP_MAX_SIDE)
+
+ANIMATIONS = {".gif": GIF, ".png": APNG, ".webp": WEBP}
