@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from layerscope.cli import _common
@@ -58,22 +57,8 @@ def add_parser(sub: Any) -> None:
     )
 
 
-def _check_output(path: str, options: Any, overwrite: bool) -> None:
-    from layerscope import outputs
-
-    check = getattr(outputs, "check_output", None)
-    if check is not None:
-        check(path, options, overwrite)
-        return
-    from layerscope.atomic import check_writable
-
-    check_writable(path, overwrite)
-    ext = Path(path).suffix.lower()
-    if ext not in (".gif", ".webp", ".png", ".npz"):
-        raise UsageError(f"{path}: unsupported output type {ext or '(no extension)'}; use .gif, .webp, .png or .npz")
-
-
 def run(args: argparse.Namespace) -> int:
+    from layerscope import outputs
     from layerscope.explanation import explain
     from layerscope.inputs import load_image
     from layerscope.methods import get_method
@@ -89,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     name = _common.model_name(args)
     is_recipe = name == RECIPE_MODEL and args.cifar10 is not None and not args.model_file
     options = _common.render_options(args, caption=args.caption or ("recipe" if is_recipe else "layerscope"))
-    _check_output(args.output, options, args.overwrite)
+    outputs.check_output(args.output, options, args.overwrite)
     get_method(args.method)
     method_options = _common.method_options(args, [args.method], recipe=is_recipe)
     note = ""
@@ -117,19 +102,7 @@ def run(args: argparse.Namespace) -> int:
     exp = explain(
         model, image, layers=args.layers, method=args.method, target=args.target, info=info, **method_options, **extra
     )
-    saved = (
-        exp.save(args.output, overwrite=args.overwrite, options=options)
-        if _takes_options()
-        else exp.save(
-            args.output,
-            overwrite=args.overwrite,
-            duration=options.duration,
-            colormap=options.colormap,
-            alpha=options.alpha,
-            scale=options.scale,
-            caption=options.caption,
-        )
-    )
+    saved = exp.save(args.output, overwrite=args.overwrite, options=options)
     path = saved[0] if isinstance(saved, list) else saved
     flat = [layer for layer in exp.layers if exp.flat[layer][0]]
     print(
@@ -139,11 +112,3 @@ def run(args: argparse.Namespace) -> int:
     if flat:
         print(f"flat maps (nothing to show) at: {', '.join(flat)}")
     return 0
-
-
-def _takes_options() -> bool:
-    import inspect
-
-    from layerscope.explanation import Explanation
-
-    return "options" in inspect.signature(Explanation.save).parameters
