@@ -28,6 +28,7 @@ from keras import layers  # noqa: E402
 import layerscope  # noqa: E402
 from layerscope.capture import keras as ck  # noqa: E402
 from layerscope.errors import ModelError, UsageError  # noqa: E402
+from layerscope.info import ModelInfo  # noqa: E402
 from layerscope.inputs import Preprocess  # noqa: E402
 from layerscope.methods import get_method, list_methods  # noqa: E402
 from layerscope.models import keras_zoo  # noqa: E402
@@ -287,8 +288,8 @@ def test_channels_first_input_from_preprocess_is_transposed() -> None:
 
 def test_targets() -> None:
     model = small()
-    keras_zoo._decorate(model, class_names=("a", "b", "c"))
-    exp = layerscope.explain(model, [_img(16), _img(16, 1)], preprocess=PP16, target="c")
+    info = ModelInfo(class_names=("a", "b", "c"))
+    exp = layerscope.explain(model, [_img(16), _img(16, 1)], preprocess=PP16, target="c", info=info)
     assert list(exp.targets) == [2, 2] and exp.class_name(0) == "c"
     probs = np.asarray(keras.ops.convert_to_numpy(model(PP16([_img(16)]).transpose(0, 2, 3, 1))))
     np.testing.assert_allclose(exp.scores[0], probs[0, 2], rtol=1e-5)  # the softmax output itself
@@ -396,3 +397,53 @@ def test_torch_only_methods_are_refused() -> None:
         pytest.skip("every method runs on Keras")
     with pytest.raises(UsageError, match="not available for Keras"):
         layerscope.explain(small(), _img(16), method=torch_only[0], preprocess=PP16)
+
+
+# --------------------------------------------------------------------------- the adapter contract
+
+
+def test_layer_shapes_lists_keras_models_like_torch_ones() -> None:
+    adapter = layerscope.capture.get_adapter("keras")
+    rows = adapter.layer_shapes(small(), (224, 224))  # a fixed-size model uses its own 16×16
+    assert rows == [("c1", "c1", (16, 16, 4)), ("c2", "c2", (8, 8, 8))]
+    assert all(isinstance(r, layerscope.capture.LayerShape) for r in rows)
+    every = adapter.layer_shapes(small(), (16, 16), every_module=True)
+    assert [r.name for r in every] == ["c1", "pool", "c2", "gap", "fc"]
+    assert every[3].shape == (8,) and every[4].shape == (3,)
+    info = ModelInfo(layers={"first": "c1", "second": "c2"})
+    assert [r.name for r in adapter.layer_shapes(small(), (16, 16), info)] == ["first", "second"]
+
+
+def test_friendly_names_come_from_the_model_info() -> None:
+    model = small()
+    info = ModelInfo(layers={"stem": "c1"})
+    assert ck.resolve_layers(model, None, info) == [("stem", "c1")]
+    assert ck.resolve_layers(model, "c2", info) == [("c2", "c2")]
+    exp = layerscope.explain(model, _img(16), preprocess=PP16, info=info)
+    ref = layerscope.explain(model, _img(16), preprocess=PP16, layers="c1")
+    assert exp.layers == ["stem"]
+    np.testing.assert_array_equal(exp.cams["stem"], ref.cams["c1"])
+    names = ck.layer_names(model, info)
+    assert isinstance(names, dict) and names["stem"] == "c1" and names["c2"] == "c2"
+
+
+def test_nan_output_is_a_model_error_and_bad_targets_are_clear() -> None:
+    model = small()
+    w = model.get_layer("fc").get_weights()
+    model.get_layer("fc").set_weights([w[0], np.full_like(w[1], np.nan)])
+    with pytest.raises(ModelError, match="output is NaN or inf for image 0"):
+        layerscope.explain(model, _img(16), preprocess=PP16)
+    for bad, message in ((True, "is a bool"), (1.5, "not a whole number"), (2**70, "out of range")):
+        with pytest.raises(UsageError, match=message):
+            layerscope.explain(small(), _img(16), preprocess=PP16, target=bad)
+
+
+def test_precision_and_device_options() -> None:
+    ref = layerscope.explain(small(), _img(16), preprocess=PP16, target=1)
+    high = layerscope.explain(small(), _img(16), preprocess=PP16, target=1, precision="highest")
+    for n in ref.layers:
+        np.testing.assert_allclose(high.cams[n], ref.cams[n], rtol=1e-6)
+    with pytest.raises(UsageError, match="precision='fast' is for PyTorch models"):
+        layerscope.explain(small(), _img(16), preprocess=PP16, precision="fast")
+    with pytest.raises(UsageError, match="is for PyTorch models"):
+        layerscope.explain(small(), _img(16), preprocess=PP16, device="cuda:3")

@@ -19,6 +19,7 @@ from torch import nn
 import layerscope
 from conftest import random_biases_
 from layerscope.errors import UsageError
+from layerscope.info import ModelInfo, attach_info, model_info
 from layerscope.methods import get_method, list_methods
 from layerscope.models import vgg
 
@@ -47,7 +48,8 @@ class SmallVGG(nn.Module):
 
     def __init__(self, inplace: bool = False, functional: bool = False) -> None:
         super().__init__()
-        self.features, self.layerscope_aliases = vgg.make_features(widths=WIDTHS)
+        self.features, names = vgg.make_features(widths=WIDTHS)
+        attach_info(self, ModelInfo(layers=names))  # recorded beside the model, nothing set on it
         for m in self.features:
             if isinstance(m, nn.ReLU):
                 m.inplace = inplace
@@ -86,7 +88,7 @@ def xs(x: torch.Tensor) -> torch.Tensor:
 
 
 def paths(model: nn.Module) -> dict[str, str]:
-    return dict(model.layerscope_aliases)
+    return dict(model_info(model).layers)
 
 
 def norm(m: np.ndarray) -> np.ndarray:
@@ -389,12 +391,11 @@ def test_perturbation_cost_is_announced_counted_and_batching_invariant(
 
 
 class Softmaxed(nn.Module):
-    layerscope_outputs = "probabilities"
-
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.layerscope_aliases = {k: f"model.{v}" for k, v in model.layerscope_aliases.items()}
+        names = {k: f"model.{v}" for k, v in paths(model).items()}
+        attach_info(self, ModelInfo(layers=names, output="probabilities"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(x), dim=1)
@@ -486,7 +487,7 @@ class CountPasses(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.layerscope_aliases = {k: f"model.{v}" for k, v in model.layerscope_aliases.items()}
+        attach_info(self, ModelInfo(layers={k: f"model.{v}" for k, v in paths(model).items()}))
         self.forwards = self.images = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -509,7 +510,7 @@ def test_one_pass_methods_do_one_forward_and_one_backward_for_13_layers(
 
 @pytest.mark.parametrize("method", ["scorecam", "ablationcam", "guided-backprop", "guided-gradcam"])
 def test_multi_pass_methods_leave_the_model_unchanged(net: SmallVGG, x: torch.Tensor, method: str) -> None:
-    model = copy.deepcopy(net).train()
+    model = attach_info(copy.deepcopy(net).train(), model_info(net))
     model.head[0].weight.requires_grad_(False)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     options = {"top_k": 2} if get_method(method).kind == "perturbation" else {}
@@ -607,3 +608,60 @@ class _TinyFlatten(nn.Module):
 
 def tiny_flatten_net() -> nn.Module:
     return _TinyFlatten().eval()
+
+
+# --- one source for options; Eigen methods on non-finite activations -------------------------
+
+
+def test_options_are_read_from_the_signature() -> None:
+    import dataclasses
+
+    from layerscope.methods import Method
+
+    assert get_method("gradcam").options == {"guided_grads": False}
+    assert get_method("xgradcam").options == {"eps": 1e-8}
+    assert get_method("eigencam").options == get_method("eigengradcam").options == {"center": True}
+    assert get_method("scorecam").options == {"batch_size": 32, "top_k": None, "score": "probability"}
+    assert get_method("ablationcam").options == {"batch_size": 32, "top_k": None}
+    assert get_method("guided-gradcam").options == get_method("layercam").options == {}
+
+    def mine(activations, gradients, *, probe=None, scale: float = 2.0):  # type: ignore[no-untyped-def]
+        return activations.sum(axis=1) * scale
+
+    assert Method(name="mine", title="Mine", fn=mine, summary="").options == {"scale": 2.0}
+    fields = {f.name for f in dataclasses.fields(Method)}
+    assert "options" not in fields and "extra_forwards" not in fields
+
+
+class _NaNAt(nn.Module):
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.clone()
+        if len(t) == 2:
+            t[0, :, 1, 1] = float("inf")  # image 0 of a pair only
+        return t
+
+
+@pytest.mark.parametrize("method", ["eigencam", "eigengradcam"])
+def test_eigen_methods_zero_and_warn_on_nonfinite_activations(method: str) -> None:
+    # Issue 9 #5: eigh failed to converge (LinAlgError) on NaN/inf activations.
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), _NaNAt(), nn.Hardtanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    ).eval()
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    with pytest.warns(UserWarning, match="NaN or inf in the maps of 1"):
+        exp = layerscope.explain(model, x, layers="1", method=method, target=0)
+    assert (exp.cams["1"][0] == 0).all()  # the image with inf: zeros
+    alone = layerscope.explain(model, x[1:], layers="1", method=method, target=0)  # image 1 alone: finite
+    assert exp.cams["1"][1].max() > 0
+    np.testing.assert_allclose(exp.cams["1"][1], alone.cams["1"][0], rtol=1e-5, atol=1e-7)
+
+
+def test_eigencam_is_scale_invariant_for_huge_finite_values() -> None:
+    from layerscope.methods.activation import eigencam
+
+    a = np.random.default_rng(0).normal(size=(1, 5, 4, 4))
+    ref = eigencam(a)
+    big = eigencam(a * 1e200)  # the Gram matrix would overflow float64 without scaling
+    assert np.isfinite(big).all()
+    np.testing.assert_allclose(big / 1e200, ref, rtol=1e-8, atol=1e-12)

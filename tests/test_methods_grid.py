@@ -13,6 +13,7 @@ from torch import nn
 import layerscope
 from conftest import run_cli
 from layerscope.errors import UsageError
+from layerscope.info import ModelInfo, attach_info
 from layerscope.inputs import Preprocess
 from layerscope.models import vgg
 from layerscope.render.grid import GAP, draw_grid
@@ -30,7 +31,8 @@ class Small(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.features, self.layerscope_aliases = vgg.make_features(widths=(8, 16, 16, 32, 32))
+        self.features, names = vgg.make_features(widths=(8, 16, 16, 32, 32))
+        attach_info(self, ModelInfo(layers=names))
         self.head = nn.Linear(32, 4)
         self.layerscope_preprocess = {"size": (48, 64)}
 

@@ -37,6 +37,9 @@ from layerscope.info import ModelInfo
 #: What a method needs from the capture (``CaptureRequest.needs``).
 NEEDS = ("gradients", "activations", "perturbation", "saliency")
 
+#: ``CaptureRequest.precision`` values (see :func:`layerscope.explain`).
+PRECISIONS = ("default", "highest", "fast")
+
 
 @dataclass(frozen=True)
 class CaptureRequest:
@@ -56,6 +59,13 @@ class CaptureRequest:
         forward_passes: for perturbation methods, ``(images, channels) -> passes`` that one
             layer costs, announced before starting.
         label: the method's name, for logs and progress bars.
+        device: where to run (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"``);
+            ``None``: where the model is. A torch model elsewhere is moved there for the run
+            and moved back afterwards.
+        precision: ``"default"`` (the framework's own settings), ``"highest"`` (no TF32) or
+            ``"fast"`` (reduced-precision forward, CAM math in float32).
+        output_key: which part of a dict / tuple / ``ModelOutput`` output holds the scores
+            (``None``: ``logits``, else the first tensor).
     """
 
     fn: Callable[..., Any]
@@ -64,10 +74,15 @@ class CaptureRequest:
     output: str | None = None
     forward_passes: Callable[[int, int], int] | None = None
     label: str = ""
+    device: str | None = None
+    precision: str = "default"
+    output_key: str | int | None = None
 
     def __post_init__(self) -> None:
         if self.needs not in NEEDS:
             raise UsageError(f"unknown capture need {self.needs!r}; expected one of {', '.join(NEEDS)}")
+        if self.precision not in PRECISIONS:
+            raise UsageError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
 
 
 @dataclass
@@ -179,18 +194,45 @@ def match_layers(
     return list(chosen.items())
 
 
-def given_targets(target: int | Sequence[int] | None, n: int, k: int) -> np.ndarray | None:
+def given_targets(target: Any, n: int, k: int) -> np.ndarray | None:
     """The explicit targets as ``(n,)`` class indices (one given for all is repeated), or
-    ``None`` for "top-1". Raises :class:`~layerscope.errors.UsageError` for a wrong count or
-    an index outside ``[0, k)``."""
+    ``None`` for "top-1".
+
+    Each target must be a whole number in ``[0, k)``: a bool, a fraction (``1.7``), a
+    number too large for any model (``2**70``) or anything else raises
+    :class:`~layerscope.errors.UsageError` naming it, as do a wrong count and ``k == 0``.
+    """
     if target is None:
         return None
-    t = np.asarray(target, dtype=np.int64).reshape(-1)
-    if t.size == 1:
-        t = np.repeat(t, n)
-    if t.size != n:
-        raise UsageError(f"{t.size} targets for {n} images; give one per image or one for all")
-    bad = t[(t < 0) | (t >= k)]
-    if bad.size:
-        raise UsageError(f"class index {int(bad[0])} is out of range for a model with {k} classes")
-    return t
+    if k <= 0:
+        raise UsageError("the model's output has 0 classes; there is no class to explain")
+    if hasattr(target, "detach"):  # a torch tensor
+        target = target.detach().cpu().numpy()
+    items = list(np.asarray(target, dtype=object).reshape(-1)) if np.ndim(target) else [target]
+    out = [_class_index(t, k) for t in items]
+    if len(out) == 1:
+        out = out * n
+    if len(out) != n:
+        raise UsageError(f"{len(out)} targets for {n} images; give one per image or one for all")
+    return np.asarray(out, dtype=np.int64)
+
+
+def _class_index(t: Any, k: int) -> int:
+    """One target as a class index in ``[0, k)``, or a clear error."""
+    if hasattr(t, "detach") and getattr(t, "ndim", None) == 0:  # a 0-d torch tensor
+        t = t.detach().cpu().numpy()[()]
+    if isinstance(t, (bool, np.bool_)):
+        raise UsageError(f"target {t!r} is a bool; give a class index (a whole number) or a class name")
+    if isinstance(t, (int, np.integer)):
+        i = int(t)
+    elif isinstance(t, (float, np.floating)):
+        if not np.isfinite(t) or float(t) != int(t):
+            raise UsageError(f"target {t!r} is not a whole number; give a class index or a class name")
+        i = int(t)
+    elif isinstance(t, str) and t.strip().lstrip("-").isdigit():
+        i = int(t)
+    else:
+        raise UsageError(f"target {t!r} ({type(t).__name__}) is not a class index; give a whole number or a class name")
+    if not 0 <= i < k:
+        raise UsageError(f"class index {i} is out of range for a model with {k} classes (0 to {k - 1})")
+    return i

@@ -32,15 +32,17 @@ How the pass is kept correct and cheap:
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from layerscope.capture import CaptureResult, given_targets, match_layers
+from layerscope.capture import CaptureRequest, CaptureResult, LayerShape, given_targets, match_layers
 from layerscope.errors import ModelError, UsageError
+from layerscope.info import ModelInfo
 
 _MISSING = object()
 
@@ -92,28 +94,39 @@ def is_conv(layer: Any) -> bool:
     return isinstance(layer, (kl.Conv2D, kl.DepthwiseConv2D, kl.SeparableConv2D))
 
 
-def layer_names(model: Any) -> tuple[dict[str, str], dict[str, str]]:
-    """``({name: path}, {path: display name})``: a layer answers to its own Keras name when that
-    name is unique in the model, and always to its full path."""
+def _display(model: Any) -> dict[str, str]:
+    """``{path: display name}``: a layer's own Keras name when that name is unique in the
+    model, else its full path."""
     walked = walk(model)
     counts = Counter(layer.name for _, layer in walked)
-    display = {path: (layer.name if counts[layer.name] == 1 else path) for path, layer in walked}
-    names = {display[path]: path for path, _ in walked}
-    for path, _ in walked:
+    return {path: (layer.name if counts[layer.name] == 1 else path) for path, layer in walked}
+
+
+def layer_names(model: Any, info: ModelInfo | None = None) -> dict[str, str]:
+    """Every addressable layer, name → layer path (the same type as the torch adapter's):
+    the info's friendly names first, then each layer's display name, then its full path."""
+    display = _display(model)
+    names: dict[str, str] = dict(info.layers) if info is not None else {}
+    for path, name in display.items():
+        names.setdefault(name, path)
+    for path in display:
         names.setdefault(path, path)
-    return names, display
+    return names
 
 
-def conv_layers(model: Any) -> list[str]:
-    """Default layers: every 2-D convolution, nested models' included, by display name."""
-    _, display = layer_names(model)
+def default_layers(model: Any, info: ModelInfo | None = None) -> list[str]:
+    """The default layers: the info's friendly names, else every 2-D convolution (nested
+    models' included), by display name."""
+    if info is not None and info.layers:
+        return list(info.layers)
+    display = _display(model)
     return [display[path] for path, layer in walk(model) if is_conv(layer)]
 
 
-def resolve_layers(model: Any, layers: Any) -> list[tuple[str, str]]:
+def resolve_layers(model: Any, layers: Any, info: ModelInfo | None = None) -> list[tuple[str, str]]:
     """``(display name, layer path)`` pairs; see :func:`layerscope.capture.match_layers`."""
-    names, _ = layer_names(model)
-    default = conv_layers(model)
+    names = layer_names(model, info)
+    default = default_layers(model, info)
     if layers is None and not default:
         raise ModelError(f"Keras model {model.name!r} has no Conv2D layer; name the layers to explain")
     out, seen = [], set()
@@ -127,8 +140,10 @@ def resolve_layers(model: Any, layers: Any) -> list[tuple[str, str]]:
 class _Taps:
     """Temporary ``call`` wrappers on the chosen layers that keep each layer's output."""
 
-    def __init__(self, chosen: Sequence[tuple[str, Any]]) -> None:
+    def __init__(self, chosen: Sequence[tuple[str, Any]], strict: bool = True) -> None:
         self.chosen = list(chosen)
+        self.strict = strict
+        self.shapes: dict[str, tuple[int, ...]] = {}
         self.acts: dict[str, Any] = {}
         self.order: list[str] = []
         self.bad: dict[str, Any] = {}
@@ -143,6 +158,11 @@ class _Taps:
     def _wrap(self, name: str, original: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
             out = original(*args, **kwargs)
+            if not self.strict:  # a listing: any output's shape
+                if name not in self.shapes and getattr(out, "shape", None) is not None:
+                    self.shapes[name] = tuple(int(d) for d in out.shape[1:])
+                    self.order.append(name)
+                return out
             if name in self.acts or name in self.bad:
                 if name not in self._warned:
                     self._warned.add(name)
@@ -196,35 +216,68 @@ class _Taps:
 
 
 class _Maps:
-    """Turns each layer's ``(A, G)`` into its map, as soon as both are known."""
+    """Turns each layer's ``(A, G)`` into its map as soon as both are known; the maps stay
+    where they were computed (torch tensors on the device) until :meth:`finish`."""
 
     def __init__(self, layer_fn: Callable[[Any, Any], Any], channels_last: dict[str, bool]) -> None:
         self.layer_fn = layer_fn
         self.channels_last = channels_last
-        self.cams: dict[str, np.ndarray] = {}
+        self.maps: dict[str, Any] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
-        self.nonfinite: list[str] = []
 
     def keep(self, name: str, act: Any, grad: Any) -> None:
         self.shapes[name] = tuple(int(s) for s in act.shape[1:])
         if self.channels_last[name]:
             act = _nchw(act)
             grad = None if grad is None else _nchw(grad)
-        cam = _to_numpy(self.layer_fn(act, grad))
-        if not np.isfinite(cam).all():
-            self.nonfinite.append(name)
-            cam = np.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0)
-        self.cams[name] = cam
+        self.maps[name] = self.layer_fn(_fp32(act), _fp32(grad))
+
+    def finish(self, order: list[str], outputs: Any, targets: Any) -> CaptureResult:
+        """One transfer of every map (and the outputs, targets) to the host; NaN/inf in a map
+        is set to 0 and reported, in the outputs it is an error."""
+        maps = {n: self.maps.pop(n) for n in order}
+        if any(hasattr(m, "detach") for m in maps.values()) or hasattr(outputs, "detach"):
+            from layerscope.capture._autograd import maps_to_host
+
+            cams, nonfinite, outputs, targets = maps_to_host(maps, outputs, targets)
+        else:
+            cams, nonfinite = {}, []
+            for n, m in maps.items():
+                cam = np.asarray(m, dtype=np.float32)
+                if not np.isfinite(cam).all():
+                    nonfinite.append(n)
+                    cam = np.nan_to_num(cam, nan=0.0, posinf=0.0, neginf=0.0)
+                cams[n] = cam
+            outputs = np.asarray(outputs, dtype=np.float32)
+            targets = np.asarray(targets, dtype=np.int64)
+        _check_outputs_finite(outputs)
+        return CaptureResult(
+            layers=order, shapes=self.shapes, cams=cams, outputs=outputs, targets=targets, nonfinite=nonfinite
+        )
+
+
+def _fp32(t: Any) -> Any:
+    """A lower-precision float array in float32 (the CAM math runs in float32)."""
+    if t is None:
+        return None
+    dtype = str(getattr(t, "dtype", ""))
+    if dtype.endswith(("float16", "bfloat16")):
+        return t.float() if hasattr(t, "float") else np.asarray(t, dtype=np.float32)
+    return t
+
+
+def _check_outputs_finite(outputs: np.ndarray) -> None:
+    bad = ~np.isfinite(outputs).all(axis=tuple(range(1, outputs.ndim)))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ModelError(
+            f"the model's output is NaN or inf for image {i} ({int(bad.sum())} of {len(bad)} images): "
+            "check the weights and the input (a model that outputs NaN cannot be explained)"
+        )
 
 
 def _nchw(t: Any) -> Any:
     return t.permute(0, 3, 1, 2) if hasattr(t, "permute") else np.transpose(t, (0, 3, 1, 2))
-
-
-def _to_numpy(t: Any) -> np.ndarray:
-    if hasattr(t, "detach"):
-        t = t.detach().float().cpu().numpy()
-    return np.asarray(t, dtype=np.float32)
 
 
 def _channels_last(layer: Any) -> bool:
@@ -306,6 +359,48 @@ def _targets(outputs: np.ndarray, target: int | Sequence[int] | None) -> np.ndar
     return outputs.argmax(axis=1).astype(np.int64) if t is None else t
 
 
+def _check_classes(out: Any) -> tuple[int, int]:
+    n, k = (int(s) for s in out.shape)
+    if k == 0:
+        raise ModelError("the model's output has 0 classes (shape (N, 0)); there is no class to explain")
+    return n, k
+
+
+@contextlib.contextmanager
+def _precision(precision: str, backend: str) -> Iterator[None]:
+    """``"highest"`` turns TF32 off for the pass on the backend (restored afterwards);
+    ``"fast"`` is for PyTorch models (a Keras model's precision is its dtype policy)."""
+    if precision == "fast":
+        raise UsageError(
+            "precision='fast' is for PyTorch models; for a Keras model use a mixed-precision dtype policy "
+            "(keras.mixed_precision.set_global_policy('mixed_float16') before building it)"
+        )
+    if precision != "highest":
+        yield
+        return
+    if backend == "torch":
+        import torch
+
+        from layerscope.capture._autograd import precision_mode
+
+        with precision_mode("highest", torch.device("cpu")):
+            yield
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        before = tf.config.experimental.tensor_float_32_execution_enabled()
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        try:
+            yield
+        finally:
+            tf.config.experimental.enable_tensor_float_32_execution(before)
+    else:
+        import jax
+
+        with jax.default_matmul_precision("highest"):
+            yield
+
+
 def run(
     model: Any,
     x: Any,
@@ -313,6 +408,7 @@ def run(
     target: int | Sequence[int] | None,
     layer_fn: Callable[[Any, Any], Any],
     need_gradients: bool = True,
+    precision: str = "default",
 ) -> CaptureResult:
     """Capture the chosen layers of a Keras 3 model in one forward (and one backward) pass.
 
@@ -325,6 +421,7 @@ def run(
         target: ``None`` (top-1 per image), one class index, or one per image.
         layer_fn: ``(A, G) -> (N, h, w)`` map on channels-first arrays, called once per layer.
         need_gradients: run the backward pass (``False`` for gradient-free methods).
+        precision: ``"default"`` or ``"highest"`` (TF32 off for the pass).
 
     Returns:
         A :class:`~layerscope.capture.CaptureResult`; shapes in the layers' own layout.
@@ -341,24 +438,19 @@ def run(
     runners = {"torch": _run_torch, "tensorflow": _run_tensorflow, "jax": _run_jax}
     if backend not in runners:
         raise ModelError(f"the Keras backend {backend!r} is not supported; use torch, tensorflow or jax")
-    order, outputs, targets = runners[backend](model, x, chosen, target, maps, need_gradients)
-    return CaptureResult(
-        layers=order,
-        shapes=maps.shapes,
-        cams=maps.cams,
-        outputs=outputs,
-        targets=targets,
-        nonfinite=maps.nonfinite,
-    )
+    with _precision(precision, backend):
+        order, outputs, targets = runners[backend](model, x, chosen, target, maps, need_gradients)
+    return maps.finish(order, outputs, targets)
 
 
 def _run_torch(
     model: Any, x: Any, chosen: list[tuple[str, Any]], target: Any, maps: _Maps, need_gradients: bool
-) -> tuple[list[str], np.ndarray, np.ndarray]:
+) -> tuple[list[str], Any, Any]:
+    """Maps on the device, one transfer at the end (:func:`_Maps.finish`)."""
     import keras
     import torch
 
-    from layerscope.capture.torch import backward_to_maps
+    from layerscope.capture._autograd import backward_to_maps
 
     xin = x if isinstance(x, torch.Tensor) else keras.ops.convert_to_tensor(x)
     xin = xin.detach().clone().requires_grad_(need_gradients)
@@ -367,16 +459,19 @@ def _run_torch(
     acts = taps.acts
     try:
         taps.check([n for n, _ in chosen])
-        outputs = out.detach().float().cpu().numpy()
-        targets = _targets(outputs, target)
+        n, k = _check_classes(out)
+        given = given_targets(target, n, k)
+        targets = (
+            out.detach().argmax(dim=1) if given is None else torch.as_tensor(given, dtype=torch.long, device=out.device)
+        )
         order = list(taps.order)
-        with torch.no_grad():
-            if not need_gradients:
+        if need_gradients:
+            backward_to_maps(out, targets, acts, maps.keep)
+        else:
+            with torch.no_grad():
                 for name in order:
                     maps.keep(name, acts.pop(name), None)
-                return order, outputs, targets
-        backward_to_maps(out, targets, acts, maps.keep)
-        return order, outputs, targets
+        return order, out.detach(), targets
     finally:
         acts.clear()
 
@@ -396,14 +491,16 @@ def _run_tensorflow(
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 taps.on_act = tape.watch
                 out = _output(model(xin, training=False))
-                outputs = np.asarray(out, dtype=np.float32)
-                targets = _targets(outputs, target)
+                n, k = _check_classes(out)
+                given = given_targets(target, n, k)
+                targets = tf.argmax(out, axis=1) if given is None else tf.constant(given)
                 score = tf.reduce_sum(tf.cast(tf.gather(out, targets, axis=1, batch_dims=1), tf.float32))
     taps.check([n for n, _ in chosen])
     order = list(taps.order)
     acts = taps.acts
     if not need_gradients:
         outputs = np.asarray(out, dtype=np.float32)
+        _check_classes(outputs)
         targets = _targets(outputs, target)
         for name in order:
             maps.keep(name, np.asarray(acts.pop(name)), None)
@@ -413,7 +510,7 @@ def _run_tensorflow(
     for i, name in enumerate(order):
         maps.keep(name, np.asarray(acts.pop(name)), np.asarray(grads[i]))
         grads[i] = None
-    return order, outputs, targets
+    return order, np.asarray(out, dtype=np.float32), np.asarray(targets, dtype=np.int64)
 
 
 def _run_jax(
@@ -429,6 +526,7 @@ def _run_jax(
             out = _output(model(xin, training=False))
             taps.check(wanted)
             outputs = np.asarray(out, dtype=np.float32)
+            _check_classes(outputs)
             targets = _targets(outputs, target)
             order = list(taps.order)
             for name in order:
@@ -443,7 +541,8 @@ def _run_jax(
         spec = jax.eval_shape(lambda: forward(None))  # traces only: no computation
         taps.check(wanted)
         probes = {n: jnp.zeros(taps.acts[n].shape, taps.acts[n].dtype) for n in taps.order}
-        given = given_targets(target, int(spec.shape[0]), int(spec.shape[1]))
+        n, k = _check_classes(spec)
+        given = given_targets(target, n, k)
 
         def score_fn(p: dict[str, Any]) -> tuple[Any, tuple[dict[str, Any], Any, Any]]:
             out = forward(p)
@@ -466,13 +565,56 @@ class KerasAdapter:
 
     name = "keras"
 
-    def resolve_layers(self, model: Any, spec: Any, info: Any = None) -> list[tuple[str, str]]:
-        return resolve_layers(model, spec)
+    def resolve_layers(self, model: Any, spec: Any, info: ModelInfo | None = None) -> list[tuple[str, str]]:
+        """``(display name, layer path)`` pairs for ``spec`` (``None``: the default layers)."""
+        return resolve_layers(model, spec, info)
 
-    def layer_shapes(self, model: Any, size: tuple[int, int], info: Any = None, every_module: bool = False) -> Any:
-        raise UsageError("listing a Keras model's layers is not supported yet")
+    def layer_shapes(
+        self, model: Any, size: tuple[int, int], info: ModelInfo | None = None, every_module: bool = False
+    ) -> list[LayerShape]:
+        """Each default layer (every leaf layer with ``every_module``) and its real per-image
+        output shape, in the layer's own layout, in forward order, from one forward pass of a
+        zero image. A model with a fixed input size uses its own size, not ``size``."""
+        keras = _keras()
+        if every_module:
+            display = _display(model)
+            friendly = {p: n for n, p in (info.layers if info is not None else {}).items()}
+            chosen = [(friendly.get(p, display[p]), p) for p, layer in walk(model) if not _children(layer)]
+        else:
+            chosen = resolve_layers(model, None, info)
+        by_path = dict(walk(model))
+        paths = dict(chosen)
+        last = keras.config.image_data_format() == "channels_last"
+        spec = _input_spec(model)
+        h, w = (int(s) for s in size)
+        c = 3
+        if spec:
+            sh, sw, sc = (spec[0], spec[1], spec[2]) if last else (spec[1], spec[2], spec[0])
+            h, w = sh or h, sw or w
+            c = sc or c
+        x = np.zeros((1, h, w, c) if last else (1, c, h, w), dtype=np.float32)
+        with _Taps([(n, by_path[p]) for n, p in chosen], strict=False) as taps:
+            model(x, training=False)
+        return [LayerShape(n, paths[n], taps.shapes[n]) for n in taps.order]
 
-    def run(self, model: Any, x: Any, layers: Sequence[tuple[str, str]], targets: Any, request: Any) -> CaptureResult:
+    def run(
+        self, model: Any, x: Any, layers: Sequence[tuple[str, str]], targets: Any, request: CaptureRequest
+    ) -> CaptureResult:
+        """What ``request`` asks for: ``"gradients"`` or ``"activations"`` (the perturbation
+        and saliency methods are for PyTorch models)."""
         if request.needs not in ("gradients", "activations"):
             raise UsageError(f"{request.label or 'this method'} is available for PyTorch models only")
-        return run(model, x, layers, targets, request.fn, need_gradients=request.needs == "gradients")
+        if request.device not in (None, "auto"):
+            raise UsageError(
+                f"device={request.device!r} is for PyTorch models; a Keras model runs where Keras placed it "
+                "(use keras.device(...) or CUDA_VISIBLE_DEVICES)"
+            )
+        return run(
+            model,
+            x,
+            layers,
+            targets,
+            request.fn,
+            need_gradients=request.needs == "gradients",
+            precision=request.precision,
+        )

@@ -15,7 +15,7 @@ Methods come in four kinds, which tell the capture what to compute:
 ``"perturbation"``
     ``fn(A, None, probe=...)``: the method re-runs the model on perturbed inputs or with the
     layer's output replaced, through a ``probe`` the capture hands it (see
-    :class:`layerscope.capture.torch_extra.Probe`); PyTorch only.
+    :class:`layerscope.capture.torch.Probe`); PyTorch only.
 ``"pixel"``
     ``fn(A, G, saliency=...)``: maps at the input's resolution that use guided
     backpropagation's input gradient (one more forward and backward); PyTorch only.
@@ -24,13 +24,17 @@ Methods come in four kinds, which tell the capture what to compute:
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from layerscope.errors import UsageError
 
 CamFn = Callable[..., Any]
+
+#: Keyword parameters the capture hands to a method (never user options).
+CONTEXT = ("probe", "saliency")
 
 
 @dataclass(frozen=True)
@@ -40,13 +44,13 @@ class Method:
     Attributes:
         name: registry name, as given to ``explain(method=...)`` and ``--method``.
         title: display name for captions, e.g. "Grad-CAM".
-        fn: ``fn(activations, gradients, **options) -> cam``.
+        fn: ``fn(activations, gradients, **options) -> cam``. Its keyword parameters after
+            the first two, with their defaults, are the method's options (:attr:`options`):
+            written once, in the signature. ``probe`` and ``saliency`` are what the capture
+            hands over, not options.
         summary: one line for ``layerscope methods``.
         needs_gradients: whether ``fn`` needs the gradients of the target with respect to
             the layer's activations (the capture then runs a backward pass).
-        extra_forwards: forward passes beyond the first, per image and layer ("0" for the
-            one-pass methods; perturbation methods say what they cost).
-        options: the keyword options ``fn`` accepts, with their defaults.
         kind: ``"gradient"``, ``"activation"``, ``"perturbation"`` or ``"pixel"`` (see the
             module docstring).
         cost: what one call costs, in passes, for ``layerscope methods``.
@@ -59,11 +63,21 @@ class Method:
     fn: CamFn
     summary: str
     needs_gradients: bool = True
-    extra_forwards: str = "0"
-    options: dict[str, Any] = field(default_factory=dict)
     kind: str = "gradient"
     cost: str = "1 forward + 1 backward, all layers together"
     forward_passes: Callable[..., int] | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The method's options and their defaults, read from ``fn``'s signature."""
+        params = list(inspect.signature(self.fn).parameters.values())[2:]
+        return {
+            p.name: p.default
+            for p in params
+            if p.name not in CONTEXT
+            and p.default is not inspect.Parameter.empty
+            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        }
 
     @property
     def needs(self) -> str:

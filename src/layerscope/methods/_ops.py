@@ -69,40 +69,56 @@ def minmax_per_map(x: Any) -> Any:
 
 
 def upsample(maps: Any, size: tuple[int, int]) -> Any:
-    """Bilinear resize of ``(M, h, w)`` maps to ``(M, H, W)``, half-pixel centres
-    (``align_corners=False``, as ``torch.nn.functional.interpolate``), edges clamped."""
-    size = (int(size[0]), int(size[1]))
-    if tuple(maps.shape[-2:]) == size:
-        return maps
-    if is_torch(maps):
-        import torch.nn.functional as F
+    """Bilinear resize of ``(M, h, w)`` maps to ``(M, H, W)`` with the package's one
+    convention (:func:`layerscope.resize.resize_bilinear`: half-pixel centres, edges clamped)."""
+    from layerscope.resize import resize_bilinear
 
-        return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    out = maps
-    for axis, new in ((1, size[0]), (2, size[1])):
-        old = out.shape[axis]
-        pos = (np.arange(new, dtype=np.float64) + 0.5) * (old / new) - 0.5
-        pos = np.clip(pos, 0.0, old - 1)
-        lo = np.floor(pos).astype(np.int64)
-        hi = np.minimum(lo + 1, old - 1)
-        frac = (pos - lo).astype(out.dtype)
-        shape = [1, 1, 1]
-        shape[axis] = new
-        frac = frac.reshape(shape)
-        out = np.take(out, lo, axis=axis) * (1 - frac) + np.take(out, hi, axis=axis) * frac
-    return out
+    return resize_bilinear(maps, size)
+
+
+def finite_items(x: Any) -> Any:
+    """``(N,)`` booleans: whether every value of item ``x[i]`` is finite."""
+    if is_torch(x):
+        import torch
+
+        return torch.isfinite(x).reshape(x.shape[0], -1).all(dim=1)
+    return np.isfinite(x).reshape(x.shape[0], -1).all(axis=1)
+
+
+def nan_to_zero(x: Any) -> Any:
+    """``x`` with NaN and ±inf set to 0."""
+    if is_torch(x):
+        import torch
+
+        return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def nan_where(mask: Any, like: Any) -> Any:
+    """NaN where ``mask`` is true, 0 elsewhere, in ``like``'s dtype (and device)."""
+    if is_torch(mask):
+        import torch
+
+        return torch.where(mask, float("nan"), 0.0).to(like.dtype)
+    return np.where(mask, np.nan, 0.0).astype(like.dtype)
 
 
 def top_eigenvector(m: Any) -> Any:
     """For ``m`` ``(N, P, C)``: each item's unit vector ``v`` (``(N, C)``) maximising
-    ``‖m v‖`` — the first right singular vector, from the ``C × C`` Gram matrix in float64."""
+    ``‖m v‖`` — the first right singular vector, from the ``C × C`` Gram matrix in float64.
+
+    Each item is scaled by its largest magnitude first (the vector does not change), so very
+    large finite values cannot overflow the Gram matrix; NaN/inf values count as 0 here (the
+    caller marks such items), so the decomposition always converges.
+    """
+    md = nan_to_zero(m.double() if is_torch(m) else m.astype(np.float64))
+    scale = amax(abs(md), (1, 2), keepdims=True)
+    md = safe_divide(md, scale)
     if is_torch(m):
         import torch
 
-        md = m.double()
         _, vecs = torch.linalg.eigh(md.swapaxes(1, 2) @ md)
         return vecs[..., -1].to(m.dtype)
-    md = m.astype(np.float64)
     _, vecs = np.linalg.eigh(md.swapaxes(1, 2) @ md)
     return vecs[..., -1].astype(m.dtype)
 

@@ -37,7 +37,6 @@ register(
         fn=eigencam,
         summary="Eigen-CAM: first principal component of the activations, class-agnostic (Muhammad & Yeasin 2020)",
         needs_gradients=False,
-        options={"center": True},
         kind="activation",
         cost="1 forward, all layers together (no backward)",
     )

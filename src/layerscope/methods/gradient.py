@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from layerscope.methods import Method, register
-from layerscope.methods._ops import safe_divide, sign, top_eigenvector
+from layerscope.methods._ops import finite_items, nan_to_zero, nan_where, safe_divide, sign, top_eigenvector
 
 
 def relu(x: Any) -> Any:
@@ -58,7 +58,6 @@ register(
         title="Grad-CAM",
         fn=gradcam,
         summary="Grad-CAM: channel weights = spatial mean of the gradients (Selvaraju et al. 2017)",
-        options={"guided_grads": False},
     )
 )
 
@@ -133,16 +132,20 @@ def principal_map(values: Any, reference: Any, center: bool = True) -> Any:
     positively with ``reference`` ``(N, h, w)``: the same input always gives the same map.
     """
     n, c, h, w = values.shape
-    m = values.reshape(n, c, h * w).swapaxes(1, 2)
+    finite = finite_items(values)
+    m = nan_to_zero(values).reshape(n, c, h * w).swapaxes(1, 2)
     if center:
         m = m - m.mean(axis=1, keepdims=True)
     v = top_eigenvector(m)
     proj = (m @ v[:, :, None])[:, :, 0]
-    ref = reference.reshape(n, h * w)
+    ref = nan_to_zero(reference).reshape(n, h * w)
     ref = ref - ref.mean(axis=1, keepdims=True)
     p0 = proj - proj.mean(axis=1, keepdims=True)
     s = sign((p0 * ref).sum(axis=1))
-    return (proj * s[:, None]).reshape(n, h, w)
+    # An item with NaN/inf values gets a NaN map: the capture zeroes it and warns, as for
+    # every other method (no eigen-solver error).
+    out = (proj * s[:, None]).reshape(n, h, w)
+    return out + nan_where(~finite, out)[:, None, None]
 
 
 def eigengradcam(activations: Any, gradients: Any, center: bool = True) -> Any:
@@ -157,8 +160,8 @@ def eigengradcam(activations: Any, gradients: Any, center: bool = True) -> Any:
     return principal_map(product, product.sum(axis=1), center).clip(min=0)
 
 
-def _register_gradient(name: str, title: str, fn: Any, summary: str, options: dict[str, Any] | None = None) -> None:
-    register(Method(name=name, title=title, fn=fn, summary=summary, options=options or {}))
+def _register_gradient(name: str, title: str, fn: Any, summary: str) -> None:
+    register(Method(name=name, title=title, fn=fn, summary=summary))
 
 
 _register_gradient(
@@ -172,7 +175,6 @@ _register_gradient(
     "XGrad-CAM",
     xgradcam,
     "XGrad-CAM: gradients averaged with activation-proportional weights (Fu et al. 2020)",
-    {"eps": 1e-8},
 )
 _register_gradient(
     "layercam",
@@ -197,5 +199,4 @@ _register_gradient(
     "Eigen-Grad-CAM",
     eigengradcam,
     "Eigen-Grad-CAM: first principal component of gradient × activation",
-    {"center": True},
 )

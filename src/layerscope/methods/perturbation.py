@@ -6,7 +6,7 @@ others get weight 0, as Faster Score-CAM keeps only a few channels), so every la
 practical; ``batch_size`` sets how many perturbed copies go through the model at once.
 
 The model is reached only through the ``probe`` the capture hands over
-(:class:`layerscope.capture.torch_extra.Probe`); the math stays here:
+(:class:`layerscope.capture.torch.Probe`); the math stays here:
 
 * ``probe.input`` — the model input ``(N, C_in, H, W)``;
 * ``probe.score(inputs, rows, probability)`` — the target's score of each input (the
@@ -169,8 +169,6 @@ register(
         fn=scorecam,
         summary="Score-CAM: each channel masks the input; weight = the masked input's score (Wang et al. 2020)",
         needs_gradients=False,
-        extra_forwards="N·C per layer",
-        options={"batch_size": 32, "top_k": None, "score": "probability"},
         kind="perturbation",
         cost="1 forward + 1 forward per image, layer and channel (C, or top_k)",
         forward_passes=forward_passes,
@@ -183,8 +181,6 @@ register(
         fn=ablationcam,
         summary="Ablation-CAM: weight = relative score drop when the channel is zeroed (Desai & Ramaswamy 2020)",
         needs_gradients=False,
-        extra_forwards="N·C per layer",
-        options={"batch_size": 32, "top_k": None},
         kind="perturbation",
         cost="1 forward + 1 forward per image, layer and channel (C, or top_k)",
         forward_passes=forward_passes,

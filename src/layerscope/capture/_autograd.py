@@ -1,0 +1,197 @@
+"""The torch pieces shared by the torch adapter and Keras on the torch backend.
+
+:func:`backward_to_maps` is the one backward pass: each captured activation's map is made
+the moment its gradient is known, on the device. :func:`maps_to_host` is the one transfer
+at the end of a batch: every map, the outputs and the targets go to the host together, and
+the finiteness of each map is checked there on the device first. Nothing here (and nothing
+per layer) calls ``.item()``, ``float(tensor)``, ``.cpu()``, ``.numpy()`` or ``.tolist()``
+before that transfer, so a GPU pipeline is never stalled inside the pass.
+
+Imported lazily (torch is imported here at module level).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from layerscope.capture import PRECISIONS
+from layerscope.errors import ModelError, UsageError
+
+
+def _children(node: Any) -> list[Any]:
+    return [c for c, _ in node.next_functions if c is not None]
+
+
+def deepest(acts: dict[str, torch.Tensor], children: Callable[[Any], list[Any]] = _children) -> list[torch.Tensor]:
+    """The captured activations with no other captured activation below them in the graph.
+
+    Asking autograd for these alone reaches every captured activation (each lies on a path
+    from the score to one of them) and stops the backward pass there. Whether a captured
+    activation lies below a node is computed once per node of the graph (an iterative
+    post-order walk with one shared memo): ``O(graph)`` in all, not per layer.
+    ``children(node)`` lists a graph node's inputs (a parameter so a test can count visits).
+    """
+    by_node: dict[Any, list[torch.Tensor]] = {}
+    for a in acts.values():
+        if a.grad_fn is not None:
+            by_node.setdefault(a.grad_fn, []).append(a)
+    below: dict[Any, bool] = {}  # node -> a captured activation's node lies below it
+
+    def has_below(root: Any) -> bool:
+        stack: list[tuple[Any, bool]] = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if node in below:
+                continue
+            kids = children(node)
+            if expanded:
+                below[node] = any(c in by_node or below[c] for c in kids)
+            else:
+                stack.append((node, True))
+                stack.extend((c, False) for c in kids if c not in below)
+        return below[root]
+
+    out: list[torch.Tensor] = []
+    for node, tensors in by_node.items():
+        if not has_below(node):
+            out.extend(t for t in tensors if all(t is not o for o in out))
+    return out
+
+
+def target_scores(out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``Σ_i out[i, targets[i]]`` in float32, inside the graph even under an outer ``no_grad``."""
+    with torch.enable_grad():
+        return out.gather(1, targets.to(out.device)[:, None]).float().sum()
+
+
+def backward_to_maps(
+    out: torch.Tensor,
+    targets: torch.Tensor,
+    acts: dict[str, torch.Tensor],
+    keep: Callable[[str, torch.Tensor, torch.Tensor], None],
+) -> None:
+    """The one backward pass of the target scores ``Σ_i out[i, targets[i]]``.
+
+    The gradient with respect to each captured activation goes to ``keep(name, activation,
+    gradient)`` (under ``no_grad``) the moment it is known, and ``acts`` lets go of both.
+    Autograd is asked only for the deepest activations, so the pass stops there and no
+    ``.grad`` is written. A layer the score does not depend on gets a zero gradient.
+    """
+    score = target_scores(out, targets)
+    if not score.requires_grad:
+        raise ModelError("the model's output does not depend on the chosen layers")
+    for name, act in list(acts.items()):
+        if act.grad_fn is None:
+            raise ModelError(f"layer {name!r} is not connected to the output")
+
+        def on_grad(grad: torch.Tensor, name: str = name) -> None:
+            if name in acts:
+                with torch.no_grad():
+                    keep(name, acts.pop(name), grad)
+
+        act.register_hook(on_grad)
+    torch.autograd.grad(score, deepest(acts), allow_unused=True)
+    with torch.no_grad():
+        for name in list(acts):  # a layer the score does not depend on
+            act = acts.pop(name)
+            keep(name, act, torch.zeros_like(act))
+
+
+def fp32(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``t`` in float32 when it is a lower-precision float (CAM math runs in fp32)."""
+    if t is None or t.dtype in (torch.float32, torch.float64) or not t.is_floating_point():
+        return t
+    return t.float()
+
+
+def maps_to_host(
+    maps: dict[str, torch.Tensor], outputs: torch.Tensor, targets: torch.Tensor
+) -> tuple[dict[str, np.ndarray], list[str], np.ndarray, np.ndarray]:
+    """The one device→host transfer of a batch.
+
+    On the device: each map's "all finite" flag, NaN/inf set to 0, everything (maps, flags,
+    outputs, targets) flattened into one float32 buffer. Then one copy to the host (pinned
+    and asynchronous on CUDA), split back into numpy arrays.
+
+    Returns:
+        ``(maps, names of maps that had NaN/inf, outputs (N, K) float32, targets (N,) int64)``.
+    """
+    names = list(maps)
+    with torch.no_grad():
+        parts = [maps[n].float() for n in names]
+        flags = [torch.isfinite(p).all() for p in parts]
+        pieces = [torch.nan_to_num(p, nan=0.0, posinf=0.0, neginf=0.0).reshape(-1) for p in parts]
+        if flags:
+            pieces.append(torch.stack(flags).float())
+        pieces.append(outputs.detach().float().reshape(-1))
+        pieces.append(targets.float().reshape(-1))
+        buf = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+        if buf.device.type == "cuda":
+            host = torch.empty(buf.shape, dtype=buf.dtype, pin_memory=True)
+            host.copy_(buf, non_blocking=True)
+            torch.cuda.current_stream(buf.device).synchronize()
+        elif buf.device.type == "cpu":
+            host = buf
+        else:
+            host = buf.to("cpu")
+        flat = host.numpy()
+    out_maps: dict[str, np.ndarray] = {}
+    at = 0
+    for n, p in zip(names, parts, strict=True):
+        size = p.numel()
+        out_maps[n] = flat[at : at + size].reshape(tuple(p.shape)).copy()
+        at += size
+    ok = flat[at : at + len(names)]
+    at += len(names)
+    nonfinite = [n for n, good in zip(names, ok, strict=True) if not good]
+    k = outputs.numel()
+    out_np = flat[at : at + k].reshape(tuple(outputs.shape)).copy()
+    at += k
+    tgt = flat[at : at + targets.numel()].astype(np.int64)
+    return out_maps, nonfinite, out_np, tgt
+
+
+def _tf32_flags() -> list[tuple[Any, str, Any]]:
+    """``(object, attribute, value-for-highest)`` of every flag that allows TF32."""
+    b = torch.backends
+    if hasattr(b.cuda.matmul, "fp32_precision"):  # torch ≥ 2.9: the new API (never mix the two)
+        return [(b.cuda.matmul, "fp32_precision", "ieee"), (b.cudnn.conv, "fp32_precision", "ieee")]
+    return [(b.cuda.matmul, "allow_tf32", False), (b.cudnn, "allow_tf32", False)]
+
+
+@contextlib.contextmanager
+def precision_mode(precision: str, device: torch.device) -> Iterator[torch.dtype | None]:
+    """Run a pass in one of :data:`PRECISIONS`; yields the autocast dtype (``None``: none).
+
+    ``"default"`` changes nothing (on CUDA, PyTorch's own TF32 settings apply);
+    ``"highest"`` turns TF32 off for the pass (flags restored afterwards), so GPU maps
+    agree with CPU maps; ``"fast"`` is for the forward pass under autocast (float16 on
+    CUDA/MPS, bfloat16 on the CPU) with channels-last inputs — the CAM math still runs in
+    float32.
+    """
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if precision == "default":
+        yield None
+    elif precision == "highest":
+        flags = _tf32_flags()
+        saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in flags]
+        prev_matmul = torch.get_float32_matmul_precision()
+        try:
+            for obj, attr, value in flags:
+                setattr(obj, attr, value)
+            if not hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+                torch.set_float32_matmul_precision("highest")
+            yield None
+        finally:
+            for obj, attr, value in saved:
+                setattr(obj, attr, value)
+            if not hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+                torch.set_float32_matmul_precision(prev_matmul)
+    else:
+        yield torch.float16 if device.type in ("cuda", "mps") else torch.bfloat16
