@@ -259,6 +259,10 @@ def run_dataset(
     from layerscope.render.options import RenderOptions
 
     t_start = time.perf_counter()
+    try:
+        import pyarrow  # noqa: F401 - the manifest's format
+    except ImportError:
+        raise UsageError('dataset runs write a Parquet manifest: pip install "layerscope[batch]" (pyarrow)') from None
     save_kinds = _parse_save(save)
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")

@@ -160,7 +160,7 @@ def grid_png(
                 rows.append((group, class_names[c] if c < len(class_names) else f"class {c}", c, int(n)))
     font = ImageFont.load_default(size=11)
     left, top, pad = 170, 40, 2
-    width = left + len(layers) * (cell + pad) + pad
+    width = left + len(layers) * (cell + pad) + pad + 40  # room for the last column title
     height = top + max(len(rows), 1) * (cell + pad) + pad
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)

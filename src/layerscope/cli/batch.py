@@ -137,7 +137,6 @@ def run(args: argparse.Namespace) -> int:
         ray_actors=args.ray_actors,
         ray_address=args.ray_address,
     )
-    print(result.summary())
     if result.merged:
         print(f"manifest: {result.manifest}")
     else:

@@ -1,0 +1,64 @@
+"""A dataset run's memory is bounded by the batch size and the queues, not by the number of
+items: the peak RSS of a 2,000-item run is that of a 500-item run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # two runs, 2,500 items
+
+SCRIPT = textwrap.dedent(
+    """
+    import resource, sys
+    import torch
+    from torch import nn
+    from layerscope.batch import run_dataset
+    from layerscope.datasets.shapes import CLASS_NAMES
+    from layerscope.info import ModelInfo
+    from layerscope.inputs import Preprocess
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
+    ).eval()
+    info = ModelInfo(class_names=CLASS_NAMES, preprocess=Preprocess(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3))
+    r = run_dataset(shapes=int(sys.argv[1]), out_dir=sys.argv[2], model=model, info=info, batch_size=32, workers=1,
+                    progress="none", target="label")
+    assert r.done == int(sys.argv[1])
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(own, children)
+    """
+)
+
+
+def _peak_kib(tmp_path: Path, n: int) -> tuple[int, int]:
+    script = tmp_path / "mem.py"
+    script.write_text(SCRIPT)
+    out = subprocess.run(
+        [sys.executable, str(script), str(n), str(tmp_path / f"run{n}")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=True,
+    )
+    own, children = map(int, out.stdout.split())
+    return own, children
+
+
+def test_peak_rss_does_not_grow_with_the_item_count(tmp_path: Path) -> None:
+    own_500, child_500 = _peak_kib(tmp_path, 500)
+    own_2000, child_2000 = _peak_kib(tmp_path, 2000)
+    # 4× the items: the main process and the largest helper grow by less than 10 % + 24 MiB
+    # (the manifest rows of the merge and the list of keys are the only per-item state)
+    assert own_2000 < own_500 * 1.10 + 24 * 1024, (own_500, own_2000)
+    assert child_2000 < child_500 * 1.10 + 24 * 1024, (child_500, child_2000)
