@@ -311,3 +311,15 @@ def test_still_images_for_the_grid(tmp_path: Path) -> None:
         outputs.check_image_output(tmp_path / "g.gif")
     with pytest.raises(OutputError, match=r"more than \.webp allows"):
         outputs.check_image_output(tmp_path / "big.webp", size=(20_000, 10))
+
+
+def test_apng_is_written_frame_by_frame_and_read_back(tmp_path: Path) -> None:
+    frames = [Image.new("RGB", (9, 7), (i * 40, 10, 200 - i * 40)) for i in range(4)]
+    p = outputs.write_animation(tmp_path / "a.png", [frames[0], frames[0], *frames[1:]], duration=70_000)
+    with Image.open(p) as im:
+        assert im.format == "PNG" and im.is_animated and im.n_frames == 5 and im.info.get("loop") == 0
+        got = []
+        for i in range(5):
+            im.seek(i)
+            got.append((im.convert("RGB").getpixel((4, 3)), im.info["duration"]))
+    assert got == [(f.getpixel((4, 3)), 70_000.0) for f in [frames[0], *frames]]

@@ -1,16 +1,20 @@
 """Animations: GIF (one shared palette), APNG and WebP (lossless, full colour).
 
 The GIF writer draws the frames twice, one at a time — a first pass samples their pixels for
-the shared 256-colour palette, the second quantises and writes each frame — so only one
-frame is in memory at once. Pillow's APNG and WebP encoders take every frame at once: they
-hold the uint8 frames (``max_side`` bounds their size).
+the shared 256-colour palette, the second quantises and writes each frame — and the APNG
+writer compresses and writes each frame as it is drawn, so only one frame is in memory at
+once. Pillow's WebP encoder takes every frame at once: it holds the uint8 frames
+(``max_side`` bounds their size).
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
+import struct
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -107,6 +111,71 @@ def _check_duration(duration: int) -> None:
         )
 
 
+def _png_chunks(data: bytes) -> Iterable[tuple[bytes, bytes]]:
+    pos = 8
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        yield data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+
+
+def _apng_delay(duration: int) -> tuple[int, int]:
+    """APNG's ``delay_num / delay_den`` seconds (16 bits each) for ``duration`` ms."""
+    if duration <= 0xFFFF:
+        return duration, 1000
+    if round(duration / 10) <= 0xFFFF:
+        return round(duration / 10), 100
+    return round(duration / 1000), 1
+
+
+def write_apng(f: IO[bytes], frames: Frames, duration: int = 500, n_frames: int | None = None, loop: int = 0) -> int:
+    """An APNG written one frame at a time: each frame is compressed by Pillow's PNG encoder
+    and its data stored as the frame's ``IDAT``/``fdAT`` chunks. ``frames`` as for
+    :func:`write_gif`; ``n_frames`` is needed up front when it is a function (the count goes
+    in the header). Returns the frame count."""
+    _check_duration(duration)
+    if not callable(frames):
+        frames = list(frames)
+        n_frames = len(frames)
+    if not n_frames:
+        raise UsageError("no frames to write")
+
+    def chunk(tag: bytes, data: bytes) -> None:
+        f.write(struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
+
+    num, den = _apng_delay(duration)
+    seq = count = 0
+    size = None
+    for fr in _iterate(frames):
+        if count == n_frames:
+            raise ValueError(f"more frames than the {n_frames} announced")
+        buf = io.BytesIO()
+        fr.convert("RGB").save(buf, format="PNG", compress_level=6)
+        chunks = list(_png_chunks(buf.getvalue()))
+        if size is None:
+            size = fr.size
+            f.write(b"\x89PNG\r\n\x1a\n")
+            chunk(b"IHDR", chunks[0][1])
+            chunk(b"acTL", struct.pack(">II", n_frames, loop))
+        elif fr.size != size:
+            raise ValueError(f"frame {count} is {fr.size}, not {size}")
+        chunk(b"fcTL", struct.pack(">IIIIIHHBB", seq, size[0], size[1], 0, 0, num, den, 0, 0))
+        seq += 1
+        for tag, data in chunks:
+            if tag != b"IDAT":
+                continue
+            if count == 0:
+                chunk(b"IDAT", data)
+            else:
+                chunk(b"fdAT", struct.pack(">I", seq) + data)
+                seq += 1
+        count += 1
+    if count != n_frames:
+        raise ValueError(f"{count} frames, not the {n_frames} announced")
+    chunk(b"IEND", b"")
+    return count
+
+
 def _write_pillow(f: IO[bytes], frames: Sequence[Image.Image], fmt: str, duration: int) -> None:
     if not frames:
         raise UsageError("no frames to write")
@@ -134,8 +203,10 @@ def write_animation(
     with atomic_file(p, overwrite) as f:
         if ext == ".gif":
             write_gif(f, frames, duration)
+        elif ext == ".png":
+            write_apng(f, frames, duration)
         else:
-            _write_pillow(f, frames, "WEBP" if ext == ".webp" else "PNG", duration)
+            _write_pillow(f, frames, "WEBP", duration)
     return p
 
 
@@ -151,18 +222,21 @@ def _gif(exp: Any, path: Path, options: RenderOptions, index: int | None, overwr
     return path
 
 
-def _pillow_writer(fmt: str) -> Callable[[Any, Path, RenderOptions, int | None, bool], Path]:
-    def write(exp: Any, path: Path, options: RenderOptions, index: int | None, overwrite: bool) -> Path:
-        frames = list(exp.iter_frames(index or 0, options))
-        with atomic_file(path, overwrite) as f:
-            _write_pillow(f, frames, fmt, options.duration)
-        return path
+def _apng(exp: Any, path: Path, options: RenderOptions, index: int | None, overwrite: bool) -> Path:
+    with atomic_file(path, overwrite) as f:
+        write_apng(f, lambda: exp.iter_frames(index or 0, options), options.duration, n_frames=len(exp.layers))
+    return path
 
-    return write
+
+def _webp(exp: Any, path: Path, options: RenderOptions, index: int | None, overwrite: bool) -> Path:
+    frames = list(exp.iter_frames(index or 0, options))  # Pillow's WebP encoder takes them all at once
+    with atomic_file(path, overwrite) as f:
+        _write_pillow(f, frames, "WEBP", options.duration)
+    return path
 
 
 GIF = Writer("GIF animation (256 colours, one shared palette)", _gif, max_side=GIF_MAX_SIDE)
-APNG = Writer("APNG animation (full colour, lossless)", _pillow_writer("PNG"), max_side=2**31 - 1)
-WEBP = Writer("WebP animation (full colour, lossless)", _pillow_writer("WEBP"), max_side=WEBP_MAX_SIDE)
+APNG = Writer("APNG animation (full colour, lossless)", _apng, max_side=2**31 - 1)
+WEBP = Writer("WebP animation (full colour, lossless)", _webp, max_side=WEBP_MAX_SIDE)
 
 ANIMATIONS = {".gif": GIF, ".png": APNG, ".webp": WEBP}

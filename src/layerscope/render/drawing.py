@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -63,23 +64,37 @@ def resize_map(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def overlay(base: np.ndarray, norm: np.ndarray, colormap: str = "jet", alpha: float = 0.5) -> np.ndarray:
     """A [0, 1] map at any resolution, enlarged bilinearly to ``base``'s size, coloured and
-    blended over ``base`` (uint8 RGB), in bands of rows so the float temporaries stay small.
+    blended over ``base`` (uint8 RGB), in bands of rows so the temporaries stay small.
 
-    Equal to ``blend(base, heatmap(resize_map(norm, base.shape[:2]), colormap), alpha)``.
+    Equal to ``blend(base, heatmap(resize_map(norm, base.shape[:2]), colormap), alpha)``: the
+    blend of every (photo value, colour index) pair is looked up in a table computed with
+    the same float32 arithmetic.
     """
     H, W = base.shape[:2]
     n = np.asarray(norm, dtype=np.float32)
     wy = bilinear_matrix(n.shape[0], H).astype(np.float32)
     right = n @ bilinear_matrix(n.shape[1], W).astype(np.float32).T  # (h, W)
-    lut = colormap_lut(colormap).astype(np.float32) * np.float32(alpha)
-    keep = np.float32(1.0 - alpha)
+    table = _blend_table(colormap, float(alpha))
+    offset = (np.arange(3, dtype=np.int32) << 16)[None, None, :]
     out = np.empty_like(base)
     for y0 in range(0, H, BAND_ROWS):
         rows = wy[y0 : y0 + BAND_ROWS] @ right
-        idx = np.clip(np.round(rows * 255.0), 0, 255).astype(np.uint8)
-        mixed = keep * base[y0 : y0 + BAND_ROWS].astype(np.float32) + lut[idx]
-        out[y0 : y0 + BAND_ROWS] = np.clip(np.round(mixed), 0, 255).astype(np.uint8)
+        idx = np.clip(np.round(rows * 255.0), 0, 255).astype(np.int32)
+        key = (base[y0 : y0 + BAND_ROWS].astype(np.int32) << 8) | idx[..., None]
+        out[y0 : y0 + BAND_ROWS] = table.take(key + offset)
     return out
+
+
+@lru_cache(maxsize=16)
+def _blend_table(colormap: str, alpha: float) -> np.ndarray:
+    """``table[c << 16 | photo << 8 | index]``: channel ``c`` of ``(1 − alpha)·photo +
+    alpha·colour[index]``, rounded to uint8 (float32, as :func:`~layerscope.render.blend`)."""
+    lut = colormap_lut(colormap).astype(np.float32) * np.float32(alpha)  # (256, 3)
+    photo = np.float32(1.0 - alpha) * np.arange(256, dtype=np.float32)
+    mixed = photo[None, :, None] + lut.T[:, None, :]  # (3, photo, index)
+    table = np.clip(np.round(mixed), 0, 255).astype(np.uint8).reshape(-1)
+    table.setflags(write=False)
+    return table
 
 
 @dataclass(frozen=True)
@@ -192,10 +207,30 @@ def _layout(
 
 
 def base_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The photo at the display ``size`` (PIL bilinear: it antialiases when shrinking)."""
+    """The photo at the display ``size`` (PIL bilinear: it antialiases when shrinking).
+
+    A photo shrunk by 2× or more is first averaged over ``k × k`` blocks in bands of rows
+    (uint8 out), so a 64-megapixel photo never becomes a second full-size copy in PIL.
+    """
     if size == image.shape[:2]:
         return np.ascontiguousarray(image)
+    k = min(image.shape[0] // max(1, size[0]), image.shape[1] // max(1, size[1]))
+    if k >= 2:
+        image = _block_mean(image, k)
     return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
+def _block_mean(image: np.ndarray, k: int) -> np.ndarray:
+    """Mean of ``k × k`` blocks (remainder rows and columns dropped), uint8, computed by
+    PIL's ``reduce`` on bands of rows."""
+    h, w = image.shape[0] // k, image.shape[1] // k
+    out = np.empty((h, w, image.shape[2]), np.uint8)
+    step = max(1, BAND_ROWS // k) * 4
+    for y0 in range(0, h, step):
+        y1 = min(h, y0 + step)
+        band = Image.fromarray(np.ascontiguousarray(image[y0 * k : y1 * k, : w * k]))
+        out[y0:y1] = np.asarray(band.reduce(k))
+    return out
 
 
 def render_frames(
