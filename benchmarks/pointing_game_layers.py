@@ -35,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import layerscope
     from layerscope.datasets import make_dataset
+    from layerscope.info import model_info
     from layerscope.metrics import pointing_game
     from layerscope.models import demo
 
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seed = demo.EVAL_SEED if args.seed is None else args.seed
     model = demo.build(args.weights)
-    layers = list(model.layerscope_aliases)
+    layers = list(model_info(model).layers)
     images, labels, masks = make_dataset(args.n, seed, demo.IMAGE_SIZE)
 
     correct = 0

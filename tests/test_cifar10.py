@@ -10,6 +10,7 @@ import tarfile
 import numpy as np
 import pytest
 
+from helpers_cifar10 import write_tarball
 from layerscope.datasets import cifar10
 from layerscope.datasets.cifar10 import DatasetError
 from layerscope.errors import UsageError
@@ -17,7 +18,7 @@ from layerscope.errors import UsageError
 
 @pytest.fixture(scope="module")
 def tarball(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(cifar10.write_tarball(tmp_path_factory.mktemp("cifar") / cifar10.TARBALL, per_class=2))
+    return str(write_tarball(tmp_path_factory.mktemp("cifar") / cifar10.TARBALL, per_class=2))
 
 
 def test_reads_tarball_like_the_format_says(tarball: str) -> None:
@@ -108,3 +109,23 @@ def test_keras_cache_is_used(monkeypatch: pytest.MonkeyPatch, tarball: str, tmp_
     with tarfile.open(tarball) as tf:
         tf.extractall(os.path.join(tmp_path, "datasets", "cifar-10-batches-py-target"), filter="data")
     assert np.array_equal(cifar10.load_image(2, allow_download=False)[0], cifar10.load_image(2, "test", tarball)[0])
+
+
+def test_download_is_atomic_and_checked(monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]) -> None:
+    cache = os.path.join(tmp_path, "cache")
+    os.makedirs(cache)
+    stale = os.path.join(cache, f".{cifar10.TARBALL}.killed.part")
+    with open(stale, "wb") as f:
+        f.write(b"half a download from a run that was killed")
+    os.utime(stale, (0, 0))  # old: its run is long gone
+    served = os.path.join(tmp_path, "served.tar.gz")
+    with open(served, "wb") as f:
+        f.write(b"not the real CIFAR-10")
+    monkeypatch.setattr(cifar10, "URL", "file://" + served)
+    dst = cifar10.Path(cache) / cifar10.TARBALL
+    with pytest.raises(DatasetError, match="SHA-256 does not match"):
+        cifar10.download(dst)
+    assert os.listdir(cache) == []  # neither the bad file nor the stale part is left
+    monkeypatch.setattr(cifar10, "SHA256", __import__("hashlib").sha256(b"not the real CIFAR-10").hexdigest())
+    assert cifar10.download(dst).read_bytes() == b"not the real CIFAR-10"
+    assert os.listdir(cache) == [cifar10.TARBALL]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -217,18 +218,21 @@ def trained(demo: ModuleType) -> Any:
 def test_model_conventions(demo: ModuleType, trained: Any) -> None:
     import torch
 
+    from layerscope.info import model_info
+    from layerscope.inputs import Preprocess
+
+    info = model_info(trained)
     names = [f"block{b}_conv{i}" for b, n in enumerate((2, 2, 3, 3, 3), start=1) for i in range(1, n + 1)]
-    assert list(trained.layerscope_aliases) == names
+    assert list(info.layers) == names
     modules = dict(trained.named_modules())
-    for path in trained.layerscope_aliases.values():
+    for path in info.layers.values():
         assert isinstance(modules[path], torch.nn.ReLU)
-    assert trained.class_names == list(CLASS_NAMES)
-    assert trained.layerscope_outputs == "logits"
-    spec = trained.layerscope_preprocess
-    assert tuple(spec["size"]) == (demo.IMAGE_SIZE, demo.IMAGE_SIZE)
-    assert len(spec["mean"]) == 3 and len(spec["std"]) == 3
+    assert info.class_names == tuple(CLASS_NAMES)
+    assert info.output == "logits"
+    assert info.preprocess == Preprocess((demo.IMAGE_SIZE, demo.IMAGE_SIZE), demo.MEAN, demo.STD)
     assert not trained.training
-    assert getattr(trained, "layerscope_warning", None) is None
+    assert info.warning is None and info.note == "demo model (10 synthetic shapes)"
+    assert not [k for k in vars(trained) if k.startswith("layerscope") or k == "class_names"]
 
 
 def test_random_weights_are_deterministic_and_flagged(demo: ModuleType) -> None:
@@ -238,7 +242,9 @@ def test_random_weights_are_deterministic_and_flagged(demo: ModuleType) -> None:
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert ka == kb
         assert torch.equal(va, vb)
-    assert "RANDOM" in a.layerscope_warning
+    from layerscope.info import model_info
+
+    assert "RANDOM" in model_info(a).warning and "RANDOM WEIGHTS" in model_info(a).note
     c = demo.build("random", seed=1)
     assert not torch.equal(a.head.weight, c.head.weight)
 
@@ -256,9 +262,11 @@ def test_missing_default_weights_is_a_clear_error(
 def test_batchnorm_folds_exactly(demo: ModuleType) -> None:
     import torch
 
+    from layerscope.training import demo as training
+
     model = demo.DemoNet()
-    demo._init(model, 0)
-    net = demo._TrainingNet(model)
+    demo.init_demo_(model, 0)
+    net = training._TrainingNet(model)
     x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         net.train()
@@ -277,9 +285,14 @@ def test_training_is_deterministic_and_atomic(demo: ModuleType, tmp_path: Path) 
     import torch
     from safetensors.torch import load_file
 
+    from layerscope.training import demo as training
+
     kwargs = {"steps": 3, "batch_size": 8, "pool": 24, "progress": False}
-    demo.train(tmp_path / "a.safetensors", **kwargs)
-    demo.train(tmp_path / "b.safetensors", **kwargs)
+    stale = tmp_path / ".a.safetensors.killed.part"
+    stale.write_bytes(b"left by a killed run")
+    os.utime(stale, (0, 0))
+    training.train(tmp_path / "a.safetensors", **kwargs)
+    training.train(tmp_path / "b.safetensors", **kwargs)
     a, b = load_file(tmp_path / "a.safetensors"), load_file(tmp_path / "b.safetensors")
     assert a.keys() == b.keys()
     for k in a:

@@ -77,8 +77,7 @@ def test_tensorflow_backend_never_imports_torch() -> None:
         pytest.skip("tensorflow is not installed")
     code = (
         "import sys, warnings, numpy as np, layerscope\n"
-        "from layerscope.models import keras_zoo\n"
-        "m = keras_zoo.load_model('vgg16-cifar10', weights='random', input_size=32)\n"
+        "m = layerscope.load_model('vgg16-cifar10', weights='random', framework='keras', size=32)\n"
         "with warnings.catch_warnings():\n"
         "    warnings.simplefilter('ignore')\n"
         "    e = layerscope.explain(m, np.zeros((32, 32, 3), np.uint8), guided_grads=True)\n"

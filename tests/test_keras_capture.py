@@ -161,7 +161,9 @@ def test_parity_with_torch_vgg16_every_layer(torch_and_keras_vgg: tuple, guided:
 
 def test_weight_conversion_round_trip(torch_and_keras_vgg: tuple) -> None:
     tm, km = torch_and_keras_vgg
-    back = keras_zoo.keras_to_torch_weights(km, list(tm.state_dict()))
+    from helpers_keras import keras_to_torch_weights
+
+    back = keras_to_torch_weights(km, list(tm.state_dict()))
     for k, v in tm.state_dict().items():
         np.testing.assert_array_equal(back[k], v.numpy())
 

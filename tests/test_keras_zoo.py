@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers_cifar10 import write_tarball
+
 keras = pytest.importorskip("keras")
 h5py = pytest.importorskip("h5py")
 if not keras.__version__.startswith("3"):  # pragma: no cover
@@ -25,9 +27,11 @@ from keras import layers  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import layerscope  # noqa: E402
-from layerscope import cli, recipe  # noqa: E402
+from layerscope import cli, presets  # noqa: E402
 from layerscope.datasets import cifar10  # noqa: E402
 from layerscope.errors import UsageError, WeightsError  # noqa: E402
+from layerscope.info import model_info  # noqa: E402
+from layerscope.inputs import CaffePreprocess, caffe_preprocess  # noqa: E402
 from layerscope.models import keras_zoo  # noqa: E402
 
 VGG_NAMES = [f"block{b}_conv{i}" for b, n in enumerate((2, 2, 3, 3, 3), 1) for i in range(1, n + 1)]
@@ -65,7 +69,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         "notop": write_legacy_h5(base, d / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
         "bad": write_legacy_h5(base, d / "bad_notop.h5", shrink="block3_conv2"),
-        "cifar": cifar10.write_tarball(d / cifar10.TARBALL, per_class=2),
+        "cifar": write_tarball(d / cifar10.TARBALL, per_class=2),
         "dir": d,
     }
 
@@ -73,13 +77,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_caffe_preprocess_is_keras_preprocess_input() -> None:
     x = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3)).astype(np.float32)
     want = np.asarray(keras.applications.vgg16.preprocess_input(x.copy()))
-    np.testing.assert_allclose(keras_zoo.caffe_preprocess(x), want, rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(caffe_preprocess(x), want, rtol=1e-6, atol=1e-4)
     img = x[0].astype(np.uint8)
-    np.testing.assert_allclose(keras_zoo.CaffePreprocess((8, 8))([img])[0], want[0], atol=1e-4)
+    np.testing.assert_allclose(CaffePreprocess((8, 8))([img])[0], want[0], atol=1e-4)
 
 
 def test_legacy_notop_file_loads_into_the_base_and_warns(files: dict[str, Path]) -> None:
-    model = keras_zoo.load_model("vgg16-cifar10", weights=files["notop"], input_size=32)
+    model = layerscope.load_model("vgg16-cifar10", files["notop"], framework="keras", size=32)
     with h5py.File(files["notop"]) as f:
         np.testing.assert_array_equal(
             model.get_layer("vgg16").get_layer("block4_conv2").get_weights()[0],
@@ -92,24 +96,28 @@ def test_legacy_notop_file_loads_into_the_base_and_warns(files: dict[str, Path])
 
 def test_weights_that_do_not_fit_name_layer_and_shapes(files: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(WeightsError) as e:
-        keras_zoo.load_model("vgg16-cifar10", weights=files["bad"], input_size=32)
+        layerscope.load_model("vgg16-cifar10", files["bad"], framework="keras", size=32)
     msg = str(e.value)
     assert "block3_conv2" in msg and "(3, 3, 256, 128)" in msg and "(3, 3, 256, 256)" in msg
     small_head = keras_zoo.build_recipe((32, 32, 3), hidden=8)
     keras_zoo.save_weights(small_head, tmp_path / "small.weights.h5")
     with pytest.raises(WeightsError, match=r"layer dense: file \(512, 8\) \+ \(8,\) vs model \(512, 1024\)"):
-        keras_zoo.load_model("vgg16-cifar10", weights=tmp_path / "small.weights.h5", input_size=32)
+        layerscope.load_model("vgg16-cifar10", tmp_path / "small.weights.h5", framework="keras", size=32)
     with pytest.raises(WeightsError, match="no such weights file"):
-        keras_zoo.load_model("vgg16-cifar10", weights=tmp_path / "missing.h5", input_size=32)
+        layerscope.load_model("vgg16-cifar10", tmp_path / "missing.h5", framework="keras", size=32)
 
 
 def test_full_weights_round_trip_and_torch_state_dict(files: dict[str, Path], tmp_path: Path) -> None:
-    model = keras_zoo.load_model("vgg16-cifar10", weights=files["notop"], input_size=32)
+    model = layerscope.load_model("vgg16-cifar10", files["notop"], framework="keras", size=32)
+    stale = tmp_path / ".full.weights.h5.killed.part.weights.h5"
+    stale.write_bytes(b"left by a killed run")
+    os.utime(stale, (0, 0))
     keras_zoo.save_weights(model, tmp_path / "full.weights.h5")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.weights.h5"]  # atomic: the stale part is gone
     with pytest.raises(Exception, match="already exists"):
         keras_zoo.save_weights(model, tmp_path / "full.weights.h5")
-    again = keras_zoo.load_model("vgg16-cifar10", weights=tmp_path / "full.weights.h5", input_size=32)
-    assert again.layerscope_warning is None
+    again = layerscope.load_model("vgg16-cifar10", tmp_path / "full.weights.h5", framework="keras", size=32)
+    assert model_info(again).warning is None
     for a, b in zip(model.get_weights(), again.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     torch = pytest.importorskip("torch")
@@ -117,8 +125,8 @@ def test_full_weights_round_trip_and_torch_state_dict(files: dict[str, Path], tm
 
     tm = layerscope.load_model("vgg16-cifar10", weights="random")
     save_file({k: v.numpy() for k, v in tm.state_dict().items()}, str(tmp_path / "torch.safetensors"))
-    from_torch = keras_zoo.load_model("vgg16-cifar10", weights=tmp_path / "torch.safetensors", input_size=32)
-    assert from_torch.layerscope_warning is None
+    from_torch = layerscope.load_model("vgg16-cifar10", tmp_path / "torch.safetensors", framework="keras", size=32)
+    assert model_info(from_torch).warning is None
     k = from_torch.get_layer("vgg16").get_layer("block2_conv1").get_weights()[0]
     np.testing.assert_array_equal(k, tm.features[5].weight.detach().numpy().transpose(2, 3, 1, 0))
     del torch
@@ -132,10 +140,10 @@ def test_lambda_layer_is_refused_unless_trusted(tmp_path: Path) -> None:
     path = tmp_path / "lambda.keras"
     keras.Model(inp, out).save(path)
     with pytest.raises(WeightsError) as e:
-        keras_zoo.load_model(str(path))
+        layerscope.load_model(str(path), framework="keras")
     assert "'double' is a Lambda layer" in str(e.value)
     assert "--trust-model" in str(e.value) and "trust_model=True" in str(e.value)
-    model = keras_zoo.load_model(str(path), trust_model=True)
+    model = layerscope.load_model(str(path), framework="keras", trust_model=True)
     from layerscope.inputs import Preprocess
 
     assert layerscope.explain(model, np.zeros((16, 16, 3), np.uint8), preprocess=Preprocess((16, 16))).layers == [
@@ -149,11 +157,13 @@ def test_safe_keras_file_loads(tmp_path: Path) -> None:
     out = layers.Dense(2, activation="softmax")(layers.GlobalAveragePooling2D()(x))
     path = tmp_path / "ok.keras"
     keras.Model(inp, out).save(path)
-    assert [n for n, _ in layerscope.capture.keras.resolve_layers(keras_zoo.load_model(str(path)), None)] == ["conv"]
+    assert [
+        n for n, _ in layerscope.capture.keras.resolve_layers(layerscope.load_model(str(path), framework="keras"), None)
+    ] == ["conv"]
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a zip")
     with pytest.raises(WeightsError, match="not a readable Keras model file"):
-        keras_zoo.load_model(str(bad))
+        layerscope.load_model(str(bad), framework="keras")
 
 
 def _frames(path: Path) -> tuple[int, list[int], int, tuple[int, int]]:
@@ -197,26 +207,91 @@ def test_recipe_one_command(
 
 
 def test_recipe_overlay_is_drawn_on_the_original_rgb_image(files: dict[str, Path]) -> None:
-    model = keras_zoo.load_model("vgg16-cifar10", weights=files["notop"], input_size=32)
+    model = layerscope.load_model("vgg16-cifar10", files["notop"], framework="keras", size=32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        exp = recipe.explain_cifar10(4, weights=None, cifar10_path=files["cifar"], model=model)
+        exp = presets.explain_cifar10(4, weights=None, cifar10_path=files["cifar"], model=model)
     img, _, _ = cifar10.load_image(4, "test", files["cifar"])
     assert np.array_equal(exp.images[0], img)  # RGB uint8, not the BGR mean-subtracted input
     assert exp.options == {"guided_grads": True}
 
 
-def test_offline_without_weights_names_the_file(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    from keras.src.utils import file_utils
+def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
 
     def offline(*a: object, **k: object) -> None:
-        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- Name or service not known")
+        raise urllib.error.URLError(OSError(-2, "Name or service not known"))
 
-    monkeypatch.setattr(file_utils, "get_file", offline)
-    code = cli.main(["tour", "--framework", "keras", "--model", "vgg16-cifar10", "-o", "never.gif"])
-    err = capsys.readouterr().err
-    assert code == 1 and err.count("\n") == 1
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+
+
+def test_offline_without_weights_names_the_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    _offline(monkeypatch, tmp_path)
+    code = cli.main(["tour", "--framework", "keras", "--model", "vgg16-cifar10", "-o", str(tmp_path / "never.gif")])
+    captured = capsys.readouterr()
+    err = captured.err
+    assert code == 1 and err.count("\n") == 1, err
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in err and "--weights PATH" in err
+    assert "Name or service not known" in err  # the cause, whole (not cut mid-word)
+    assert "Downloading data from" not in captured.out + err
+
+
+def test_offline_error_comes_before_building(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from layerscope.models.keras_zoo import architecture
+
+    _offline(monkeypatch, tmp_path)
+    built: list[object] = []
+    monkeypatch.setattr(architecture, "build_vgg16", lambda *a, **k: built.append(a))
+    for name in ("vgg16", "vgg16-cifar10"):
+        with pytest.raises(WeightsError, match="Offline"):
+            layerscope.load_model(name, framework="keras")
+    assert built == []
+
+
+def test_a_cached_keras_file_is_used_without_network(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import shutil
+
+    _offline(monkeypatch, tmp_path)
+    cache = tmp_path / "keras_home" / "models"
+    cache.mkdir(parents=True)
+    shutil.copy(files["notop"], cache / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    with pytest.warns(UserWarning, match="untrained"):
+        model = layerscope.load_model("vgg16-cifar10", framework="keras", size=32)
+        layerscope.explain(model, np.zeros((32, 32, 3), np.uint8), layers="block5_conv3")
+    assert model_info(model).note == "untrained head"
+
+
+@pytest.mark.slow
+def test_no_tensorflow_chatter_before_our_message(tmp_path: Path) -> None:
+    """A fresh process on the TensorFlow backend: its absl / CPU-feature start-up lines and
+    Keras' "Downloading data from …" never appear, only layerscope's one line."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("tensorflow is not installed")
+    code = (
+        "import layerscope, numpy as np\n"
+        "m = layerscope.load_model('vgg16-cifar10', 'random', framework='keras', size=32)\n"
+        "try:\n"
+        "    layerscope.load_model('vgg16-cifar10', framework='keras', size=32)\n"
+        "except layerscope.LayerscopeError as e:\n"
+        "    print('ERROR', e)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env.update(KERAS_BACKEND="tensorflow", KERAS_HOME=str(tmp_path), https_proxy="http://127.0.0.1:9")
+    env.update(HTTPS_PROXY="http://127.0.0.1:9", no_proxy="", NO_PROXY="")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stderr == ""
+    assert r.stdout.startswith("ERROR cannot get Keras' VGG16 ImageNet weights") and r.stdout.count("\n") == 1
 
 
 def test_cli_usage_errors(files: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
@@ -234,8 +309,8 @@ def test_train_head_then_explain_without_warning(files: dict[str, Path], capsys:
     argv += [str(files["cifar"]), "--steps", "2", "--batch-size", "4", "--size", "32", "-o", str(out)]
     assert cli.main(argv) == 0
     assert "step 2/2: loss" in capsys.readouterr().out
-    model = keras_zoo.load_model("vgg16-cifar10", weights=out, input_size=32)
-    base = keras_zoo.load_model("vgg16-cifar10", weights=files["notop"], input_size=32)
+    model = layerscope.load_model("vgg16-cifar10", out, framework="keras", size=32)
+    base = layerscope.load_model("vgg16-cifar10", files["notop"], framework="keras", size=32)
     for a, b in zip(model.get_layer("vgg16").get_weights(), base.get_layer("vgg16").get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)  # the base stayed frozen
     head_changed = not np.array_equal(
@@ -261,4 +336,4 @@ def test_torch_recipe_with_cifar10(files: dict[str, Path], capsys: pytest.Captur
     assert "untrained" not in captured.err and "labelled 'cat'" in captured.out
     assert _frames(out)[0] == 3
     with pytest.raises(UsageError, match="Keras model files only"):
-        recipe.load("vgg16-cifar10", "torch", "random", trust_model=True)
+        layerscope.load_model("vgg16-cifar10", "random", trust_model=True)

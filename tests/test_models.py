@@ -14,7 +14,9 @@ from safetensors.torch import save_file
 
 import layerscope
 from layerscope.errors import UsageError, WeightsError
-from layerscope.models import imagenet_classes, vgg, weights
+from layerscope.info import model_info
+from layerscope.inputs import Preprocess
+from layerscope.models import imagenet_classes, registry, resnet, vgg, weights
 
 TORCHVISION_VGG16_KEYS = [
     f"features.{i}.{p}" for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28) for p in ("weight", "bias")
@@ -31,12 +33,20 @@ def test_vgg16_has_torchvision_keys_and_shapes() -> None:
 
 def test_friendly_names_point_at_the_relu_after_each_conv() -> None:
     model = vgg.VGG16()
-    assert len(model.layerscope_aliases) == 13
-    for name, path in model.layerscope_aliases.items():
+    names = vgg.vgg16_layers()
+    assert names == vgg.make_features()[1]
+    assert len(names) == 13
+    for name, path in names.items():
         idx = int(path.split(".")[1])
         assert isinstance(model.features[idx], torch.nn.ReLU), name
         assert isinstance(model.features[idx - 1], torch.nn.Conv2d), name
-    assert model.layerscope_aliases["block5_conv3"] == "features.29"
+    assert names["block5_conv3"] == "features.29"
+
+
+def _no_layerscope_attributes(model: torch.nn.Module) -> bool:
+    return not any(
+        k.startswith("layerscope") or k == "class_names" for m in model.modules() for k in (*vars(m), *type(m).__dict__)
+    )
 
 
 def test_imagenet_class_names() -> None:
@@ -46,7 +56,10 @@ def test_imagenet_class_names() -> None:
 
 def test_random_weights_say_so() -> None:
     model = layerscope.load_model("vgg16-cifar10", weights="random")
-    assert "RANDOM" in model.layerscope_warning
+    info = model_info(model)
+    assert info is not None and info.name == "vgg16-cifar10"
+    assert "RANDOM" in info.warning and info.note == "RANDOM WEIGHTS"
+    assert _no_layerscope_attributes(model)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         layerscope.explain(model, torch.randn(1, 3, 32, 32), layers="block5_conv3")
@@ -73,7 +86,7 @@ def test_local_pth_and_safetensors_roundtrip(tmp_path: Path) -> None:
     save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(tmp_path / "w.safetensors"))
     for name in ("w.pth", "w.safetensors"):
         m = layerscope.load_model("vgg16-cifar10", weights=str(tmp_path / name))
-        assert m.layerscope_warning is None
+        assert model_info(m).warning is None and model_info(m).note is None
         for k, v in src.state_dict().items():
             assert torch.equal(m.state_dict()[k], v), k
 
@@ -82,14 +95,18 @@ def test_conv_base_only_file_warns_untrained_head(tmp_path: Path) -> None:
     base = {k: v for k, v in vgg.VGG16().state_dict().items() if k.startswith("features.")}
     torch.save(base, tmp_path / "base.pth")
     m = layerscope.load_model("vgg16-cifar10", weights=str(tmp_path / "base.pth"))
-    assert "untrained" in m.layerscope_warning
+    assert "untrained" in model_info(m).warning and model_info(m).note == "untrained head"
     assert torch.equal(m.features[0].weight, base["features.0.weight"])
 
 
-def test_pickled_whole_model_is_refused(tmp_path: Path) -> None:
+def test_pickled_whole_model_is_refused_in_one_clean_line(tmp_path: Path) -> None:
     torch.save(torch.nn.Conv2d(1, 1, 1), tmp_path / "whole.pth")
-    with pytest.raises(WeightsError, match="refused"):
+    with pytest.raises(WeightsError, match="refused") as e:
         weights.read_state_dict(tmp_path / "whole.pth")
+    msg = str(e.value)
+    assert "torch.nn.modules.conv.Conv2d" in msg and "model.state_dict()" in msg
+    # neither torch's terminal colour codes nor its advice to load the file unsafely
+    assert "\x1b" not in msg and "weights_only" not in msg and "\n" not in msg
 
 
 class Evil:
@@ -155,11 +172,16 @@ def test_download_checks_hash_and_caches(tmp_path: Path, monkeypatch: pytest.Mon
     assert not (tmp_path / "hub" / "hub" / "checkpoints" / "other-00000000.pth").exists()
 
 
-def test_offline_imagenet_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_imagenet_is_a_clear_error_before_building(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
     monkeypatch.setattr(weights, "VGG16_IMAGENET_URL", (tmp_path / "nowhere" / "vgg16-397923af.pth").as_uri())
-    with pytest.raises(WeightsError, match="--weights random"):
+    built: list[str] = []
+    real = vgg.VGG16
+    monkeypatch.setattr(vgg, "VGG16", lambda *a, **k: built.append("VGG16") or real(*a, **k))
+    with pytest.raises(WeightsError, match="--weights random") as e:
         layerscope.load_model("vgg16", weights="imagenet")
+    assert built == []  # the error came before the 138 M parameters were laid out
+    assert "\n" not in str(e.value) and str(e.value).count("(") == str(e.value).count(")")
 
 
 def test_imagenet_base_for_the_recipe_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -168,7 +190,155 @@ def test_imagenet_base_for_the_recipe_model(tmp_path: Path, monkeypatch: pytest.
     torch.save(full, path)
     monkeypatch.setattr(weights, "download_torchvision", lambda url, timeout=30.0: path)
     m = layerscope.load_model("vgg16-cifar10", weights="imagenet")
-    assert "untrained" in m.layerscope_warning
+    assert "untrained" in model_info(m).warning
     assert torch.equal(m.features[28].weight, full["features.28.weight"])
     m2 = layerscope.load_model("vgg16", weights="imagenet")
-    assert m2.layerscope_warning is None and torch.equal(m2.classifier[6].bias, full["classifier.6.bias"])
+    assert model_info(m2).warning is None and torch.equal(m2.classifier[6].bias, full["classifier.6.bias"])
+
+
+# ---------------------------------------------------------------- building without waste (issue 9 #2)
+
+
+def _record_init_devices(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every tensor torch's default initialisers touch, by device."""
+    seen: list[str] = []
+    for fn in ("kaiming_uniform_", "uniform_", "normal_", "zeros_", "ones_"):
+        real = getattr(torch.nn.init, fn)
+
+        def spy(*a: object, _real=real, **k: object) -> object:  # type: ignore[no-untyped-def]
+            t = a[0] if a else k["tensor"]
+            seen.append(t.device.type)  # type: ignore[union-attr]
+            return _real(*a, **k)
+
+        monkeypatch.setattr(torch.nn.init, fn, spy)
+    return seen
+
+
+def test_loading_weights_initialises_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = layerscope.load_model("vgg16", weights="random", seed=4)
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    seen = _record_init_devices(monkeypatch)
+    calls: list[int] = []
+    monkeypatch.setattr(vgg, "init_vgg_", lambda *a, **k: calls.append(1))
+    m = layerscope.load_model("vgg16", weights=str(tmp_path / "w.safetensors"))
+    assert calls == [] and set(seen) <= {"meta"}  # no parameter initialised on a real device
+    for k, v in src.state_dict().items():
+        assert torch.equal(m.state_dict()[k], v), k
+
+
+def test_random_weights_are_initialised_once_and_seeded(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _record_init_devices(monkeypatch)
+    calls: list[int] = []
+    real = vgg.init_vgg_
+    monkeypatch.setattr(vgg, "init_vgg_", lambda m, seed=0: calls.append(seed) or real(m, seed))
+    a = layerscope.load_model("vgg16-cifar10", weights="random", seed=7)
+    assert calls == [7] and set(seen) <= {"meta"}
+    b = layerscope.load_model("vgg16-cifar10", weights="random", seed=7)
+    c = layerscope.load_model("vgg16-cifar10", weights="random", seed=8)
+    assert torch.equal(a.head[2].weight, b.head[2].weight) and not torch.equal(a.head[2].weight, c.head[2].weight)
+
+
+def test_build_for_listing_needs_no_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_download(*a: object, **k: object) -> None:
+        raise AssertionError("nothing may be downloaded or read")
+
+    monkeypatch.setattr(weights, "download_torchvision", no_download)
+    monkeypatch.setattr(weights, "read_state_dict", no_download)
+    model = registry.build_for_listing("vgg16")
+    assert model_info(model).layers == vgg.vgg16_layers()
+    assert all(float(p.detach().abs().max()) == 0.0 for p in model.parameters())
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 1000)
+    meta = registry.build_for_listing("resnet50", device="meta")
+    assert all(p.is_meta for p in meta.parameters())
+    with torch.no_grad():
+        assert meta.layer4(torch.zeros(1, 1024, 14, 14, device="meta")).shape == (1, 2048, 7, 7)
+
+
+def test_preprocess_overrides_and_model_info() -> None:
+    m = layerscope.load_model("demo", size=(64, 48), mean=(0.1, 0.2, 0.3))
+    info = model_info(m)
+    assert info.note == "demo model (10 synthetic shapes)" and info.output == "logits"
+    assert info.preprocess == Preprocess((64, 48), (0.1, 0.2, 0.3), (0.25, 0.25, 0.25))
+    assert (
+        model_info(layerscope.load_model("demo", "random")).note == "demo model (10 synthetic shapes), RANDOM WEIGHTS"
+    )
+    with pytest.raises(UsageError, match="no 'imagenet' weights"):
+        layerscope.load_model("demo", weights="imagenet")
+    with pytest.raises(UsageError, match="PyTorch only"):
+        layerscope.load_model("demo", framework="keras")
+    with pytest.raises(UsageError, match="size"):
+        layerscope.load_model("demo", size=(0, 3))
+
+
+# ---------------------------------------------------------------- ResNet-50 (issue 11 #2)
+
+
+def _torchvision_resnet50_keys() -> list[str]:
+    """torchvision's ``resnet50().state_dict()`` keys, written out from its layout."""
+    bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    keys = ["conv1.weight", *(f"bn1.{p}" for p in bn)]
+    for i, n in enumerate((3, 4, 6, 3), start=1):
+        for b in range(n):
+            for k in (1, 2, 3):
+                keys += [f"layer{i}.{b}.conv{k}.weight", *(f"layer{i}.{b}.bn{k}.{p}" for p in bn)]
+            if b == 0:
+                keys += [f"layer{i}.0.downsample.0.weight", *(f"layer{i}.0.downsample.1.{p}" for p in bn)]
+    return [*keys, "fc.weight", "fc.bias"]
+
+
+def test_resnet50_has_torchvision_keys_shapes_and_layers() -> None:
+    model = layerscope.load_model("resnet50", weights="random")
+    sd = model.state_dict()
+    assert list(sd) == _torchvision_resnet50_keys()
+    assert sum(v.numel() for k, v in model.named_parameters()) == 25_557_032  # torchvision's num_params
+    assert tuple(sd["layer2.0.conv2.weight"].shape) == (128, 128, 3, 3)  # V1.5: the stride is on the 3×3
+    assert model.layer2[0].conv2.stride == (2, 2) and model.layer2[0].conv1.stride == (1, 1)
+    info = model_info(model)
+    assert list(info.layers) == [f"layer{i}.{b}" for i, n in enumerate((3, 4, 6, 3), 1) for b in range(n)]
+    assert info.class_names == imagenet_classes() and info.note == "RANDOM WEIGHTS"
+
+
+def test_resnet50_maps_equal_captum_at_every_block() -> None:
+    captum_attr = pytest.importorskip("captum.attr")
+    torch.manual_seed(0)
+    model = layerscope.load_model("resnet50", weights="random", seed=1)
+    with torch.no_grad():  # non-trivial batch-norm statistics, so blocks differ
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.1)
+    x = torch.randn(2, 3, 64, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the random-weights warning
+        exp = layerscope.explain(model, x)
+    assert exp.layers == list(resnet.resnet50_layers())
+    target = torch.from_numpy(exp.targets)
+    for name in exp.layers:
+        ref = captum_attr.LayerGradCam(model, model.get_submodule(name)).attribute(
+            x, target=target, relu_attributions=True
+        )
+        ref = ref[:, 0].detach().numpy()
+        ours = exp.cams[name]
+        assert ours.shape == ref.shape, name
+        for a, b in zip(ours, ref, strict=True):
+            a = (a - a.min()) / max(a.max() - a.min(), 1e-30)
+            b = (b - b.min()) / max(b.max() - b.min(), 1e-30)
+            assert abs(a - b).max() <= 1e-4, name
+
+
+def test_dependency_floors_are_safe() -> None:
+    """torch ≥ 2.10 (weights_only bypasses CVE-2025-32434, CVE-2026-24747) and Keras ≥ 3.12.1
+    without 3.13.x (safe_mode bypasses up to CVE-2026-1462): no vulnerable version allowed."""
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+
+    text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    extras = tomllib.loads(text)["project"]["optional-dependencies"]
+    specs = {req.name: req.specifier for group in ("torch", "keras") for req in map(Requirement, extras[group])}
+    assert not any(v in specs["torch"] for v in ("2.1.0", "2.5.1", "2.6.0", "2.9.1"))
+    assert "2.10.0" in specs["torch"]
+    assert not any(v in specs["keras"] for v in ("3.0.0", "3.8.0", "3.11.2", "3.11.3", "3.12.0", "3.13.0", "3.13.1"))
+    assert "3.12.1" in specs["keras"] and "3.15.1" in specs["keras"]

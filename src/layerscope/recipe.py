@@ -23,8 +23,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from layerscope.errors import UsageError
 
 #: The recipe's settings, applied when the recipe's model explains a CIFAR-10 image.
@@ -39,18 +37,11 @@ def load(
     weights: str | os.PathLike[str] | None = None,
     trust_model: bool = False,
 ) -> Any:
-    """A built-in model (or, for Keras, a ``.keras`` file) of either framework."""
-    if framework == "keras":
-        from layerscope.models.keras_zoo import load_model as load_keras
-
-        return load_keras(name, weights=weights, trust_model=trust_model)
-    if framework != "torch":
-        raise UsageError(f"unknown framework {framework!r}; expected 'torch' or 'keras'")
-    if trust_model:
-        raise UsageError("--trust-model applies to Keras model files only (--framework keras)")
+    """``layerscope.load_model(name, weights, framework=framework, trust_model=trust_model)``
+    (kept until this module is removed)."""
     from layerscope.models import load_model
 
-    return load_model(name, weights=None if weights is None else str(weights))
+    return load_model(name, weights, framework=framework, trust_model=trust_model)
 
 
 def explain_cifar10(
@@ -80,64 +71,18 @@ def explain_cifar10(
 # --------------------------------------------------------------------------- training the head
 
 
-def train_head_torch(
-    model: Any,
-    images: np.ndarray,
-    labels: np.ndarray,
-    steps: int,
-    batch_size: int = 32,
-    learning_rate: float = 1e-3,
-    seed: int = 0,
-    log: Any = None,
-) -> list[float]:
-    """The torch twin of :func:`layerscope.models.keras_zoo.train_head`: Adam on the head of
-    layerscope's ``vgg16-cifar10`` (``model.head``), the conv base frozen (run without
-    gradients, its weights untouched)."""
-    import torch
+def train_head_torch(*args: Any, **kwargs: Any) -> list[float]:
+    """:func:`layerscope.training.head.train_head_torch` (kept until this module is removed)."""
+    from layerscope.training.head import train_head_torch as train
 
-    from layerscope.inputs import Preprocess
-
-    if steps <= 0:
-        raise UsageError(f"the number of steps must be positive, not {steps}")
-    if not hasattr(model, "head") or not hasattr(model, "features"):
-        raise UsageError("train-head needs the recipe model (vgg16-cifar10)")
-    prep = Preprocess.for_model(model)
-    rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.head.parameters(), lr=learning_rate)
-    losses = []
-    model.eval()
-    for step in range(1, steps + 1):
-        idx = rng.choice(len(images), size=min(batch_size, len(images)), replace=False)
-        x = torch.from_numpy(prep(list(images[idx])))
-        y = torch.from_numpy(np.asarray(labels[idx], dtype=np.int64))
-        with torch.no_grad():
-            feats = torch.flatten(model.pool(model.features(x)), 1)
-        model.head.train()
-        logits = model.head(feats)
-        loss = torch.nn.functional.cross_entropy(logits, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        model.head.eval()
-        losses.append(float(loss))
-        if log is not None:
-            log(step, float(loss), float((logits.argmax(1) == y).float().mean()))
-    model.layerscope_warning = None
-    return losses
+    return train(*args, **kwargs)
 
 
 def save_torch(model: Any, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
-    """The whole state dict as ``.safetensors``, atomically (loadable with ``--weights PATH``)."""
-    from safetensors.torch import save
+    """:func:`layerscope.training.head.save_torch` (kept until this module is removed)."""
+    from layerscope.training.head import save_torch as save
 
-    from layerscope import outputs
-
-    p = Path(path)
-    if p.suffix != ".safetensors":
-        raise UsageError(f"{p}: torch weights are saved as .safetensors")
-    data = save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
-    return outputs.write_with(p, lambda f: f.write(data), overwrite)
+    return save(model, path, overwrite)
 
 
 # --------------------------------------------------------------------------- command line
@@ -266,18 +211,17 @@ def cmd_train_head(args: argparse.Namespace) -> int:
         if step % every == 0 or step == args.steps:
             print(f"step {step}/{args.steps}: loss {loss:.4f}, batch accuracy {acc:.2f}", flush=True)
 
+    from layerscope.models import load_model
+    from layerscope.training import head
+
+    model = load_model(RECIPE_MODEL, args.weights, framework=args.framework, seed=args.seed, size=args.size)
     if args.framework == "keras":
         from layerscope.models import keras_zoo
 
-        model = keras_zoo.load_model(RECIPE_MODEL, weights=args.weights, input_size=args.size, seed=args.seed)
-        keras_zoo.train_head(model, images, labels, args.steps, args.batch_size, args.lr, args.seed, log)
+        head.train_head_keras(model, images, labels, args.steps, args.batch_size, args.lr, args.seed, log)
         path = keras_zoo.save_weights(model, out, args.overwrite)
     else:
-        model = load(RECIPE_MODEL, "torch", args.weights)
-        if args.size != 224:
-            spec = dict(getattr(model, "layerscope_preprocess", None) or {})
-            model.layerscope_preprocess = {**spec, "size": (args.size, args.size)}
-        train_head_torch(model, images, labels, args.steps, args.batch_size, args.lr, args.seed, log)
-        path = save_torch(model, out, args.overwrite)
+        head.train_head_torch(model, images, labels, args.steps, args.batch_size, args.lr, args.seed, log)
+        path = head.save_torch(model, out, args.overwrite)
     print(f"{path}: the whole model's weights, head trained for {args.steps} steps on {len(labels)} images")
     return 0

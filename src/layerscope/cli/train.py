@@ -43,7 +43,6 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train the recipe's head and save the weights; prints the loss as it goes."""
-    from layerscope import recipe
     from layerscope.atomic import check_writable
     from layerscope.datasets.cifar10 import load_split
 
@@ -56,15 +55,17 @@ def run(args: argparse.Namespace) -> int:
         if step % every == 0 or step == args.steps:
             print(f"step {step}/{args.steps}: loss {loss:.4f}, batch accuracy {acc:.2f}", flush=True)
 
+    from layerscope.models import load_model
+    from layerscope.training import head
+
+    model = load_model(RECIPE_MODEL, args.weights, framework=args.framework, seed=args.seed, size=args.size)
     if args.framework == "keras":
         from layerscope.models import keras_zoo
 
-        model = keras_zoo.load_model(RECIPE_MODEL, weights=args.weights, input_size=args.size, seed=args.seed)
-        keras_zoo.train_head(model, images, labels, args.steps, args.batch_size, args.lr, args.seed, log)
+        head.train_head_keras(model, images, labels, args.steps, args.batch_size, args.lr, args.seed, log)
         path = keras_zoo.save_weights(model, out, args.overwrite)
     else:
-        model = recipe.load(RECIPE_MODEL, "torch", args.weights)
-        recipe.train_head_torch(model, images, labels, args.steps, args.batch_size, args.lr, args.seed, log)
-        path = recipe.save_torch(model, out, args.overwrite)
+        head.train_head_torch(model, images, labels, args.steps, args.batch_size, args.lr, args.seed, log)
+        path = head.save_torch(model, out, args.overwrite)
     print(f"{path}: the whole model's weights, head trained for {args.steps} steps on {len(labels)} images")
     return 0

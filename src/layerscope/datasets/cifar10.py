@@ -21,7 +21,6 @@ import io
 import os
 import pickle
 import tarfile
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -223,32 +222,41 @@ def cached_copies() -> list[Path]:
 
 
 def download(dst: Path | None = None, timeout: float = 30.0) -> Path:
-    """Download ``cifar-10-python.tar.gz`` (170 MB) into the cache, SHA-256 checked, atomically.
+    """Download ``cifar-10-python.tar.gz`` (170 MB) into the cache, SHA-256 checked, atomically
+    (:func:`layerscope.atomic.atomic_file`: no partial file under the final name).
 
     Raises:
         DatasetError: offline (names the file to pass instead) or a checksum mismatch.
     """
+    from layerscope.atomic import atomic_file
+    from layerscope.errors import OutputError
+
     dst = dst or cache_dir() / TARBALL
     hint = f"pass --cifar10-path PATH (cifar10_path=...) to a local {TARBALL} or its extracted {FOLDER} folder"
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
     except OSError as e:
         raise DatasetError(f"cannot write the CIFAR-10 cache in {dst.parent} ({e}); {hint}") from None
-    digest = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(URL, timeout=timeout) as r:
-            while chunk := r.read(1 << 20):
-                digest.update(chunk)
-                f.write(chunk)
-        if digest.hexdigest() != SHA256:
-            raise DatasetError(f"{URL}: the download's SHA-256 does not match; {hint}")
-        os.replace(tmp, dst)
+        response = urllib.request.urlopen(URL, timeout=timeout)
     except (TimeoutError, OSError) as e:
         raise DatasetError(f"CIFAR-10 is not cached and cannot be downloaded ({e}); {hint}") from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    digest = hashlib.sha256()
+    try:
+        with response, atomic_file(dst, overwrite=True) as f:
+            while True:
+                try:
+                    chunk = response.read(1 << 20)
+                except OSError as e:
+                    raise DatasetError(f"the CIFAR-10 download failed ({e}); {hint}") from None
+                if not chunk:
+                    break
+                digest.update(chunk)
+                f.write(chunk)
+            if digest.hexdigest() != SHA256:
+                raise DatasetError(f"{URL}: the download's SHA-256 does not match; {hint}")
+    except OutputError as e:
+        raise DatasetError(f"cannot write the CIFAR-10 cache ({e}); {hint}") from None
     return dst
 
 
@@ -315,44 +323,3 @@ def load_split(
             break
     x, y = np.concatenate(xs), np.concatenate(ys)
     return (x[:limit], y[:limit]) if limit is not None else (x, y)
-
-
-def write_tarball(
-    path: str | os.PathLike[str],
-    per_class: int = 2,
-    train_batches: int = 5,
-    seed: int = 0,
-    protocol: int = 2,
-) -> Path:
-    """Write a small CIFAR-10-format ``.tar.gz`` (same folder, file names and pickle layout),
-    ``per_class`` images of each class per batch file; for tests and offline demos."""
-    rng = np.random.default_rng(seed)
-    n = per_class * len(CLASSES)
-
-    def batch(label: bytes) -> bytes:
-        labels = [i % len(CLASSES) for i in range(n)]
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        return pickle.dumps(
-            {
-                b"batch_label": label,
-                b"labels": labels,
-                b"data": data,
-                b"filenames": [f"img_{i:05d}.png".encode() for i in range(n)],
-            },
-            protocol=protocol,
-        )
-
-    files = {f"data_batch_{i}": batch(f"training batch {i} of {train_batches}".encode()) for i in range(1, 6)}
-    files = dict(list(files.items())[:train_batches])
-    files["test_batch"] = batch(b"testing batch 1 of 1")
-    files["batches.meta"] = pickle.dumps(
-        {b"num_cases_per_batch": n, b"label_names": [c.encode() for c in CLASSES], b"num_vis": 3072},
-        protocol=protocol,
-    )
-    p = Path(path)
-    with tarfile.open(p, "w:gz") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(f"{FOLDER}/{name}")
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return p

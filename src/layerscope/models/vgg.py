@@ -2,8 +2,13 @@
 
 ``features.N`` / ``classifier.N`` match torchvision's ``vgg16`` exactly, so a weight file
 made for torchvision loads here unchanged. Each conv layer also answers to its Keras name
-(``block1_conv1`` … ``block5_conv3``): that friendly name points at the ReLU that follows the
-conv, so it means "the conv layer with its ReLU", as a Keras ``Conv2D(activation="relu")``.
+(``block1_conv1`` … ``block5_conv3``, recorded in the model's
+:class:`~layerscope.info.ModelInfo` by :func:`layerscope.load_model`): that friendly name
+points at the ReLU that follows the conv, so it means "the conv layer with its ReLU", as a
+Keras ``Conv2D(activation="relu")``.
+
+The constructors only lay out the modules; :func:`init_vgg_` gives seeded random weights, and
+the zoo builds on the ``meta`` device when a weights file is loaded anyway (no wasted init).
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ class VGG16(nn.Module):
 
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()
-        self.features, self.layerscope_aliases = make_features()
+        self.features, _ = make_features()
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         self.classifier = nn.Sequential(
             nn.Linear(512 * 7 * 7, 4096),
@@ -62,7 +67,6 @@ class VGG16(nn.Module):
             nn.Dropout(),
             nn.Linear(4096, num_classes),
         )
-        init_vgg_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.avgpool(self.features(x))
@@ -73,22 +77,36 @@ class VGG16GAPHead(nn.Module):
     """The recipe's CIFAR-10 model: VGG16 conv base, global average pooling,
     Linear(512→1024), ReLU, Linear(1024→classes), softmax (the output is a probability)."""
 
-    layerscope_outputs = "probabilities"
-
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
-        self.features, self.layerscope_aliases = make_features()
+        self.features, _ = make_features()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(nn.Linear(512, 1024), nn.ReLU(True), nn.Linear(1024, num_classes))
-        init_vgg_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.pool(self.features(x)), 1)
         return torch.softmax(self.head(x), dim=1)
 
 
-def init_vgg_(model: nn.Module, seed: int | None = None) -> None:
-    """torchvision's VGG initialisation (Kaiming-normal convs, N(0, 0.01) linears)."""
+def vgg16_layers() -> dict[str, str]:
+    """VGG16's friendly layer names: ``{"block1_conv1": "features.1", …, "block5_conv3": "features.29"}``."""
+    return _layer_names(VGG16_BLOCKS)
+
+
+def _layer_names(blocks: Sequence[int]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    i = 0
+    for b, n in enumerate(blocks, start=1):
+        for k in range(1, n + 1):
+            names[f"block{b}_conv{k}"] = f"features.{i + 1}"
+            i += 2
+        i += 1  # the max-pool
+    return names
+
+
+def init_vgg_(model: nn.Module, seed: int | None = 0) -> None:
+    """torchvision's VGG initialisation (Kaiming-normal convs, N(0, 0.01) linears, zero
+    biases), seeded: the same weights for the same ``seed`` (``None``: torch's global RNG)."""
     gen = None
     if seed is not None:
         gen = torch.Generator().manual_seed(seed)

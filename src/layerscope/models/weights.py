@@ -1,12 +1,14 @@
 """Loading weights safely: local ``.pth`` state dicts (``weights_only=True``, no unsafe
-retry), ``.safetensors`` files, and torchvision's published files (SHA-256 prefix checked,
-cached in torch's hub cache)."""
+retry), ``.safetensors`` files, and published files (SHA-256 checked, cached, written
+atomically)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
-import socket
+import re
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ from layerscope.errors import WeightsError
 #: torchvision's published VGG16 ImageNet weights; the 8 hex digits in the file name are
 #: the start of the file's SHA-256, checked after download.
 VGG16_IMAGENET_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+#: torchvision's ResNet-50 ImageNet weights (``IMAGENET1K_V2``, its default: 80.9 % top-1).
+RESNET50_IMAGENET_URL = "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -38,12 +42,16 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
         except (SafetensorError, OSError, ValueError) as e:
             raise WeightsError(f"{p}: not a readable safetensors file: {e}") from None
     try:
-        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+        try:  # memory-mapped: nothing is copied until the tensors are used
+            obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):  # a legacy (non-zip) file cannot be mapped; anything else is an error
+                raise
+            obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise WeightsError(
-            f"{p}: refused: not a plain state dict of tensors (a pickled whole model or "
-            f"arbitrary code?); save `model.state_dict()` instead. ({first})"
+            f"{p}: refused: not a plain state dict of tensors{_refused_global(str(e))} (a pickled whole model "
+            "or arbitrary code?); save `model.state_dict()` (or a .safetensors file) instead"
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         raise WeightsError(f"{p}: cannot read the weights file: {e}") from None
@@ -54,15 +62,32 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     return obj
 
 
-def apply_state_dict(model: Any, state: dict[str, Any], source: str, strict: bool = True) -> list[str]:
-    """Load ``state`` into ``model``, naming every missing or unexpected key and every shape
-    that differs. With ``strict=False`` missing keys are allowed and returned."""
-    own = model.state_dict()
+def _refused_global(message: str) -> str:
+    """``" (it needs GLOBAL x.y)"`` from torch's refusal, without its advice or ANSI codes."""
+    message = re.sub(r"\x1b\[[0-9;]*m", "", message)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    return f": it needs {found.group(1)}" if found else ""
+
+
+def _normalise(state: dict[str, Any]) -> dict[str, Any]:
     strip = "module."
     if state and all(k.startswith(strip) for k in state):  # saved from DataParallel
-        state = {k[len(strip) :]: v for k, v in state.items()}
+        return {k[len(strip) :]: v for k, v in state.items()}
+    return state
+
+
+def _listed(keys: list[str]) -> str:
+    return ", ".join(keys[:5]) + (f" … ({len(keys)} in all)" if len(keys) > 5 else "")
+
+
+def check_state_dict(model: Any, state: dict[str, Any], source: str, strict: bool = True) -> list[str]:
+    """Check that ``state`` fits ``model`` (which may be on the ``meta`` device) without
+    changing anything: every missing or unexpected key and every shape that differs is named.
+    With ``strict=False`` missing keys are allowed and returned."""
+    state = _normalise(state)
+    own = model.state_dict()
     unexpected = sorted(set(state) - set(own))
-    missing = sorted(set(own) - set(state))
+    missing = [k for k in own if k not in state]
     shapes = [
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
         for k in own
@@ -72,38 +97,78 @@ def apply_state_dict(model: Any, state: dict[str, Any], source: str, strict: boo
     if shapes:
         problems.append("shapes differ: " + "; ".join(shapes[:5]) + (" …" if len(shapes) > 5 else ""))
     if unexpected:
-        problems.append("unexpected keys: " + ", ".join(unexpected[:5]) + (" …" if len(unexpected) > 5 else ""))
+        problems.append("unexpected keys: " + _listed(unexpected))
     if missing and strict:
-        problems.append("missing keys: " + ", ".join(missing[:5]) + (" …" if len(missing) > 5 else ""))
+        problems.append("missing keys: " + _listed(missing))
     if problems:
         raise WeightsError(f"{source} does not fit {type(model).__name__}: " + " | ".join(problems))
-    model.load_state_dict(state, strict=False)
     return missing
 
 
-def download_torchvision(url: str, timeout: float = 30.0) -> Path:
-    """The file at ``url`` in torch's hub cache, downloaded (with its SHA-256 prefix
-    checked) only if not already there."""
+def apply_state_dict(model: Any, state: dict[str, Any], source: str, strict: bool = True) -> list[str]:
+    """Load ``state`` into ``model`` after :func:`check_state_dict` (nothing is changed when it
+    does not fit). With ``strict=False`` missing keys are allowed and returned."""
+    missing = check_state_dict(model, state, source, strict)
+    model.load_state_dict(_normalise(state), strict=False)
+    return missing
+
+
+def cache_dir() -> Path:
+    """torch's hub cache for checkpoints (``$TORCH_HOME/hub/checkpoints``), where torchvision
+    keeps its published files too."""
     import torch.hub
 
-    cache = Path(torch.hub.get_dir()) / "checkpoints"
-    name = url.rsplit("/", 1)[-1]
-    dst = cache / name
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def download(url: str, dst: Path, hash_prefix: str = "", algorithm: str = "sha256", timeout: float = 30.0) -> Path:
+    """``dst`` if it exists, else the file at ``url`` downloaded to it (atomically; the file's
+    hash, or its first digits ``hash_prefix``, checked before the file gets its name).
+
+    Raises:
+        WeightsError: offline or unreachable (one line: the cause and how to pass a local
+            file instead), or a checksum mismatch.
+    """
+    from layerscope.atomic import atomic_file
+
     if dst.is_file():
         return dst
-    cache.mkdir(parents=True, exist_ok=True)
-    sha_prefix = name.rsplit("-", 1)[-1].split(".")[0]
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)
     try:
-        torch.hub.download_url_to_file(url, str(dst), hash_prefix=sha_prefix, progress=True)
-    except RuntimeError as e:  # hash mismatch
-        raise WeightsError(f"{url}: {e}") from None
+        dst.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise WeightsError(
-            f"cannot download {url} ({e.__class__.__name__}: {e}). Offline? Pass a local "
-            f"weights file (--weights PATH, e.g. {name} copied into {cache}), or --weights random"
-        ) from None
-    finally:
-        socket.setdefaulttimeout(old)
+        raise WeightsError(f"cannot create the weights cache {dst.parent}: {e.strerror or e}") from None
+
+    def offline(e: BaseException) -> WeightsError:
+        reason = " ".join(str(getattr(e, "reason", None) or e).split())
+        return WeightsError(
+            f"cannot download {url} ({reason}). Offline? Pass a local weights file "
+            f"(--weights PATH, e.g. {dst.name} copied into {dst.parent}), or --weights random"
+        )
+
+    try:
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except (OSError, ValueError) as e:
+        raise offline(e) from None
+    digest = hashlib.new(algorithm)
+    with response, atomic_file(dst, overwrite=False) as f:
+        while True:
+            try:
+                chunk = response.read(1 << 20)
+            except OSError as e:  # not the file's fault: reported as a download error, not a write error
+                raise offline(e) from None
+            if not chunk:
+                break
+            digest.update(chunk)
+            f.write(chunk)
+        got = digest.hexdigest()
+        if not got.startswith(hash_prefix.lower()):
+            raise WeightsError(f"{url}: the downloaded file's {algorithm} hash does not match ({got[:16]}…); not kept")
     return dst
+
+
+def download_torchvision(url: str, timeout: float = 30.0) -> Path:
+    """A torchvision published file (``<name>-<sha256 prefix>.pth``) from torch's hub cache,
+    downloaded (with its SHA-256 prefix checked) only if not already there."""
+    name = url.rsplit("/", 1)[-1]
+    sha_prefix = name.rsplit("-", 1)[-1].split(".")[0]
+    return download(url, cache_dir() / name, hash_prefix=sha_prefix, timeout=timeout)

@@ -1,0 +1,154 @@
+"""Keras 3 built-in models: the notebook recipe and VGG16, with their :class:`ModelInfo`.
+
+* :mod:`~layerscope.models.keras_zoo.architecture`: the architectures and their seeded
+  random weights;
+* :mod:`~layerscope.models.keras_zoo.weights`: ``.keras`` files, weight files (Keras' and
+  torch state dicts, converted), Keras' published VGG16 files;
+* training the recipe's head: :mod:`layerscope.training.head`.
+
+Load through the one loader, ``layerscope.load_model(name, weights, framework="keras")``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from layerscope.errors import WeightsError
+from layerscope.info import RANDOM_WEIGHTS, ModelInfo
+from layerscope.inputs import CaffePreprocess, Preprocess, caffe_preprocess
+from layerscope.models.keras_zoo.architecture import (
+    RECIPE_BASE,
+    RECIPE_HEAD,
+    build_recipe,
+    build_vgg16,
+    init_random_,
+    keras_module,
+    recipe_head,
+)
+from layerscope.models.keras_zoo.weights import (
+    VGG16_NOTOP_URL,
+    VGG16_TOP_URL,
+    load_model_file,
+    load_weights,
+    save_weights,
+    torch_to_keras_weights,
+    vgg16_imagenet_file,
+)
+
+KERAS_MODELS = {
+    "vgg16": "VGG16 (ImageNet, 1000 classes): keras.applications.VGG16",
+    "vgg16-cifar10": "the notebook recipe: keras.applications.VGG16 base (no top) + GlobalAveragePooling2D "
+    "+ Dense(1024, relu) + Dense(10, softmax)",
+}
+
+
+def builtin_info(name: str, size: tuple[int, int] = (224, 224), warning: str | None = None) -> ModelInfo:
+    """The facts of a Keras built-in model: class names, Caffe preprocessing at ``size``,
+    probabilities (both end in a softmax), and the warning and frame note of its weights."""
+    from layerscope.models.classes import (
+        CIFAR10_CLASSES,
+        UNTRAINED_HEAD,
+        UNTRAINED_HEAD_NOTE,
+        imagenet_classes,
+    )
+    from layerscope.models.registry import RANDOM_NOTE
+
+    notes = {RANDOM_WEIGHTS: RANDOM_NOTE, UNTRAINED_HEAD: UNTRAINED_HEAD_NOTE}
+    return ModelInfo(
+        name=name,
+        class_names=imagenet_classes() if name == "vgg16" else CIFAR10_CLASSES,
+        preprocess=CaffePreprocess(tuple(size)),
+        output="probabilities",
+        warning=warning,
+        note=notes.get(warning) if warning else None,
+    )
+
+
+def load_builtin(
+    name: str,
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    seed: int = 0,
+    size: tuple[int, int] = (224, 224),
+) -> tuple[Any, ModelInfo]:
+    """A Keras built-in model and its info.
+
+    Args:
+        name: ``"vgg16-cifar10"`` (the recipe) or ``"vgg16"`` (ImageNet, 1000 classes).
+        weights: ``None``/``"default"``/``"imagenet"`` (Keras' published file, from Keras'
+            cache or downloaded once; offline, an error names the file to pass);
+            ``"random"`` (seeded); or a path: a legacy ``.h5`` or Keras 3 ``.weights.h5``
+            file of the whole model or of the VGG16 base alone, or a torch state dict
+            (``.safetensors``/``.pth``) of layerscope's torch model of the same name
+            (converted). A base alone leaves the recipe's head untrained (a warning says so).
+        seed: the seed of random weights.
+        size: the input size ``(H, W)`` (224 as in the recipe; VGG16 needs ≥ 32).
+    """
+    from layerscope.models.classes import UNTRAINED_HEAD
+
+    shape = (int(size[0]), int(size[1]), 3)
+    w = "imagenet" if weights in (None, "default") else weights
+    path: Path | None = None
+    if w == "imagenet":  # fetched (or failed) before anything is built
+        path = vgg16_imagenet_file(include_top=name == "vgg16")
+    elif w != "random":
+        path = Path(w)
+        if not path.is_file():
+            raise WeightsError(f"{path}: no such weights file")
+    warning = None
+    if name == "vgg16":
+        model = build_vgg16(shape, include_top=True)
+        if path is None:
+            init_random_(model, seed)
+            warning = RANDOM_WEIGHTS
+        else:
+            load_weights(model, path)
+    else:
+        model = build_recipe(shape)
+        base = model.get_layer(RECIPE_BASE)
+        if path is None:
+            init_random_(model, seed)
+            warning = RANDOM_WEIGHTS
+        elif load_weights(model, path, base=base) == "base":
+            init_random_(recipe_head(model), seed)
+            warning = UNTRAINED_HEAD
+    return model, builtin_info(name, size, warning)
+
+
+def file_info(model: Any) -> ModelInfo:
+    """The facts of a model from a ``.keras`` file: its own input size when the file fixes
+    one (ImageNet normalisation, channels as the model wants them), nothing else known."""
+    shape = getattr(model, "input_shape", None)
+    if isinstance(shape, list) and len(shape) == 1:
+        shape = shape[0]
+    size = None
+    if isinstance(shape, tuple) and len(shape) == 4:
+        dims = shape[1:3] if shape[-1] in (1, 3) else shape[2:4]
+        if all(isinstance(d, int) and d > 0 for d in dims):
+            size = (int(dims[0]), int(dims[1]))
+    return ModelInfo(preprocess=Preprocess(size) if size else None)
+
+
+__all__ = [
+    "KERAS_MODELS",
+    "RECIPE_BASE",
+    "RECIPE_HEAD",
+    "VGG16_NOTOP_URL",
+    "VGG16_TOP_URL",
+    "CaffePreprocess",
+    "build_recipe",
+    "build_vgg16",
+    "builtin_info",
+    "caffe_preprocess",
+    "file_info",
+    "init_random_",
+    "keras_module",
+    "load_builtin",
+    "load_model_file",
+    "load_weights",
+    "save_weights",
+    "torch_to_keras_weights",
+    "vgg16_imagenet_file",
+]
