@@ -18,9 +18,9 @@ from layerscope.batch import manifest, merge_run, run_dataset, stats
 from layerscope.batch.sources import open_source, pixel_hash, shard_of
 from layerscope.datasets.shapes import CLASS_NAMES, make_sample
 from layerscope.errors import UsageError
+from layerscope.evaluate.localisation import pointing_game
 from layerscope.info import ModelInfo
 from layerscope.inputs import Preprocess
-from layerscope.metrics import pointing_game
 
 FAST = {"progress": "none", "workers": 0, "batch_size": 8}
 

@@ -26,14 +26,15 @@ def map_stats(cam: np.ndarray) -> dict[str, float | None]:
         divided by their sum), divided by ``log(h·w)``: 0 when all mass is on one cell, 1 for
         a uniform map; ``None`` for a map with no mass (all zero).
     """
-    cam = np.asarray(cam, dtype=np.float64)
+    cam = _finite(np.asarray(cam, dtype=np.float64))
     h, w = cam.shape
-    flat = np.nan_to_num(cam.ravel(), nan=0.0, posinf=0.0, neginf=0.0)
+    flat = cam.ravel()
     k = int(np.argmax(flat))
-    total = float(np.clip(flat, 0, None).sum())
+    positive = np.maximum(flat, 0.0)
+    total = float(positive.sum())
     entropy: float | None = None
     if total > 0 and h * w > 1:
-        p = np.clip(flat, 0, None) / total
+        p = positive / total
         nz = p[p > 0]
         entropy = float(-(nz * np.log(nz)).sum() / np.log(h * w))
     elif total > 0:
@@ -48,12 +49,17 @@ def map_stats(cam: np.ndarray) -> dict[str, float | None]:
 
 def normalised_small(cam: np.ndarray, side: int = SUMMARY_SIDE) -> np.ndarray:
     """A map divided by its maximum (0 for a map without a positive value), resized to ``side``²."""
-    from layerscope.metrics import upsample_bilinear
+    from layerscope.resize import resize_bilinear
 
-    cam = np.nan_to_num(np.asarray(cam, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    cam = _finite(np.asarray(cam, dtype=np.float64))
     hi = float(cam.max()) if cam.size else 0.0
     norm = cam / hi if hi > 0 else np.zeros_like(cam)
-    return upsample_bilinear(norm[None], (side, side))[0]
+    return resize_bilinear(norm, (side, side))
+
+
+def _finite(a: np.ndarray) -> np.ndarray:
+    """``a`` with NaN and infinities set to 0 (copied only when there are any)."""
+    return a if np.isfinite(a).all() else np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 class SummarySums:

@@ -127,7 +127,7 @@ class ChunkWriter:
         cams: Mapping[str, np.ndarray] = p["cams"]
         mask = p.get("mask")
         if mask is not None:
-            from layerscope.metrics import pointing_game
+            from layerscope.evaluate.localisation import pointing_game
         group = "unlabelled" if label is None else ("correct" if correct else "wrong")
         cls = predicted if label is None else int(label)
         for layer in ctx.layers:
