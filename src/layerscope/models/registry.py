@@ -384,7 +384,7 @@ def load_model(
         if _is_external(name):
             from layerscope.models import external
 
-            model, info = external.load(name, weights, seed=seed, size=_size(size))
+            model, info = external.load(name, weights, seed=seed)
         else:
             model, info = _load_torch(get_entry(name), weights, seed)
     info = with_preprocess(info, size, mean, std)
@@ -467,7 +467,7 @@ def build_for_listing(
     if _is_external(name):
         from layerscope.models import external
 
-        model, info = external.load(name, None, seed=0, size=_size(size), listing=True)
+        model, info = external.load(name, None, seed=0, listing=True)
     else:
         entry = get_entry(name)
         model, info = on_meta(entry.build), entry.info()
