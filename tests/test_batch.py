@@ -323,3 +323,19 @@ def test_progress_log_lines(tmp_path: Path, tiny, caplog: pytest.LogCaptureFixtu
         line.startswith("16/20 items") for line in lines
     )
     assert "20 done (0 errors), 0 skipped" in lines[-1]
+
+
+def test_several_writers_share_the_work_without_name_clashes(tmp_path: Path, tiny) -> None:
+    model, info = tiny
+    out = tmp_path / "run"
+    r = run_dataset(shapes=40, out_dir=out, model=model, info=info, writers=3, commit_every=5, **FAST)
+    assert r.done == 40
+    parts = sorted(p.name for p in (out / "manifest" / "all").glob("part-*.parquet"))
+    assert len(parts) >= 8
+    per_part = [pq.read_table(out / "manifest" / "all" / p, columns=["key"]).num_rows for p in parts]
+    assert sum(per_part) == 40
+    keys = [t["key"] for t in rows(out)]
+    assert keys == [f"shapes-1/{i:06d}" for i in range(40)]
+    # a resumed run numbers its parts after the existing ones
+    first = manifest.next_part_number(out, "all")
+    assert first == max(int(p[5:11]) for p in parts) + 1

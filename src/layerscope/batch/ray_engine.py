@@ -90,11 +90,12 @@ def run_ray(
     shard: Any,
     actors: int,
     address: str | None,
+    writers: int = 1,
 ) -> None:
     """Run ``pending`` through Ray Data into the writer (see the module)."""
     from layerscope.batch.run import _Writer
 
-    writer = _Writer(ctx)  # forked before Ray starts its threads
+    writer = _Writer(ctx, writers)  # forked before Ray starts its threads
     timings = {"wait_data": 0.0, "capture": 0.0, "wait_writer": 0.0, "decode": 0.0}
     started = False
     try:

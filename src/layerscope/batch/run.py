@@ -189,6 +189,7 @@ def run_dataset(
     save: str | Sequence[str] | None = "npz",
     batch_size: int = 32,
     workers: int = 2,
+    writers: int | None = None,
     shard: str | tuple[int, int] | None = None,
     engine: str = "local",
     overwrite: bool = False,
@@ -228,6 +229,7 @@ def run_dataset(
             ``"none"``; a comma-separated string or a list.
         batch_size: images per ``explain`` call.
         workers: reader processes (0: read in the main process).
+        writers: writer processes (default: 1, or up to 4 when GIF/HTML pages are rendered).
         shard: ``"i/N"``: only the items whose content hash falls in shard ``i`` of ``N``.
         engine: ``"local"`` or ``"ray"`` (Ray Data; ``ray_address`` or ``RAY_ADDRESS`` picks
             the cluster, else a local Ray).
@@ -273,6 +275,8 @@ def run_dataset(
             raise UsageError(f"{name} must be a whole number of at least 1, not {value!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise UsageError(f"workers must be a whole number of at least 0, not {workers!r}")
+    if writers is not None and (isinstance(writers, bool) or not isinstance(writers, int) or writers < 1):
+        raise UsageError(f"writers must be a whole number of at least 1, not {writers!r}")
     shard_t = manifest.parse_shard(shard)
     render = render if render is not None else RenderOptions()
     m = get_method(method)
@@ -365,6 +369,8 @@ def run_dataset(
         pending = [it for it in items if it.key not in done]
         result = RunResult(run_dir=run_dir, total=len(items), skipped=len(items) - len(pending))
         keep_image = bool(set(save_kinds) & {"gif", "html"}) or bool(report)
+        if writers is None:
+            writers = min(4, max(1, (os.cpu_count() or 2) // 2)) if set(save_kinds) & {"gif", "html"} else 1
         bar = Progress(len(pending), progress, log_every)
         params = {
             "layers": layer_names,
@@ -393,9 +399,12 @@ def run_dataset(
                         shard_t,
                         ray_actors,
                         ray_address,
+                        writers,
                     )
                 else:
-                    _run_local(src, pending, ctx, model, prep, params, bar, result, batch_size, workers, shard_t)
+                    _run_local(
+                        src, pending, ctx, model, prep, params, bar, result, batch_size, workers, shard_t, writers
+                    )
         finally:
             bar.close()
             result.seconds = time.perf_counter() - t_start
@@ -432,26 +441,55 @@ def _all_shards_finished(run_dir: Path, shard: tuple[int, int] | None) -> bool:
 
 
 class _Writer:
-    """The writer stage: a forked process where possible (else a thread), fed by a bounded queue."""
+    """The writer stage: ``count`` forked processes where possible (else one thread), each fed
+    by a bounded queue; batches go to them in turn. Writer ``k`` numbers its manifest parts
+    ``base + k``, ``base + k + count`` … so the writers never pick the same name."""
 
-    def __init__(self, ctx: RunContext) -> None:
+    def __init__(self, ctx: RunContext, count: int = 1) -> None:
+        import dataclasses
+
         self.parent = os.getpid()
-        if "fork" in mp.get_all_start_methods():
-            mpc = mp.get_context("fork")
-            self.inbox: Any = mpc.Queue(maxsize=WRITER_QUEUE)
-            self.outbox: Any = mpc.Queue()
-            self.worker: Any = mpc.Process(
-                target=writer_process, args=(ctx, self.inbox, self.outbox, self.parent), daemon=True
-            )
-        else:  # pragma: no cover - platforms without fork
-            self.inbox, self.outbox = queue.Queue(maxsize=WRITER_QUEUE), queue.Queue()
-            self.worker = threading.Thread(
-                target=writer_loop, args=(ctx, self.inbox, self.outbox, os.getppid()), daemon=True
-            )
-        self.worker.start()
-        self.ok = 0
-        self.errors = 0
-        self.seconds: dict[str, float] = {}
+        base = manifest.next_part_number(ctx.run_dir, ctx.tag)
+        fork = "fork" in mp.get_all_start_methods()
+        count = count if fork else 1
+        self.outbox: Any = mp.get_context("fork").Queue() if fork else queue.Queue()
+        self.inboxes: list[Any] = []
+        self.workers: list[Any] = []
+        for k in range(count):
+            wctx = dataclasses.replace(ctx, part_start=base + k, part_step=count, writer_id=k)
+            if fork:
+                mpc = mp.get_context("fork")
+                inbox: Any = mpc.Queue(maxsize=WRITER_QUEUE)
+                worker: Any = mpc.Process(
+                    target=writer_process, args=(wctx, inbox, self.outbox, self.parent), daemon=True
+                )
+            else:  # pragma: no cover - platforms without fork
+                inbox = queue.Queue(maxsize=WRITER_QUEUE)
+                worker = threading.Thread(
+                    target=writer_loop, args=(wctx, inbox, self.outbox, os.getppid()), daemon=True
+                )
+            worker.start()
+            self.inboxes.append(inbox)
+            self.workers.append(worker)
+        self.counts: dict[int, tuple[int, int]] = {}
+        self.stopped: dict[int, dict[str, float]] = {}
+        self._turn = 0
+
+    @property
+    def ok(self) -> int:
+        return sum(c[0] for c in self.counts.values())
+
+    @property
+    def errors(self) -> int:
+        return sum(c[1] for c in self.counts.values())
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for sec in self.stopped.values():
+            for k, v in sec.items():
+                out[k] = out.get(k, 0.0) + v
+        return out
 
     def _check(self) -> None:
         while True:
@@ -462,53 +500,63 @@ class _Writer:
             self._handle(msg)
 
     def _handle(self, msg: Any) -> None:
-        if msg[0] == "error":
-            raise OutputError(f"the writer failed: {msg[1]}")
-        if msg[0] == "committed":
-            self.ok, self.errors = msg[2], msg[3]
-        elif msg[0] == "stopped":
-            self.seconds = msg[1]
+        kind, k = msg[0], msg[1]
+        if kind == "error":
+            raise OutputError(f"the writer failed: {msg[2]}")
+        if kind == "committed":
+            self.counts[k] = (msg[3], msg[4])
+        elif kind == "stopped":
+            self.stopped[k] = msg[2]
 
-    def put(self, msg: Any) -> float:
-        """Hand a message to the writer, waiting while its queue is full; returns the seconds waited."""
+    def _put_one(self, k: int, msg: Any) -> float:
         t0 = time.perf_counter()
         while True:
             self._check()
             try:
-                self.inbox.put(msg, timeout=0.5)
+                self.inboxes[k].put(msg, timeout=0.5)
                 return time.perf_counter() - t0
             except queue.Full:
-                if not self.worker.is_alive():
+                if not self.workers[k].is_alive():
                     self._check()
                     raise OutputError("the writer stopped unexpectedly") from None
 
+    def put(self, msg: Any) -> float:
+        """Hand a batch to the next writer, waiting while its queue is full; returns the seconds waited."""
+        k = self._turn
+        self._turn = (self._turn + 1) % len(self.workers)
+        return self._put_one(k, msg)
+
     def stop(self, timeout: float | None = None) -> None:
-        """Tell the writer to commit what it holds and end; wait for it."""
-        self.put(("stop",))
+        """Tell every writer to commit what it holds and end; wait for them."""
+        for k in range(len(self.workers)):
+            if k not in self.stopped:
+                self._put_one(k, ("stop",))
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
+        while len(self.stopped) < len(self.workers):
             try:
                 msg = self.outbox.get(timeout=0.5)
             except queue.Empty:
-                if not self.worker.is_alive():
+                if any(not w.is_alive() for k, w in enumerate(self.workers) if k not in self.stopped):
                     self._check()
-                    raise OutputError("the writer stopped before committing") from None
+                    if len(self.stopped) == len(self.workers):
+                        break
+                    raise OutputError("a writer stopped before committing") from None
                 if deadline is not None and time.monotonic() > deadline:
-                    raise OutputError("the writer did not finish in time") from None
+                    raise OutputError("the writers did not finish in time") from None
                 continue
             self._handle(msg)
-            if msg[0] == "stopped":
-                break
-        self.worker.join(timeout=10)
+        for w in self.workers:
+            w.join(timeout=10)
 
     def kill(self) -> None:
-        """End the writer at once (after an error)."""
-        if isinstance(self.worker, threading.Thread):
-            return
-        with contextlib.suppress(Exception):
-            if self.worker.is_alive():
-                self.worker.terminate()
-                self.worker.join(timeout=5)
+        """End the writers at once (after an error)."""
+        for w in self.workers:
+            if isinstance(w, threading.Thread):
+                continue
+            with contextlib.suppress(Exception):
+                if w.is_alive():
+                    w.terminate()
+                    w.join(timeout=5)
 
 
 def _explain_safely(model: Any, batch: list[Prepared], params: dict[str, Any]) -> tuple[list[dict[str, Any]], float]:
@@ -547,6 +595,7 @@ def _run_local(
     batch_size: int,
     workers: int,
     shard: tuple[int, int] | None,
+    writers: int = 1,
 ) -> None:
     from torch.utils.data import DataLoader
 
@@ -556,7 +605,7 @@ def _run_local(
         loader_kw = {"multiprocessing_context": "fork", "prefetch_factor": 2, "persistent_workers": False}
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_identity, **loader_kw)
     timings = {"wait_data": 0.0, "capture": 0.0, "wait_writer": 0.0, "decode": 0.0}
-    writer = _Writer(ctx)
+    writer = _Writer(ctx, writers)
     it = iter(loader)
     try:
         while True:

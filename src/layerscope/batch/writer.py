@@ -56,6 +56,9 @@ class RunContext:
     info: Any = None
     method_options: dict[str, Any] = field(default_factory=dict)
     commit_every: int = 256
+    part_start: int | None = None
+    part_step: int = 1
+    writer_id: int = 0
 
 
 class ChunkWriter:
@@ -65,7 +68,8 @@ class ChunkWriter:
         self.ctx = ctx
         self.rows: list[dict[str, Any]] = []
         self.sums = stats.SummarySums()
-        self.next_part = manifest.next_part_number(ctx.run_dir, ctx.tag)
+        start = ctx.part_start
+        self.next_part = start if start is not None else manifest.next_part_number(ctx.run_dir, ctx.tag)
         self.ok = 0
         self.errors = 0
         self.seconds = {"render_write": 0.0, "commit": 0.0}
@@ -206,7 +210,7 @@ class ChunkWriter:
         n = len(self.rows)
         self.rows = []
         self.sums = stats.SummarySums()
-        self.next_part += 1
+        self.next_part += self.ctx.part_step
         self.seconds["commit"] += time.perf_counter() - t0
         return n
 
@@ -267,9 +271,10 @@ def _die_with_parent() -> None:
 def writer_loop(ctx: RunContext, inbox: Any, outbox: Any, parent: int) -> None:
     """Serve a :class:`ChunkWriter` from a queue until told to stop.
 
-    Messages in: ``("items", [payload, …])``, ``("flush",)``, ``("stop",)``. Out:
-    ``("committed", rows, ok, errors)`` after each part, ``("stopped", seconds)`` at the end,
-    ``("error", message)`` when writing fails (the loop then ends).
+    Messages in: ``("items", [payload, …])``, ``("flush",)``, ``("stop",)``. Out (``k`` is
+    ``ctx.writer_id``): ``("committed", k, rows, ok, errors)`` after each part,
+    ``("stopped", k, seconds)`` at the end, ``("error", k, message)`` when writing fails (the
+    loop then ends).
     """
     import queue
 
@@ -293,9 +298,9 @@ def writer_loop(ctx: RunContext, inbox: Any, outbox: Any, parent: int) -> None:
             n_rows = writer.ok + writer.errors
             if n_rows != committed and not writer.rows:
                 committed = n_rows
-                outbox.put(("committed", n_rows, writer.ok, writer.errors))
+                outbox.put(("committed", ctx.writer_id, n_rows, writer.ok, writer.errors))
             if msg[0] == "stop":
-                outbox.put(("stopped", dict(writer.seconds)))
+                outbox.put(("stopped", ctx.writer_id, dict(writer.seconds)))
                 return
     except BaseException as e:
         from layerscope.errors import LayerscopeError
@@ -304,7 +309,7 @@ def writer_loop(ctx: RunContext, inbox: Any, outbox: Any, parent: int) -> None:
         if not isinstance(e, LayerscopeError):
             text = f"{type(e).__name__}: {text}"
         with contextlib.suppress(Exception):
-            outbox.put(("error", text))
+            outbox.put(("error", ctx.writer_id, text))
 
 
 def writer_process(ctx: RunContext, inbox: Any, outbox: Any, parent: int) -> None:

@@ -40,6 +40,11 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--report", action="store_true", help="write RUN_DIR/report.html (thumbnails, sortable) at the end")
     p.add_argument("--workers", type=_common.index, default=2, help="image reading processes (default: 2; 0: none)")
+    p.add_argument(
+        "--writers",
+        type=_common.positive_int,
+        help="processes that write the outputs (default: 1; up to 4 for gif/html)",
+    )
     p.add_argument("--shard", metavar="I/N", help="only shard I of N (items split by content hash)")
     p.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or ray (Ray Data)")
     p.add_argument(
@@ -117,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         save=args.save,
         batch_size=images_per_batch,
         workers=args.workers,
+        writers=args.writers,
         shard=args.shard,
         engine=args.engine,
         overwrite=args.overwrite,
