@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -169,13 +168,15 @@ class Explanation:
     ) -> Path | list[Path]:
         """Write the result; the writer is chosen by extension (:func:`layerscope.outputs.write`).
 
-        ``.gif`` / ``.png`` (APNG) / ``.webp``: the layer animation of an image; ``.npz``: the
-        raw maps of every image with a JSON manifest.
+        ``.gif`` / ``.png`` (APNG) / ``.webp`` / ``.mp4``: the layer animation of an image;
+        ``.html``: the interactive explorer of an image; ``.npz``: the raw maps of every image
+        with a JSON manifest.
 
         Args:
             path: the file.
             index: the image to write; ``None``: every image — for a several-image
-                explanation, one animation per image, ``NAME_0.gif``, ``NAME_1.gif`` …
+                explanation, one file per image, ``NAME_0.gif``, ``NAME_1.gif`` … (``.npz``
+                holds them all in one file).
             overwrite: replace existing files.
             options: a :class:`~layerscope.render.options.RenderOptions`.
             **option_overrides: single options folded into ``options`` (``colormap=``,
@@ -218,14 +219,11 @@ class Explanation:
         return ax
 
     def _repr_html_(self) -> str:
-        import base64
+        """Jupyter's view: the interactive explorer of the first image, inline (layer slider,
+        ←/→, play, opacity, scale, hover values); see :func:`layerscope.outputs.explorer_fragment`."""
+        from layerscope.outputs import explorer_fragment
 
-        from layerscope.outputs import write_gif
-
-        buf = io.BytesIO()
-        write_gif(buf, self.frames(0))
-        data = base64.b64encode(buf.getvalue()).decode("ascii")
-        return f'<img src="data:image/gif;base64,{data}" alt="layerscope: {self.method}"/>'
+        return explorer_fragment(self, 0)
 
 
 def resolve_target(target: Any, class_names: Sequence[str] | None) -> Any:

@@ -20,11 +20,13 @@ from typing import Any
 
 from layerscope.atomic import atomic_file, atomic_path, check_writable, write_bytes, write_with
 from layerscope.errors import UsageError
-from layerscope.outputs import animation, arrays
+from layerscope.outputs import animation, arrays, html, video
 from layerscope.outputs.animation import shared_palette, write_animation, write_gif
 from layerscope.outputs.arrays import read_manifest, write_npz
 from layerscope.outputs.base import Writer
+from layerscope.outputs.html import explorer_assets, explorer_fragment, explorer_page, write_html
 from layerscope.outputs.image import IMAGE_FORMATS, check_image_output, write_image
+from layerscope.outputs.video import write_mp4
 from layerscope.render.drawing import frame_bound
 from layerscope.render.options import RenderOptions
 
@@ -34,6 +36,8 @@ WRITERS: dict[str, Writer] = {
     ".png": animation.APNG,
     ".webp": animation.WEBP,
     ".npz": arrays.NPZ,
+    ".html": html.HTML,
+    ".mp4": video.MP4,
 }
 
 #: Kept for compatibility: the animation extensions.
@@ -51,6 +55,9 @@ __all__ = [
     "check_image_output",
     "check_output",
     "check_writable",
+    "explorer_assets",
+    "explorer_fragment",
+    "explorer_page",
     "extensions",
     "output_paths",
     "read_manifest",
@@ -59,7 +66,9 @@ __all__ = [
     "write_animation",
     "write_bytes",
     "write_gif",
+    "write_html",
     "write_image",
+    "write_mp4",
     "write_npz",
     "write_with",
     "writer_for",
