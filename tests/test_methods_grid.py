@@ -32,9 +32,8 @@ class Small(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.features, names = vgg.make_features(widths=(8, 16, 16, 32, 32))
-        attach_info(self, ModelInfo(layers=names))
+        attach_info(self, ModelInfo(layers=names, preprocess=Preprocess((48, 64))))
         self.head = nn.Linear(32, 4)
-        self.layerscope_preprocess = {"size": (48, 64)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).mean(dim=(2, 3)))

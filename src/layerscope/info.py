@@ -105,23 +105,4 @@ def info_for(model: Any, given: ModelInfo | None = None) -> ModelInfo:
         if not isinstance(given, ModelInfo):
             raise UsageError(f"info must be a layerscope.ModelInfo, not {type(given).__name__}")
         return given
-    return model_info(model) or _legacy_info(model) or ModelInfo()
-
-
-def _legacy_info(model: Any) -> ModelInfo | None:  # TEMPORARY: removed once the zoo attaches ModelInfo
-    attrs = ("layerscope_aliases", "class_names", "layerscope_preprocess", "layerscope_outputs", "layerscope_warning")
-    if not any(getattr(model, a, None) for a in attrs):
-        return None
-    from layerscope.inputs import Preprocess
-
-    spec = getattr(model, "layerscope_preprocess", None)
-    if isinstance(spec, dict):
-        kw = {k: tuple(v) if v is not None else None for k, v in spec.items()}
-        spec = Preprocess(**kw)
-    return ModelInfo(
-        layers=getattr(model, "layerscope_aliases", None) or {},
-        class_names=getattr(model, "class_names", None),
-        preprocess=spec,
-        output=getattr(model, "layerscope_outputs", None),
-        warning=getattr(model, "layerscope_warning", None),
-    )
+    return model_info(model) or ModelInfo()
