@@ -323,3 +323,12 @@ def test_apng_is_written_frame_by_frame_and_read_back(tmp_path: Path) -> None:
             im.seek(i)
             got.append((im.convert("RGB").getpixel((4, 3)), im.info["duration"]))
     assert got == [(f.getpixel((4, 3)), 70_000.0) for f in [frames[0], *frames]]
+
+
+def test_captions_name_a_transformers_token_grid() -> None:
+    exp = make_exp(1)
+    assert exp.caption("conv_a")[0] == "Layer: conv_a · output 16x8x10"  # (C, h, w): the map is h×w
+    exp.shapes["conv_b"] = (21, 384)  # 20 tokens + the class token, laid out as 4×5
+    assert exp.caption("conv_b")[0] == "Layer: conv_b · output 21x384 · 4×5 token grid"
+    exp.shapes["conv_c"] = (2, 3, 16)  # Keras layout (h, w, C)
+    assert exp.caption("conv_c")[0] == "Layer: conv_c · output 2x3x16"

@@ -114,7 +114,11 @@ class Explanation:
             return [f"Layer: {layer}, Output size: {tuple(int(s) for s in self.shapes[layer])}"]
         if style != "layerscope":
             raise UsageError(f"unknown caption style {style!r}; expected 'layerscope' or 'recipe'")
-        shape = "x".join(str(s) for s in self.shapes[layer])
+        dims = tuple(int(s) for s in self.shapes[layer])
+        shape = "x".join(str(s) for s in dims)
+        grid = tuple(int(s) for s in np.shape(self.cams[layer])[1:])
+        if len(dims) < 3 or grid not in (dims[-2:], dims[:2], dims[1:3]):
+            shape += f" · {grid[0]}×{grid[1]} token grid"  # a transformer's tokens as a map
         method = get_method(self.method).title
         if self.options.get("guided_grads"):
             method += " (guided gradients)"

@@ -139,6 +139,11 @@ def _user_series(series: Mapping[str, Sequence[float]], n: int) -> list[dict[str
     return out
 
 
+def _is_token_grid(dims: tuple[int, ...], grid: tuple[int, ...]) -> bool:
+    """Whether a map is a transformer's tokens laid out as a grid (not the output's own h×w)."""
+    return len(dims) < 3 or tuple(grid) not in (dims[-2:], dims[:2], dims[1:3])
+
+
 def _class_key(exp: Any, index: int) -> str:
     return str(int(exp.targets[index]))
 
@@ -192,6 +197,7 @@ def explorer_data(
                 {
                     "name": name,
                     "shape": "x".join(str(int(s)) for s in e.shapes[name]),
+                    "tokens": _is_token_grid(tuple(int(s) for s in e.shapes[name]), q.shape),
                     "h": int(q.shape[0]),
                     "w": int(q.shape[1]),
                     "lo": lo,

@@ -123,7 +123,7 @@
     var n = v.layers.length, i = this.state.layer;
     this.q(".ls-counter").textContent = (i + 1) + "/" + n;
     this.q(".ls-layer").textContent = "Layer: " + L.name;
-    this.q(".ls-shape").textContent = " · output " + L.shape + " · map " + L.h + "×" + L.w + (L.flat ? " · flat map" : "");
+    this.q(".ls-shape").textContent = " · output " + L.shape + (L.tokens ? " · " + L.h + "×" + L.w + " token grid" : " · map " + L.h + "×" + L.w) + (L.flat ? " · flat map" : "");
     this.q(".ls-class").textContent = v.agnostic
       ? v.title + " · class-agnostic · top-1: " + v.label + " (p = " + v.p.toFixed(2) + ")"
       : "Class: " + v.label + " (p = " + v.p.toFixed(2) + ") · " + v.title;
