@@ -200,7 +200,7 @@ def test_recipe_one_command(
     assert size == (224 + 40, 224 + 100)  # 20 px margin, 100 px extra height
     assert captions[0] == ["Layer: block1_conv1, Output size: (224, 224, 64)"]
     assert captions[-1] == ["Layer: block5_conv3, Output size: (14, 14, 512)"]
-    assert len(captions) == 13
+    assert len({tuple(c) for c in captions}) == 13  # one caption per layer (a GIF draws its frames twice: palette, then data)
     # Refused without --overwrite; the file is untouched.
     assert cli.main(argv) == 1
     assert "already exists" in capsys.readouterr().err
@@ -337,3 +337,17 @@ def test_torch_recipe_with_cifar10(files: dict[str, Path], capsys: pytest.Captur
     assert _frames(out)[0] == 3
     with pytest.raises(UsageError, match="Keras model files only"):
         layerscope.load_model("vgg16-cifar10", "random", trust_model=True)
+
+
+def test_a_preprocessed_caffe_tensor_is_drawn_over_the_true_picture(files: dict[str, Path]) -> None:
+    """Issue 9 #7: the recipe's own input (``vgg16.preprocess_input``: BGR, means subtracted)
+    given to explain() is shown as the RGB picture it came from, not blue or stretched."""
+    model = layerscope.load_model("vgg16-cifar10", files["notop"], framework="keras", size=32)
+    img, _, _ = cifar10.load_image(5, "test", files["cifar"])
+    xs = keras.applications.vgg16.preprocess_input(img[None].astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the untrained-head warning
+        given = layerscope.explain(model, xs, layers="block5_conv3", preprocess=CaffePreprocess((32, 32)))
+        recorded = layerscope.explain(model, xs, layers="block5_conv3")  # the model's own info knows it
+    np.testing.assert_array_equal(given.images[0], img)
+    np.testing.assert_array_equal(recorded.images[0], img)

@@ -8,6 +8,7 @@ import pickle
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -342,3 +343,14 @@ def test_dependency_floors_are_safe() -> None:
     assert "2.10.0" in specs["torch"]
     assert not any(v in specs["keras"] for v in ("3.0.0", "3.8.0", "3.11.2", "3.11.3", "3.12.0", "3.13.0", "3.13.1"))
     assert "3.12.1" in specs["keras"] and "3.15.1" in specs["keras"]
+
+
+def test_a_preprocessed_tensor_is_drawn_over_the_true_picture() -> None:
+    """Issue 9 #7 for torch: a tensor made by the model's own preprocessing is shown exactly."""
+    from layerscope.models import demo
+
+    model = layerscope.load_model("demo")
+    image = np.asarray(demo.sample_image()[0])
+    x = model_info(model).preprocess([image])
+    exp = layerscope.explain(model, torch.from_numpy(x), layers="block5_conv3")
+    np.testing.assert_array_equal(exp.images[0], image)
