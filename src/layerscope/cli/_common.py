@@ -78,7 +78,13 @@ def add_model_args(p: argparse.ArgumentParser, weights_default: str | None = Non
     from layerscope.models import MODELS
 
     listing = "; ".join(f"{name}: {text}" for name, text in MODELS.items())
-    p.add_argument("--model", default=None, metavar="NAME", help=f"built-in model ({listing}); default: demo")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME",
+        help=f"a built-in model ({listing}); or your own: module.path:callable (called with no arguments), "
+        "torchvision:NAME, timm:NAME, hf:REPO_ID (those packages installed); default: demo",
+    )
     p.add_argument(
         "--weights",
         default=weights_default,
@@ -108,6 +114,20 @@ def add_model_args(p: argparse.ArgumentParser, weights_default: str | None = Non
         default=None,
         metavar="PX",
         help="model input size: one number (square) or height width (default: the model's own)",
+    )
+    p.add_argument(
+        "--mean",
+        type=float,
+        nargs="+",
+        metavar="M",
+        help="per-channel input mean on the 0..1 scale, one number or R G B (default: the model's own, else ImageNet)",
+    )
+    p.add_argument(
+        "--std",
+        type=float,
+        nargs="+",
+        metavar="S",
+        help="per-channel input std on the 0..1 scale, one number or R G B (default: the model's own, else ImageNet's)",
     )
 
 
@@ -245,31 +265,40 @@ def check_model_name(args: argparse.Namespace) -> None:
     raise UsageError(f"unknown model {name!r}.{hint} Built-in models: {', '.join(MODELS)}")
 
 
-def load_model_from_args(args: argparse.Namespace) -> Any:
-    """The model the arguments name (``--model``/``--model-file``, ``--weights``, ``--framework``)."""
-    from layerscope import recipe
+def load_model_from_args(args: argparse.Namespace, listing: bool = False) -> Any:
+    """The model the arguments name (``--model``/``--model-file``, ``--weights``, ``--framework``,
+    ``--size``, ``--mean``/``--std``), its :class:`~layerscope.info.ModelInfo` recorded.
+    ``listing``: the architecture only, no weights read (for ``layerscope layers``)."""
+    from layerscope.models import build_for_listing, load_model
 
     if getattr(args, "model_file", None):
         if args.framework != "keras":
             raise UsageError("--model-file takes a Keras .keras file: add --framework keras")
-        return recipe.load(args.model_file, "keras", None, args.trust_model)
-    return recipe.load(model_name(args), args.framework, args.weights, getattr(args, "trust_model", False))
-
-
-def model_info_from_args(args: argparse.Namespace, model: Any) -> Any:
-    """The model's :class:`~layerscope.info.ModelInfo`, with ``--size`` applied to its preprocessing."""
-    import dataclasses
-
-    from layerscope.info import info_for
-
-    info = info_for(model)
+        name = args.model_file
+    else:
+        name = model_name(args)
     wanted = size(getattr(args, "size", None))
-    if wanted is None:
-        return info
-    prep = info.preprocessor()
-    if not dataclasses.is_dataclass(prep) or not hasattr(prep, "size"):
-        raise UsageError("--size cannot be applied to this model's preprocessing")
-    return info.replace(preprocess=dataclasses.replace(prep, size=wanted))
+    if listing:
+        return build_for_listing(name, framework=args.framework, size=wanted)
+    return load_model(
+        name,
+        args.weights,
+        framework=args.framework,
+        trust_model=getattr(args, "trust_model", False),
+        size=wanted,
+        mean=_floats(getattr(args, "mean", None), "--mean"),
+        std=_floats(getattr(args, "std", None), "--std"),
+    )
+
+
+def _floats(values: Sequence[float] | None, flag: str) -> tuple[float, ...] | None:
+    if values is None:
+        return None
+    if len(values) not in (1, 3):
+        raise UsageError(f"{flag} takes one number (all channels) or three (R G B), not {len(values)}")
+    if flag == "--std" and any(v <= 0 for v in values):
+        raise UsageError(f"{flag} values must be positive")
+    return tuple(float(v) for v in values) * (3 if len(values) == 1 else 1)
 
 
 def sample_image(model: str) -> Any:

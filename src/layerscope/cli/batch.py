@@ -83,7 +83,7 @@ def _explain_options(args: argparse.Namespace) -> dict[str, Any]:
 
     params = inspect.signature(explain).parameters
     out: dict[str, Any] = {}
-    for name, default in (("device", "auto"), ("precision", "default")):
+    for name, default in (("device", None), ("precision", "default")):
         value = getattr(args, name, None)
         if value is None or value == default:
             continue

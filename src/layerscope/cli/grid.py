@@ -52,14 +52,12 @@ def run(args: argparse.Namespace) -> int:
     method_options = _common.method_options(args, methods)
     image = load_image(args.image) if args.image else _common.sample_image(_common.model_name(args))
     model = _common.load_model_from_args(args)
-    info = _common.model_info_from_args(args, model)
     img = grid(
         model,
         image,
         methods,
         layers=args.layers,
         target=args.target,
-        info=info,
         colormap=options.colormap,
         alpha=options.alpha,
         scale=options.scale,

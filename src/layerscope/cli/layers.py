@@ -13,9 +13,10 @@ def add_parser(sub: Any) -> None:
         "layers",
         help="list a model's layers and their output shapes",
         description="List the layers layerscope explains by default (or every module with --all), in forward "
-        "order, with each layer's real output shape for the model's input size. Needs no weights.",
+        "order, with each layer's real output shape for the model's input size. Reads no weights: the shapes do "
+        "not depend on them.",
     )
-    _common.add_model_args(p, weights_default="random")  # shapes do not depend on weights
+    _common.add_model_args(p)
     p.add_argument("--all", action="store_true", help="list every module, not only the default layers")
 
 
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     _common.check_model_name(args)
     size = _common.size(args.size)
-    model = _common.load_model_from_args(args)
+    model = _common.load_model_from_args(args, listing=True)
     info = info_for(model)
     if size is None:
         prep = info.preprocessor()

@@ -93,15 +93,12 @@ def run(args: argparse.Namespace) -> int:
         image = _common.sample_image(name)
 
     model = _common.load_model_from_args(args)
-    info = _common.model_info_from_args(args, model)
     extra: dict[str, Any] = {}
     if args.device != "auto":
         extra["device"] = args.device
     if args.precision != "default":
         extra["precision"] = args.precision
-    exp = explain(
-        model, image, layers=args.layers, method=args.method, target=args.target, info=info, **method_options, **extra
-    )
+    exp = explain(model, image, layers=args.layers, method=args.method, target=args.target, **method_options, **extra)
     saved = exp.save(args.output, overwrite=args.overwrite, options=options)
     path = saved[0] if isinstance(saved, list) else saved
     flat = [layer for layer in exp.layers if exp.flat[layer][0]]

@@ -56,14 +56,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"step {step}/{args.steps}: loss {loss:.4f}, batch accuracy {acc:.2f}", flush=True)
 
     from layerscope.models import load_model
+    from layerscope.models.keras_zoo import save_weights
     from layerscope.training import head
 
     model = load_model(RECIPE_MODEL, args.weights, framework=args.framework, seed=args.seed, size=args.size)
+    model = load_model(RECIPE_MODEL, args.weights, framework=args.framework, seed=args.seed, size=args.size)
     if args.framework == "keras":
-        from layerscope.models import keras_zoo
-
         head.train_head_keras(model, images, labels, args.steps, args.batch_size, args.lr, args.seed, log)
-        path = keras_zoo.save_weights(model, out, args.overwrite)
+        path = save_weights(model, out, args.overwrite)
     else:
         head.train_head_torch(model, images, labels, args.steps, args.batch_size, args.lr, args.seed, log)
         path = head.save_torch(model, out, args.overwrite)
