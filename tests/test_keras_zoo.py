@@ -200,7 +200,7 @@ def test_recipe_one_command(
     assert size == (224 + 40, 224 + 100)  # 20 px margin, 100 px extra height
     assert captions[0] == ["Layer: block1_conv1, Output size: (224, 224, 64)"]
     assert captions[-1] == ["Layer: block5_conv3, Output size: (14, 14, 512)"]
-    assert len({tuple(c) for c in captions}) == 13  # one caption per layer (a GIF draws its frames twice: palette, then data)
+    assert len({tuple(c) for c in captions}) == 13  # one caption per layer (a GIF draws each frame twice)
     # Refused without --overwrite; the file is untouched.
     assert cli.main(argv) == 1
     assert "already exists" in capsys.readouterr().err
