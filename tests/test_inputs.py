@@ -212,6 +212,8 @@ def test_preprocess_round_trip_is_exact(photo: np.ndarray) -> None:
     # one (C, H, W) input, and through display_from_tensor in either layout
     np.testing.assert_array_equal(inputs.display_from_tensor(x[0], prep), photo)
     np.testing.assert_array_equal(inputs.display_from_tensor(x[0].transpose(1, 2, 0), prep), photo)
+    one = inputs.Preprocess(size=None, mean=(0.5,), std=(0.25,))  # one value for every channel
+    np.testing.assert_array_equal(inputs.display_from_tensor(one([photo])[0], one), photo)
 
 
 def test_caffe_round_trip_is_exact_and_not_bgr(photo: np.ndarray) -> None:

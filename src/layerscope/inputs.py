@@ -81,7 +81,7 @@ class Preprocess:
         → ``(H, W, 3)``, ``(N, C, H, W)`` → ``(N, H, W, 3)``. Exact for what :meth:`__call__`
         made (the round trip gives the resized image back, pixel for pixel)."""
         a = _as_float_array(x)
-        if a.ndim not in (3, 4) or a.shape[-3] != len(self.mean):
+        if a.ndim not in (3, 4) or (a.shape[-3] != len(self.mean) and len(self.mean) != 1):
             raise UsageError(f"expected ({len(self.mean)}, H, W) or (N, {len(self.mean)}, H, W), not {a.shape}")
         a = np.moveaxis(a, -3, -1)
         a = (a * np.asarray(self.std, np.float32) + np.asarray(self.mean, np.float32)) * np.float32(255.0)
@@ -177,7 +177,7 @@ def display_from_tensor(a: Any, preprocess: Any = None) -> np.ndarray:
     channels_first = a.shape[0] in (1, 3, 4) and a.shape[0] < a.shape[-1]
     if isinstance(preprocess, Preprocess):
         chw = a if channels_first else a.transpose(2, 0, 1)
-        if chw.shape[0] == len(preprocess.mean):
+        if chw.shape[0] == len(preprocess.mean) or len(preprocess.mean) == 1:
             return preprocess.invert(chw)
     elif isinstance(preprocess, CaffePreprocess):
         hwc = a.transpose(1, 2, 0) if channels_first else a
