@@ -213,6 +213,7 @@ def test_preprocess_round_trip_is_exact(photo: np.ndarray) -> None:
     np.testing.assert_array_equal(inputs.display_from_tensor(x[0], prep), photo)
     np.testing.assert_array_equal(inputs.display_from_tensor(x[0].transpose(1, 2, 0), prep), photo)
     one = inputs.Preprocess(size=None, mean=(0.5,), std=(0.25,))  # one value for every channel
+    assert inputs.Preprocess(mean=(0.5,)).mean == (0.5, 0.5, 0.5) and inputs.Preprocess(std=(2,)).std == (2.0,) * 3
     np.testing.assert_array_equal(inputs.display_from_tensor(one([photo])[0], one), photo)
 
 

@@ -65,8 +65,13 @@ class Preprocess:
             if len(size) != 2 or min(size) < 1:
                 raise UsageError(f"a preprocessing size is (height, width) in pixels, not {self.size!r}")
             object.__setattr__(self, "size", size)
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        mean, std = tuple(float(m) for m in self.mean), tuple(float(s) for s in self.std)
+        if len(mean) == 1 and len(std) > 1:  # one value for every channel
+            mean = mean * len(std)
+        if len(std) == 1 and len(mean) > 1:
+            std = std * len(mean)
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
         if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
             raise UsageError(f"mean {self.mean} and std {self.std} must have one positive std per channel")
 
