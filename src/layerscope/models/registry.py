@@ -429,7 +429,10 @@ def _load_torch(entry: ModelEntry, weights: Any, seed: int) -> tuple[Any, ModelI
     else:
         path = Path(w)
     state = read_state_dict(path)
-    part = entry.partial(state) if entry.partial is not None else None
+    try:
+        part = entry.partial(state) if entry.partial is not None else None
+    except WeightsError as e:
+        raise WeightsError(f"{path}: {e}") from None
     if entry.partial is not None and part is not None:
         model = materialise(on_meta(entry.build), part, str(path), entry.init, seed)
         from layerscope.models.classes import UNTRAINED_HEAD, UNTRAINED_HEAD_NOTE
