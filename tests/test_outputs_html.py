@@ -273,3 +273,19 @@ def test_real_model_page_screenshot(page, tmp_path: Path) -> None:  # type: igno
     target = os.environ.get("LAYERSCOPE_EXPLORER_SCREENSHOT")
     if target:
         shutil.copy(shot, target)
+
+
+def test_an_index_page_embeds_several_explorers(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """What a dataset page does: fragments without assets, the style and script once."""
+    css, js = outputs.explorer_assets()
+    frags = [outputs.explorer_fragment(make(m), assets=False) for m in ("gradcam", "layercam")]
+    p = tmp_path / "index.html"
+    p.write_text(f"<!doctype html><meta charset=utf-8><style>{css}</style>{''.join(frags)}<script>{js}</script>")
+    page.goto(p.resolve().as_uri())
+    page.wait_for_function("document.querySelectorAll('.ls-explorer[data-ready]').length === 2")
+    counters = page.locator(".ls-counter")
+    page.locator(".ls-explorer").nth(1).click(position={"x": 5, "y": 5})
+    page.keyboard.press("ArrowRight")
+    assert counters.nth(0).inner_text() == "1/4" and counters.nth(1).inner_text() == "2/4"
+    assert "Layer-CAM" in page.locator(".ls-caption").nth(1).inner_text()
+    assert page.errors == []  # type: ignore[attr-defined]

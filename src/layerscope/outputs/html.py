@@ -70,7 +70,9 @@ def _template(name: str) -> Any:
 def explorer_assets() -> tuple[str, str]:
     """The explorer's ``(css, javascript)``, to include once in a page that embeds several
     fragments made with ``assets=False``. The script initialises every ``.ls-explorer``
-    element on the page (run it after them, or call ``LayerscopeExplorer.initAll()``)."""
+    element on the page (run it after them, or call ``LayerscopeExplorer.initAll()``). Keys
+    work in a focused explorer; set ``LayerscopeExplorer.globalKeys = true`` for ←/→ anywhere
+    on the page to drive the explorer last used (the standalone page does)."""
     return _asset("explorer.css"), _asset("explorer.js")
 
 

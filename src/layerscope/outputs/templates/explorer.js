@@ -236,6 +236,7 @@
 
   var api = {
     active: null,
+    globalKeys: false,
     instances: [],
     init: function (root) {
       if (root.__ls) return root.__ls;
@@ -252,12 +253,13 @@
     }
   };
   window.LayerscopeExplorer = api;
-  // ←/→ anywhere on the page drive the explorer last used (the first one until then).
+  // On a page of its own (not a notebook, where the arrows belong to the notebook), ←/→
+  // anywhere drive the explorer last used (the first one until then).
   document.addEventListener("keydown", function (e) {
     var ex = api.active;
-    if (!ex || ex.root.contains(e.target)) return;
+    if (!api.globalKeys || !ex || ex.root.contains(e.target)) return;
     var tag = e.target && e.target.tagName;
-    if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT") return;
+    if (tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || (e.target && e.target.isContentEditable)) return;
     ex.key(e);
   });
   api.initAll();
