@@ -168,3 +168,45 @@ def test_interrupt_leaves_no_partial_output(
     code, _, err = run_cli(capsys, "tour", str(image_file), "--weights", "random", "-o", str(tmp_path / "t.gif"))
     assert code == 130 and "interrupted" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png"]
+
+
+def test_tour_html_with_several_methods_and_classes(
+    image_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "t.html"
+    code, stdout, err = run_cli(
+        capsys, "tour", str(image_file), "--model", "vgg16", "--weights", "random", "--layers", "block5_*",
+        "--methods", "gradcam,layercam", "--top-k-classes", "2", "-o", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "2 method(s) (gradcam, layercam) × 2 class(es)" in stdout
+    page = out.read_text("utf-8")
+    assert "Grad-CAM" in page and "Layer-CAM" in page.replace("LayerCAM", "Layer-CAM")
+    code, _, err = run_cli(
+        capsys, "tour", str(image_file), "--methods", "gradcam,layercam", "-o", str(tmp_path / "x.gif")
+    )
+    assert code == 2 and "-o NAME.html" in err
+
+
+def test_explain_many_classes_from_one_capture_equal_one_explain_per_class(
+    vgg16: torch.nn.Module, photo: np.ndarray
+) -> None:
+    from layerscope import explain
+    from layerscope.comparison import explain_many
+
+    exps = explain_many(vgg16, photo, ["gradcam", "gradcam++"], [3, 7], layers="features.22,features.29")
+    assert [(e.method, int(e.targets[0])) for e in exps] == [
+        ("gradcam", 3),
+        ("gradcam", 7),
+        ("gradcam++", 3),
+        ("gradcam++", 7),
+    ]
+    for e in exps:
+        alone = explain(vgg16, photo, ["features.22", "features.29"], e.method, int(e.targets[0]))
+        for layer in alone.layers:
+            np.testing.assert_allclose(
+                e.cams[layer], alone.cams[layer], rtol=1e-4, atol=1e-6 * float(alone.cams[layer].max())
+            )
+    top = explain_many(vgg16, photo, "gradcam", top_k_classes=3, layers="features.29")
+    probs = [float(e.probabilities[0]) for e in top]
+    assert probs == sorted(probs, reverse=True) and len(top) == 3

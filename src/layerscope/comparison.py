@@ -10,6 +10,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from layerscope.errors import UsageError
 from layerscope.render.options import RenderOptions
 
@@ -97,3 +99,122 @@ def grid(
     title = f"Class: {first.class_name(0)} (p = {first.probabilities[0]:.2f})"
     img, _ = draw_grid(first.images[0], maps, [m.name for m in chosen], first.layers, title=title, options=opts)
     return img
+
+
+def _take(exp: Any, i: int) -> Any:
+    """Image ``i`` of an explanation as an explanation of its own."""
+    from layerscope.explanation import Explanation
+
+    return Explanation(
+        layers=list(exp.layers),
+        cams={k: v[i : i + 1] for k, v in exp.cams.items()},
+        shapes=dict(exp.shapes),
+        targets=exp.targets[i : i + 1],
+        scores=exp.scores[i : i + 1],
+        probabilities=exp.probabilities[i : i + 1],
+        flat={k: v[i : i + 1] for k, v in exp.flat.items()},
+        images=[exp.images[i]],
+        method=exp.method,
+        class_names=exp.class_names,
+        options=dict(exp.options),
+        info=exp.info,
+        outputs=None if exp.outputs is None else exp.outputs[i : i + 1],
+    )
+
+
+def explain_many(
+    model: Any,
+    image: Any,
+    methods: str | Sequence[str] = ("gradcam",),
+    targets: Sequence[int | str] | None = None,
+    *,
+    top_k_classes: int | None = None,
+    layers: str | Sequence[str] | None = None,
+    **options: Any,
+) -> list[Any]:
+    """One image explained by several methods and/or for several classes: one
+    :class:`~layerscope.Explanation` per (method, class), methods outermost — what the
+    interactive explorer's method and class switches show.
+
+    The classes of one method come from one capture: the image is repeated once per class
+    and each copy explains its own class, so K classes cost one forward and one backward pass
+    of a batch of K.
+
+    Args:
+        model: as for :func:`layerscope.explain`.
+        image: one image (path, PIL image, uint8 array or a ``(1, C, H, W)`` tensor).
+        methods: method names, a list or a comma-separated string.
+        targets: the classes to explain (indices or names); default: the top-1 class.
+        top_k_classes: explain the K most probable classes instead (not with ``targets``).
+        layers: as for :func:`layerscope.explain`.
+        **options: ``explain``'s keyword arguments (``preprocess``, ``framework``, ``info``,
+            ``device``, ``precision``) and method options, each method option given to every
+            method that has it; an option no chosen method has is an error.
+
+    Returns:
+        ``len(methods) × len(classes)`` explanations of one image each.
+    """
+    from layerscope.explanation import explain
+    from layerscope.methods import get_method
+
+    names = _method_list(methods)
+    chosen = [get_method(n) for n in names]
+    shared_keys = {"preprocess", "framework", "info", "device", "precision"}
+    shared = {k: v for k, v in options.items() if k in shared_keys}
+    method_options = {k: v for k, v in options.items() if k not in shared_keys}
+    unused = set(method_options) - {k for m in chosen for k in m.options}
+    if unused:
+        raise UsageError(f"no chosen method has the option(s) {', '.join(sorted(unused))}")
+    if targets is not None and top_k_classes is not None:
+        raise UsageError("give the classes to explain or top_k_classes, not both")
+    if top_k_classes is not None and top_k_classes < 1:
+        raise UsageError(f"top_k_classes must be 1 or more, not {top_k_classes}")
+    out: list[Any] = []
+    classes: list[int | str] | None = list(targets) if targets is not None else None
+    seen: set[tuple[type, str]] = set()
+    for m in chosen:
+        opts = {k: v for k, v in method_options.items() if k in m.options}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if classes is None:
+                exp = explain(model, image, layers, m.name, None, **shared, **opts)
+                if len(exp.targets) != 1:
+                    raise UsageError(f"explain_many explains one image, not {len(exp.targets)}")
+                if top_k_classes is None:
+                    classes = [int(exp.targets[0])]
+                else:
+                    if exp.outputs is None:
+                        raise UsageError("top_k_classes needs the model's whole output")
+                    k = min(top_k_classes, exp.outputs.shape[1])
+                    classes = [int(c) for c in np.argsort(-exp.outputs[0], kind="stable")[:k]]
+                if len(classes) == 1:
+                    out.append(exp)
+                    continue
+            batch = _repeat(image, len(classes))
+            exp = explain(model, batch, layers, m.name, list(classes), **shared, **opts)
+            out.extend(_take(exp, i) for i in range(len(classes)))
+        for w in caught:  # each warning once, not once per method
+            if (w.category, str(w.message)) not in seen:
+                seen.add((w.category, str(w.message)))
+                warnings.warn(str(w.message), w.category, stacklevel=2)
+    return out
+
+
+def _repeat(image: Any, n: int) -> Any:
+    """``n`` copies of one image, in the form ``explain`` takes."""
+    if hasattr(image, "shape") and len(getattr(image, "shape", ())) == 4:  # a (1, C, H, W) tensor or array
+        if int(image.shape[0]) != 1:
+            raise UsageError(f"explain_many explains one image, not {int(image.shape[0])}")
+        return (
+            image.repeat(n, 1, 1, 1)
+            if hasattr(image, "repeat") and not isinstance(image, np.ndarray)
+            else (np.repeat(image, n, axis=0))
+        )
+    if isinstance(image, (list, tuple)):
+        if len(image) != 1:
+            raise UsageError(f"explain_many explains one image, not {len(image)}")
+        image = image[0]
+    from layerscope.inputs import as_rgb_array
+
+    rgb = as_rgb_array(image)
+    return [rgb] * n

@@ -25,6 +25,18 @@ def add_parser(sub: Any) -> None:
     )
     _common.add_model_args(p)
     _common.add_method_args(p)
+    p.add_argument(
+        "--methods",
+        metavar="A,B,…",
+        help="several CAM methods for the interactive page's method switch (.html output only; instead of --method)",
+    )
+    p.add_argument(
+        "--top-k-classes",
+        type=_common.positive_int,
+        metavar="K",
+        help="explain the K most probable classes, for the page's class switch (.html output only); "
+        "--target also takes a comma-separated list of classes",
+    )
     _common.add_render_args(p)
     p.add_argument(
         "--duration", type=_common.positive_int, default=500, help="milliseconds per frame, 10 or more (default: 500)"
@@ -53,7 +65,8 @@ def add_parser(sub: Any) -> None:
     _common.add_output_args(
         p,
         "grad_cam.gif",
-        "output file: .gif, .webp, .png (APNG) or .npz for the raw maps (default: grad_cam.gif)",
+        "output file: .gif, .webp, .png (APNG), .mp4 (H.264 video), .html (the interactive explorer: one "
+        "self-contained file) or .npz for the raw maps (default: grad_cam.gif)",
     )
 
 
@@ -75,8 +88,21 @@ def run(args: argparse.Namespace) -> int:
     is_recipe = name == RECIPE_MODEL and args.cifar10 is not None and not args.model_file
     options = _common.render_options(args, caption=args.caption or ("recipe" if is_recipe else "layerscope"))
     outputs.check_output(args.output, options, args.overwrite)
-    get_method(args.method)
-    method_options = _common.method_options(args, [args.method], recipe=is_recipe)
+    methods = _common.csv_list(args.methods) if args.methods else [args.method]
+    for m in methods:
+        get_method(m)
+    targets = _common.csv_list(args.target) if args.target and "," in args.target else None
+    several = len(methods) > 1 or targets is not None or (args.top_k_classes or 1) > 1
+    if args.methods and args.method != "gradcam":
+        raise UsageError("give --method or --methods, not both")
+    if targets is not None and args.top_k_classes:
+        raise UsageError("give --target classes or --top-k-classes, not both")
+    if several and not args.output.lower().endswith((".html", ".htm")):
+        raise UsageError(
+            "several methods or classes are shown by the interactive page: write -o NAME.html "
+            "(or compare methods in one picture with `layerscope grid`)"
+        )
+    method_options = _common.method_options(args, methods, recipe=is_recipe)
     note = ""
     if args.cifar10 is not None:
         from layerscope.datasets.cifar10 import load_image as load_cifar10
@@ -98,6 +124,26 @@ def run(args: argparse.Namespace) -> int:
         extra["device"] = args.device
     if args.precision != "default":
         extra["precision"] = args.precision
+    if several:
+        from layerscope.comparison import explain_many
+
+        exps = explain_many(
+            model,
+            image,
+            methods,
+            targets,
+            top_k_classes=args.top_k_classes,
+            layers=args.layers,
+            **method_options,
+            **extra,
+        )
+        path = outputs.write_html(exps, args.output, options, overwrite=args.overwrite)
+        classes = list(dict.fromkeys(e.class_name(0) for e in exps))
+        print(
+            f"{path}: {len(exps[0].layers)} layers, {len(methods)} method(s) ({', '.join(methods)}) × "
+            f"{len(classes)} class(es) ({', '.join(map(repr, classes))})" + (f"; {note}" if note else "")
+        )
+        return 0
     exp = explain(model, image, layers=args.layers, method=args.method, target=args.target, **method_options, **extra)
     saved = exp.save(args.output, overwrite=args.overwrite, options=options)
     path = saved[0] if isinstance(saved, list) else saved
