@@ -121,6 +121,8 @@ def plot(ev: Any) -> Any:
         if metric == "randomisation_rank_corr":
             ax.axhline(0.0, color="grey", lw=0.8, ls=":")
         arrow = "higher is better" if HIGHER_IS_BETTER[metric] else "lower is better"
+        if metric == "randomisation_rank_corr":
+            arrow = "nearer 0 is better"
         ax.set_title(f"{TITLES[metric]} ({arrow})", fontsize=9)
         ax.set_xticks(depth)
         ax.set_xticklabels(

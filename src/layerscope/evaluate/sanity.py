@@ -154,6 +154,7 @@ def randomisation_check(
     seed: int = 0,
     info: Any = None,
     absolute: bool = False,
+    randomised: Any = None,
     **method_options: Any,
 ) -> Randomisation:
     """The model-randomisation sanity check of Adebayo, Gilmer, Muelly, Goodfellow, Hardt and
@@ -183,6 +184,8 @@ def randomisation_check(
         seed: the first cascade step's seed.
         info: the model's :class:`~layerscope.info.ModelInfo` (default: the one it carries).
         absolute: rank absolute values.
+        randomised: an iterable of ``(name, model)`` cascade steps to use instead of
+            :func:`cascading_randomisation` (e.g. Quantus' ``get_random_layer_generator``).
         **method_options: the method's options.
 
     Returns:
@@ -201,9 +204,10 @@ def randomisation_check(
     steps: list[str] = []
     rows = []
     count = len(randomisable_modules(model))
-    chosen = set(range(count)) if cascade else {count - 1}
-    for k, (name, random_model) in enumerate(cascading_randomisation(model, seed)):
-        if k not in chosen:
+    chosen = set(range(count)) if cascade or randomised is not None else {count - 1}
+    source = cascading_randomisation(model, seed) if randomised is None else randomised
+    for k, (name, random_model) in enumerate(source):
+        if k not in chosen and randomised is None:
             continue
         exp_r = explain(random_model, x, names, method, targets, info=facts, **method_options)
         per_layer = []

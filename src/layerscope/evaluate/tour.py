@@ -153,6 +153,33 @@ class Evaluation:
     cascade: dict[str, sanity.Randomisation] = field(default_factory=dict)
     images: int = 0
     plan: Plan | None = None
+    #: ``{key: (mean, sem, n)}`` for an evaluation read back from its rows (no per-image values).
+    summary: dict[tuple[str, str, str, str], tuple[float, float, int]] = field(default_factory=dict)
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[dict[str, Any]]) -> Evaluation:
+        """An evaluation from its :meth:`rows` (e.g. read back from a CSV, or several runs'
+        rows together): means, standard errors and counts, no per-image values."""
+        layers: dict[str, int] = {}
+        methods: dict[str, None] = {}
+        metrics: dict[str, None] = {}
+        summary = {}
+        for r in rows:
+            layers[str(r["layer"])] = int(r["depth"])
+            methods[str(r["method"])] = None
+            metrics[str(r["metric"])] = None
+            key = (str(r["model"]), str(r["method"]), str(r["layer"]), str(r["metric"]))
+            summary[key] = (float(r["value"]), float(r["sem"]), int(r["n"]))
+        order = [m for m in METRICS.values() for m in m]
+        ev = cls(
+            sorted(layers, key=layers.__getitem__),
+            list(methods),
+            sorted(metrics, key=lambda m: order.index(m) if m in order else len(order)),
+            {k: np.asarray([v[0]]) for k, v in summary.items()},
+            images=max((v[2] for v in summary.values()), default=0),
+            summary=summary,
+        )
+        return ev
 
     def mean(self, metric: str, method: str, layer: str, model: str = TRAINED) -> float:
         """The mean over images (NaN ignored; NaN where nothing was measured)."""
@@ -165,6 +192,21 @@ class Evaluation:
         """One record per model, method, layer and metric: mean, standard error, count."""
         out = []
         for (model, method, layer, metric), v in self.values.items():
+            if (model, method, layer, metric) in self.summary:
+                value, sem, count = self.summary[(model, method, layer, metric)]
+                out.append(
+                    {
+                        "model": model,
+                        "method": method,
+                        "layer": layer,
+                        "depth": self.layers.index(layer) + 1,
+                        "metric": metric,
+                        "value": value,
+                        "sem": sem,
+                        "n": count,
+                    }
+                )
+                continue
             ok = v[np.isfinite(v)]
             out.append(
                 {
