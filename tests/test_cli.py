@@ -210,3 +210,8 @@ def test_explain_many_classes_from_one_capture_equal_one_explain_per_class(
     top = explain_many(vgg16, photo, "gradcam", top_k_classes=3, layers="features.29")
     probs = [float(e.probabilities[0]) for e in top]
     assert probs == sorted(probs, reverse=True) and len(top) == 3
+
+
+def test_a_layer_pattern_matching_nothing_lists_the_layers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run_cli(capsys, "tour", "--layers", "block9_*", "-o", str(tmp_path / "x.gif"))
+    assert code == 2 and "matches no layer" in err and "block1_conv1" in err and "(13 in all;" in err, err

@@ -184,7 +184,7 @@ def match_layers(
         elif any(ch in spec for ch in "*?["):
             found = fnmatch.filter(names, spec)
             if not found:
-                raise UsageError(f"layer pattern {spec!r} matches no layer")
+                raise UsageError(f"layer pattern {spec!r} matches no layer; {_listing(default or list(names))}")
         else:
             close = difflib.get_close_matches(spec, names, n=5, cutoff=0.6)
             hint = f"; close matches: {', '.join(close)}" if close else ""
@@ -192,6 +192,12 @@ def match_layers(
         for n in found:
             chosen.setdefault(n, names[n])
     return list(chosen.items())
+
+
+def _listing(layers: list[str], most: int = 16) -> str:
+    """``"the layers: a, b, … (N in all; `layerscope layers` lists them)"``, shortened."""
+    shown = layers if len(layers) <= most else [*layers[: most // 2], "…", *layers[-most // 2 :]]
+    return f"the layers: {', '.join(shown)} ({len(layers)} in all; `layerscope layers` lists them)"
 
 
 def given_targets(target: Any, n: int, k: int) -> np.ndarray | None:
