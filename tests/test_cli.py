@@ -104,6 +104,10 @@ def test_errors_are_one_line(
         (["tour", "--scale", "nope"], "invalid choice"),
         (["tour", "--colormap", "nope"], "unknown colormap"),
         (["tour", "-o", "x.jpg"], "unsupported"),
+        (["tour", "--target", "tabbby"], "unknown class 'tabbby'"),
+        (["tour", "--model", "vgg16", "--target", "tabbby"], "close matches: tabby"),
+        (["tour", "--target", "10"], "out of range"),
+        (["tour", "--duration", "10000000"], "between 10 and"),
         (["grid", "--methods", "gradcam,nope"], "unknown CAM method 'nope'"),
     ],
 )

@@ -265,6 +265,29 @@ def check_model_name(args: argparse.Namespace) -> None:
     raise UsageError(f"unknown model {name!r}.{hint} Built-in models: {', '.join(MODELS)}")
 
 
+def check_target(args: argparse.Namespace) -> None:
+    """``--target`` checked against a built-in model's class names before the model is loaded
+    (a name not known, an index out of range)."""
+    target = getattr(args, "target", None)
+    if not target or getattr(args, "model_file", None):
+        return
+    from layerscope.explanation import resolve_target
+    from layerscope.models import ENTRIES
+
+    entry = ENTRIES.get(model_name(args))
+    if entry is None:
+        return
+    names = entry.info().class_names
+    if not names:
+        return
+    for t in csv_list(target):
+        index = resolve_target(t, names)
+        if isinstance(index, str) and index.lstrip("-").isdigit():
+            index = int(index)
+        if isinstance(index, int) and not 0 <= index < len(names):
+            raise UsageError(f"class index {index} is out of range for {entry.name}'s {len(names)} classes")
+
+
 def load_model_from_args(args: argparse.Namespace, listing: bool = False) -> Any:
     """The model the arguments name (``--model``/``--model-file``, ``--weights``, ``--framework``,
     ``--size``, ``--mean``/``--std``), its :class:`~layerscope.info.ModelInfo` recorded.

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         )
     check_writable(path, args.overwrite)
     _common.check_model_name(args)
+    _common.check_target(args)
     options = _common.render_options(args)
     methods = _common.csv_list(args.methods)
     if not methods:

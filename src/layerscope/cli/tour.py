@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model_file and args.framework != "keras":
         raise UsageError("--model-file takes a Keras .keras file: add --framework keras")
     _common.check_model_name(args)
+    _common.check_target(args)
     name = _common.model_name(args)
     is_recipe = name == RECIPE_MODEL and args.cifar10 is not None and not args.model_file
     options = _common.render_options(args, caption=args.caption or ("recipe" if is_recipe else "layerscope"))
