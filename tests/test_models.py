@@ -216,12 +216,12 @@ def _record_init_devices(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_loading_weights_initialises_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    src = layerscope.load_model("vgg16", weights="random", seed=4)
+    src = layerscope.load_model("vgg16-cifar10", weights="random", seed=4)
     save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(tmp_path / "w.safetensors"))
     seen = _record_init_devices(monkeypatch)
     calls: list[int] = []
     monkeypatch.setattr(vgg, "init_vgg_", lambda *a, **k: calls.append(1))
-    m = layerscope.load_model("vgg16", weights=str(tmp_path / "w.safetensors"))
+    m = layerscope.load_model("vgg16-cifar10", weights=str(tmp_path / "w.safetensors"))
     assert calls == [] and set(seen) <= {"meta"}  # no parameter initialised on a real device
     for k, v in src.state_dict().items():
         assert torch.equal(m.state_dict()[k], v), k
@@ -245,11 +245,11 @@ def test_build_for_listing_needs_no_weights(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(weights, "download_torchvision", no_download)
     monkeypatch.setattr(weights, "read_state_dict", no_download)
-    model = registry.build_for_listing("vgg16")
+    model = registry.build_for_listing("vgg16-cifar10")
     assert model_info(model).layers == vgg.vgg16_layers()
     assert all(float(p.detach().abs().max()) == 0.0 for p in model.parameters())
     with torch.no_grad():
-        assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 1000)
+        assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
     meta = registry.build_for_listing("resnet50", device="meta")
     assert all(p.is_meta for p in meta.parameters())
     with torch.no_grad():

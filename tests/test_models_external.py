@@ -294,8 +294,12 @@ def test_hf_local_folder_random_and_file(hf_folder: Path, tmp_path: Path) -> Non
         torch.testing.assert_close(c(x).logits, saved(x).logits)
 
 
-def test_hf_offline_is_one_clear_line(hf_folder: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_hf_offline_is_one_clear_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     with pytest.raises(WeightsError) as e:
         layerscope.load_model("hf:nobody-here/not-a-cached-model")
