@@ -287,6 +287,7 @@ def test_bad_options_fail_before_work(tmp_path: Path, tiny) -> None:
         ({"shard": "3/2"}, "shard"),
         ({"batch_size": 0}, "batch_size"),
         ({"method_options": {"nope": 1}}, "no option"),
+        ({"explain_options": {"device": "cuda:99"}}, "not available"),
     ):
         with pytest.raises(UsageError, match=match):
             run_dataset(shapes=3, out_dir=tmp_path / "run", model=model, info=info, progress="none", **kw)

@@ -50,10 +50,17 @@ def prepare(
 ) -> Prepared:
     """Read and preprocess one item; an unreadable item gives an error, never an exception."""
     t0 = time.perf_counter()
-    loaded = source.load(item)
+    keep = None
+    if shard is not None and shard[1] > 1:
+        index, count = shard
+
+        def keep(digest: str) -> bool:
+            return shard_of(digest, count) == index
+
+    loaded = source.load(item, keep)
     where = str(item.ref) if item.kind == "file" else item.key
     out = Prepared(item.key, where, loaded.content_hash, label=loaded.label)
-    if shard is not None and shard[1] > 1 and shard_of(loaded.content_hash, shard[1]) != shard[0]:
+    if loaded.skipped or (keep is not None and not keep(loaded.content_hash)):
         out.other_shard = True
         return out
     if loaded.error is not None:

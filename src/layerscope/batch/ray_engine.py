@@ -12,6 +12,7 @@ Ray is imported only here (``pip install "layerscope[ray]"``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import time
@@ -45,10 +46,13 @@ class _Explain:
     """Model stage: an actor holding the model; prepared records → pickled writer payloads."""
 
     def __init__(self, model_bytes: bytes, params: dict[str, Any]) -> None:
-        import torch  # noqa: F401 - the model's framework, before unpickling it
-
         self.model = pickle.loads(model_bytes)
         self.params = params
+        with contextlib.suppress(ImportError):
+            import torch
+
+            if isinstance(self.model, torch.nn.Module) and torch.cuda.is_available():  # the actor's GPU
+                self.model.to("cuda")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from layerscope.batch.run import _explain_safely

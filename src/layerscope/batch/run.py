@@ -288,6 +288,7 @@ def run_dataset(
             f"its options: {', '.join(m.options) or 'none'}"
         )
     explain_options = dict(explain_options or {})
+    device = explain_options.pop("device", None)  # the model moves there once, for the whole run
 
     src = open_source(
         source,
@@ -308,6 +309,13 @@ def run_dataset(
         model = load_model("demo")
     facts = info_for(model, info)
     fw = detect_framework(model)
+    placement: Any = contextlib.nullcontext()
+    if device is not None:
+        if fw != "torch":
+            raise UsageError("device= applies to torch models; a Keras model runs where its backend puts it")
+        from layerscope.capture.torch import placed, resolve_device
+
+        placement = placed(model, resolve_device(device))
     resolved = get_adapter(fw).resolve_layers(model, layers, facts)
     layer_names = [name for name, _ in resolved]
     class_names = list(facts.class_names) if facts.class_names else (list(src.class_names) if src.class_names else None)
@@ -383,10 +391,9 @@ def run_dataset(
         }
         try:
             if pending:
-                if engine == "ray":
-                    from layerscope.batch.ray_engine import run_ray
-
-                    run_ray(
+                with placement:
+                    _run_engine(
+                        engine,
                         src,
                         pending,
                         ctx,
@@ -396,14 +403,11 @@ def run_dataset(
                         bar,
                         result,
                         batch_size,
+                        workers,
                         shard_t,
+                        writers,
                         ray_actors,
                         ray_address,
-                        writers,
-                    )
-                else:
-                    _run_local(
-                        src, pending, ctx, model, prep, params, bar, result, batch_size, workers, shard_t, writers
                     )
         finally:
             bar.close()
@@ -423,6 +427,33 @@ def run_dataset(
         result.merged, result.manifest = True, merged
     log.info("%s", result.summary())
     return result
+
+
+def _run_engine(
+    engine: str,
+    src: Source,
+    pending: list[Item],
+    ctx: RunContext,
+    model: Any,
+    prep: Callable,
+    params: dict[str, Any],
+    bar: Progress,
+    result: RunResult,
+    batch_size: int,
+    workers: int,
+    shard: tuple[int, int] | None,
+    writers: int,
+    ray_actors: int,
+    ray_address: str | None,
+) -> None:
+    if engine == "ray":
+        from layerscope.batch.ray_engine import run_ray
+
+        run_ray(
+            src, pending, ctx, model, prep, params, bar, result, batch_size, shard, ray_actors, ray_address, writers
+        )
+    else:
+        _run_local(src, pending, ctx, model, prep, params, bar, result, batch_size, workers, shard, writers)
 
 
 def _render_dict(render: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob as globlib
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -50,6 +50,8 @@ class Loaded:
     label: int | None = None
     mask: np.ndarray | None = None
     error: str | None = None
+    #: not read because its content hash puts it in another shard
+    skipped: bool = False
 
 
 def pixel_hash(rgb: np.ndarray) -> str:
@@ -74,13 +76,15 @@ class Source:
     def items(self) -> list[Item]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def read(self, item: Item) -> Loaded:  # pragma: no cover - abstract
+    def read(self, item: Item, keep: Callable[[str], bool] | None = None) -> Loaded:  # pragma: no cover
+        """Read one item; a source that knows the content hash before decoding skips the
+        decoding when ``keep(hash)`` is false."""
         raise NotImplementedError
 
-    def load(self, item: Item) -> Loaded:
+    def load(self, item: Item, keep: Callable[[str], bool] | None = None) -> Loaded:
         """:meth:`read`, with any layerscope error or unreadable file turned into an error result."""
         try:
-            return self.read(item)
+            return self.read(item, keep)
         except (LayerscopeError, OSError, ValueError) as e:
             message = str(e).splitlines()[0] if str(e) else type(e).__name__
             return Loaded(item, _fallback_hash(item), error=message)
@@ -111,7 +115,7 @@ class FileSource(Source):
     def items(self) -> list[Item]:
         return [Item(k, p, "file") for k, p in zip(self._keys, self._paths, strict=True)]
 
-    def read(self, item: Item) -> Loaded:
+    def read(self, item: Item, keep: Callable[[str], bool] | None = None) -> Loaded:
         from layerscope.inputs import load_image
 
         path = item.ref
@@ -122,6 +126,8 @@ class FileSource(Source):
         except IsADirectoryError:
             raise InputImageError(f"{path}: is a directory, not an image file") from None
         digest = hashlib.sha256(data).hexdigest()
+        if keep is not None and not keep(digest):
+            return Loaded(item, digest, skipped=True)
         try:
             rgb = load_image(path)
         except LayerscopeError as e:
@@ -148,7 +154,7 @@ class Cifar10Source(Source):
     def items(self) -> list[Item]:
         return [Item(f"cifar10-{self.split}/{i:05d}", i, "cifar10") for i in range(len(self.labels))]
 
-    def read(self, item: Item) -> Loaded:
+    def read(self, item: Item, keep: Callable[[str], bool] | None = None) -> Loaded:
         rgb = np.ascontiguousarray(self.images[item.ref])
         return Loaded(item, pixel_hash(rgb), rgb=rgb, label=int(self.labels[item.ref]))
 
@@ -170,7 +176,7 @@ class ShapesSource(Source):
     def items(self) -> list[Item]:
         return [Item(f"shapes-{self.seed}/{i:06d}", i, "shapes") for i in range(self.start, self.start + self.count)]
 
-    def read(self, item: Item) -> Loaded:
+    def read(self, item: Item, keep: Callable[[str], bool] | None = None) -> Loaded:
         from layerscope.datasets.shapes import make_sample
 
         rgb, label, mask = make_sample(self.seed, item.ref, self.size)
