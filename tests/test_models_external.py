@@ -274,10 +274,13 @@ def hf_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def test_hf_local_folder_random_and_file(hf_folder: Path, tmp_path: Path) -> None:
+def test_hf_local_folder_random_and_file(hf_folder: Path, tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
     transformers = pytest.importorskip("transformers")
     saved = transformers.ViTForImageClassification.from_pretrained(hf_folder).eval()
+    capfd.readouterr()
     model = layerscope.load_model(f"hf:{hf_folder}")
+    assert "Loading weights" not in capfd.readouterr().err  # no progress bar before our output
+    assert transformers.utils.logging.is_progress_bar_enabled()  # and the setting is restored
     info = model_info(model)
     assert info.class_names == ("apple", "pear", "plum")
     assert info.preprocess == Preprocess((32, 32), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))

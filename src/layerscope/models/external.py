@@ -311,8 +311,27 @@ def _imagenet_if(outputs: int | None) -> tuple[str, ...] | None:
 # --------------------------------------------------------------------------- Hugging Face
 
 
+@contextlib.contextmanager
+def _quiet(transformers: Any) -> Iterator[None]:
+    """No transformers progress bars while loading (restored afterwards)."""
+    log = getattr(getattr(transformers, "utils", None), "logging", None)
+    enabled = getattr(log, "is_progress_bar_enabled", lambda: False)()
+    if enabled:
+        log.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            log.enable_progress_bar()
+
+
 def _hf(repo: str, kind: str, weights: Any, seed: int, listing: bool) -> tuple[Any, ModelInfo]:
     transformers = _require("transformers", "hf")
+    with _quiet(transformers):
+        return _hf_load(transformers, repo, kind, weights, seed, listing)
+
+
+def _hf_load(transformers: Any, repo: str, kind: str, weights: Any, seed: int, listing: bool) -> tuple[Any, ModelInfo]:
     auto_model = transformers.AutoModelForImageClassification
     where = f"{repo} from the Hugging Face Hub" if not Path(repo).is_dir() else repo
     example = ", or a local folder written by save_pretrained (hf:/path/to/folder)"
