@@ -219,3 +219,19 @@ def test_explain_many_classes_from_one_capture_equal_one_explain_per_class(
 def test_a_layer_pattern_matching_nothing_lists_the_layers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = run_cli(capsys, "tour", "--layers", "block9_*", "-o", str(tmp_path / "x.gif"))
     assert code == 2 and "matches no layer" in err and "block1_conv1" in err and "(13 in all;" in err, err
+
+
+def test_grid_as_jpeg_and_tour_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    jpg = tmp_path / "grid.jpg"
+    code, _, err = run_cli(capsys, "grid", "--methods", "gradcam,layercam", "--layers", "block5_*", "-o", str(jpg))
+    assert code == 0, err
+    with Image.open(jpg) as im:
+        assert im.format == "JPEG" and im.width > im.height
+    plain, wide = tmp_path / "plain.gif", tmp_path / "wide.gif"
+    assert run_cli(capsys, "tour", "--layers", "block5_conv3", "-o", str(plain))[0] == 0
+    code, _, err = run_cli(
+        capsys, "tour", "--layers", "block5_conv3", "--side-by-side", "--no-counter", "-o", str(wide)
+    )
+    assert code == 0, err
+    with Image.open(plain) as a, Image.open(wide) as b:
+        assert b.width > 1.6 * a.width - 60 and b.height == a.height

@@ -183,6 +183,21 @@ def add_render_args(p: argparse.ArgumentParser, scale_help: str | None = None) -
     )
 
 
+def add_frame_args(p: argparse.ArgumentParser) -> None:
+    """``--side-by-side``, ``--no-colorbar``, ``--no-counter``, ``--max-side`` (how frames look)."""
+    p.add_argument("--side-by-side", action="store_true", help="draw the original image beside each overlay")
+    p.add_argument(
+        "--no-colorbar", dest="colorbar", action="store_false", help="leave out the colour bar with the scale's range"
+    )
+    p.add_argument("--no-counter", dest="counter", action="store_false", help="leave out the layer counter (3/13)")
+    p.add_argument(
+        "--max-side",
+        type=positive_int,
+        metavar="PX",
+        help="the longest side a frame's picture is drawn at; larger photos are shrunk (default: 2048)",
+    )
+
+
 def add_output_args(p: argparse.ArgumentParser, default: str, help_text: str) -> None:
     """``-o/--output`` and ``--overwrite``."""
     p.add_argument("-o", "--output", default=default, help=help_text)
@@ -238,7 +253,18 @@ def render_options(args: argparse.Namespace, **overrides: Any) -> Any:
     from layerscope.render.options import RenderOptions
 
     fields = {}
-    for name in ("colormap", "alpha", "scale", "caption", "duration", "cell", "side_by_side"):
+    for name in (
+        "colormap",
+        "alpha",
+        "scale",
+        "caption",
+        "duration",
+        "cell",
+        "side_by_side",
+        "colorbar",
+        "counter",
+        "max_side",
+    ):
         value = getattr(args, name, None)
         if value is not None:
             fields[name] = value

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from layerscope.cli import _common
 from layerscope.errors import UsageError
-
-#: Image types the grid may be written as (Pillow writes each by extension).
-GRID_EXTENSIONS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
 def add_parser(sub: Any) -> None:
@@ -30,18 +26,12 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from layerscope.atomic import check_writable, write_with
     from layerscope.comparison import grid
     from layerscope.inputs import load_image
     from layerscope.methods import get_method
+    from layerscope.outputs import check_image_output, write_image
 
-    path = Path(args.output)
-    fmt = GRID_EXTENSIONS.get(path.suffix.lower())
-    if fmt is None:
-        raise UsageError(
-            f"{path}: the grid is written as {', '.join(GRID_EXTENSIONS)}, not {path.suffix or '(no extension)'}"
-        )
-    check_writable(path, args.overwrite)
+    path = check_image_output(args.output, args.overwrite)
     _common.check_model_name(args)
     _common.check_target(args)
     options = _common.render_options(args)
@@ -65,6 +55,6 @@ def run(args: argparse.Namespace) -> int:
         cell=options.cell,
         **method_options,
     )
-    write_with(path, lambda f: img.convert("RGB" if fmt == "JPEG" else img.mode).save(f, format=fmt), args.overwrite)
+    write_image(path, img, args.overwrite)
     print(f"{path}: {len(methods)} methods × layers grid, {img.width}×{img.height} px")
     return 0

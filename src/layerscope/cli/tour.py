@@ -38,6 +38,7 @@ def add_parser(sub: Any) -> None:
         "--target also takes a comma-separated list of classes",
     )
     _common.add_render_args(p)
+    _common.add_frame_args(p)
     p.add_argument(
         "--duration", type=_common.positive_int, default=500, help="milliseconds per frame, 10 or more (default: 500)"
     )
