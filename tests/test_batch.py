@@ -340,3 +340,15 @@ def test_several_writers_share_the_work_without_name_clashes(tmp_path: Path, tin
     # a resumed run numbers its parts after the existing ones
     first = manifest.next_part_number(out, "all")
     assert first == max(int(p[5:11]) for p in parts) + 1
+
+
+def test_folder_shards_skip_other_files_by_hash(tmp_path: Path, tiny) -> None:
+    model, info = tiny
+    src = make_folder(tmp_path / "imgs")
+    out = tmp_path / "run"
+    done = [run_dataset(src, out, model, info=info, shard=f"{i}/3", **FAST).done for i in range(3)]
+    assert sum(done) == 7
+    table = rows(out)
+    assert len(table) == 7 and len({t["key"] for t in table}) == 7
+    for t in table:
+        assert t["shard"] == shard_of(t["content_hash"], 3)
