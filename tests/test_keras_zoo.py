@@ -351,3 +351,17 @@ def test_a_preprocessed_caffe_tensor_is_drawn_over_the_true_picture(files: dict[
         recorded = layerscope.explain(model, xs, layers="block5_conv3")  # the model's own info knows it
     np.testing.assert_array_equal(given.images[0], img)
     np.testing.assert_array_equal(recorded.images[0], img)
+
+
+def test_listing_a_keras_model_reads_no_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerscope.models import build_for_listing, keras_zoo
+
+    def no_weights(*a: object, **k: object) -> None:
+        raise AssertionError("listing must not fetch or read weights")
+
+    monkeypatch.setattr(keras_zoo, "vgg16_imagenet_file", no_weights)
+    monkeypatch.setattr(keras_zoo, "load_weights", no_weights)
+    monkeypatch.setattr(keras_zoo, "init_random_", no_weights)
+    model = build_for_listing("vgg16-cifar10", framework="keras", size=32)
+    assert model.get_layer("vgg16").get_layer("block5_conv3").output.shape[1:] == (2, 2, 512)
+    assert model_info(model).preprocess == CaffePreprocess((32, 32)) and model_info(model).warning is None

@@ -464,7 +464,13 @@ def build_for_listing(
     if framework == "keras":
         if _is_model_file(name):
             return load_model(name, framework="keras")
-        return load_model(name, "random", framework="keras", size=size)
+        entry = ENTRIES.get(name)
+        if entry is None or entry.keras is None:
+            return load_model(name, "random", framework="keras", size=size)  # the usual error
+        from layerscope.models import keras_zoo
+
+        model, info = keras_zoo.load_builtin(name, None, size=_size(size) or (224, 224), listing=True)
+        return attach_info(model, with_preprocess(info, size))
     if framework != "torch":
         raise UsageError(f"unknown framework {framework!r}; expected 'torch' or 'keras'")
     if _is_external(name):

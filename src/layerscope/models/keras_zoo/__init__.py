@@ -72,8 +72,10 @@ def load_builtin(
     *,
     seed: int = 0,
     size: tuple[int, int] = (224, 224),
+    listing: bool = False,
 ) -> tuple[Any, ModelInfo]:
-    """A Keras built-in model and its info.
+    """A Keras built-in model and its info (``listing``: the architecture with Keras' own
+    initialisation, no weights read, for listing layers).
 
     Args:
         name: ``"vgg16-cifar10"`` (the recipe) or ``"vgg16"`` (ImageNet, 1000 classes).
@@ -91,6 +93,9 @@ def load_builtin(
     shape = (int(size[0]), int(size[1]), 3)
     w = "imagenet" if weights in (None, "default") else weights
     path: Path | None = None
+    if listing:
+        model = build_vgg16(shape, include_top=True) if name == "vgg16" else build_recipe(shape)
+        return model, builtin_info(name, size)
     if w == "imagenet":  # fetched (or failed) before anything is built
         path = vgg16_imagenet_file(include_top=name == "vgg16")
     elif w != "random":
