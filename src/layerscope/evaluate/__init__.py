@@ -43,6 +43,7 @@ from layerscope.evaluate.perturbation import (
 from layerscope.evaluate.sanity import (
     Randomisation,
     cascading_randomisation,
+    randomisable_modules,
     randomisation_check,
     randomised_model,
     rank_correlation,
@@ -79,6 +80,7 @@ __all__ = [
     "linear_imputation",
     "plan",
     "pointing_game",
+    "randomisable_modules",
     "randomisation_check",
     "randomised_model",
     "rank_correlation",
