@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+
 SCRIPT = textwrap.dedent(
     """
     import sys
@@ -72,6 +74,22 @@ def _wait_for_parts(out: Path, proc: subprocess.Popen, count: int = 1, timeout: 
     pytest.fail("the run committed nothing in time")
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        found.extend(int(c) for c in text)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def _check_consistent(out: Path) -> list[str]:
     """Every committed key once, every listed file readable, no temporary file: the keys."""
     keys: list[str] = []
@@ -94,9 +112,15 @@ def test_sigkill_then_rerun_every_item_once(tmp_path: Path) -> None:
     proc = _start(tmp_path, out)
     _wait_for_parts(out, proc, count=random.randint(1, 4))
     time.sleep(random.uniform(0.0, 0.5))
+    helpers = _children(proc.pid)
+    assert len(helpers) >= 2  # a reader and the writer
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in helpers if _alive(pid)], "a helper of the killed run lives on"
     # after the kill: whole parts only (temporary files of the killed writer may remain until the rerun)
     committed = set()
     for part in (out / "manifest" / "all").glob("part-*.parquet"):

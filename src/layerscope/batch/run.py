@@ -140,6 +140,14 @@ def _identity(batch: list[Prepared]) -> list[Prepared]:
     return batch
 
 
+def _reader_init(worker_id: int) -> None:
+    """A reader process dies with the run (a killed run's reader could otherwise hang on a
+    full queue nobody reads)."""
+    from layerscope.batch.writer import _die_with_parent
+
+    _die_with_parent()
+
+
 class _Items:
     """A map-style dataset of the pending items (read by the DataLoader's workers)."""
 
@@ -633,7 +641,12 @@ def _run_local(
     dataset = _Items(src, pending, prep, shard, params["keep_image"])
     loader_kw: dict[str, Any] = {}
     if workers > 0:
-        loader_kw = {"multiprocessing_context": "fork", "prefetch_factor": 2, "persistent_workers": False}
+        loader_kw = {
+            "multiprocessing_context": "fork",
+            "prefetch_factor": 2,
+            "persistent_workers": False,
+            "worker_init_fn": _reader_init,
+        }
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_identity, **loader_kw)
     timings = {"wait_data": 0.0, "capture": 0.0, "wait_writer": 0.0, "decode": 0.0}
     writer = _Writer(ctx, writers)
