@@ -60,7 +60,6 @@ def run(args: argparse.Namespace) -> int:
     from layerscope.training import head
 
     model = load_model(RECIPE_MODEL, args.weights, framework=args.framework, seed=args.seed, size=args.size)
-    model = load_model(RECIPE_MODEL, args.weights, framework=args.framework, seed=args.seed, size=args.size)
     if args.framework == "keras":
         head.train_head_keras(model, images, labels, args.steps, args.batch_size, args.lr, args.seed, log)
         path = save_weights(model, out, args.overwrite)
