@@ -4,6 +4,7 @@ attributes, and process-wide state left as it was by the CLI."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
 import subprocess
@@ -41,9 +42,24 @@ def test_every_subcommand_restores_process_state(capsys: pytest.CaptureFixture[s
     from layerscope import cli
 
     logger = logging.getLogger("layerscope")
-    before = (warnings.showwarning, list(logger.handlers), logger.level, logger.propagate, socket.getdefaulttimeout())
+    env = "TF_CPP_MIN_LOG_LEVEL"
+    before = (
+        warnings.showwarning,
+        list(logger.handlers),
+        logger.level,
+        logger.propagate,
+        socket.getdefaulttimeout(),
+        os.environ.get(env),
+    )
     assert cli.main(["methods"]) == 0
     assert cli.main(["tour", "--colormap", "nope"]) == 2
-    after = (warnings.showwarning, list(logger.handlers), logger.level, logger.propagate, socket.getdefaulttimeout())
+    after = (
+        warnings.showwarning,
+        list(logger.handlers),
+        logger.level,
+        logger.propagate,
+        socket.getdefaulttimeout(),
+        os.environ.get(env),
+    )
     assert after == before
     capsys.readouterr()

@@ -81,7 +81,8 @@ def attach_info(model: Any, info: ModelInfo) -> Any:
     try:
         _INFOS[model] = info
     except TypeError:  # an unhashable model object: fall back to its identity while it lives
-        _BY_ID[id(model)] = (weakref.ref(model, lambda _r, k=id(model): _BY_ID.pop(k, None)), info)
+        key = id(model)
+        _BY_ID[key] = (weakref.ref(model, lambda _r: _BY_ID.pop(key, None)), info)
     return model
 
 

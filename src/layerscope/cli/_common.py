@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import socket
 import sys
 import warnings
@@ -383,6 +384,11 @@ def command_session() -> Iterator[None]:
 
     logger = logging.getLogger("layerscope")
     handler = _ToStderr()
+    # TensorFlow's C++ start-up lines (absl, CPU features) would come before our one-line
+    # messages: quiet them for the command unless the user chose a level.
+    tf_level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    if tf_level is None and "tensorflow" not in sys.modules:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     old_level, old_propagate = logger.level, logger.propagate
     old_timeout = socket.getdefaulttimeout()
     with warnings.catch_warnings():
@@ -394,6 +400,8 @@ def command_session() -> Iterator[None]:
         try:
             yield
         finally:
+            if tf_level is None:
+                os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
             logger.removeHandler(handler)
             logger.setLevel(old_level)
             logger.propagate = old_propagate

@@ -10,8 +10,6 @@ Everything here runs on any Keras backend.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
 import numpy as np
@@ -24,14 +22,9 @@ RECIPE_HEAD = ("global_average_pooling2d", "dense", "predictions")
 
 
 def keras_module() -> Any:
-    """``keras``, imported on first use (Keras 3 only).
-
-    When TensorFlow is not imported yet, its C++ start-up chatter (absl and CPU-feature
-    lines on stderr) is silenced with ``TF_CPP_MIN_LOG_LEVEL=2`` unless the caller set that
-    variable: layerscope's messages then come first and alone.
-    """
-    if "tensorflow" not in sys.modules:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """``keras``, imported on first use (Keras 3 only). (The command line silences
+    TensorFlow's C++ start-up chatter for its commands; the library leaves the environment
+    alone.)"""
     try:
         import keras
     except ImportError:
