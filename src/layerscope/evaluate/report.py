@@ -32,7 +32,7 @@ def format_table(ev: Any, model: str = TRAINED, digits: int = 3) -> str:
     lines = []
     w = max([len(layer) for layer in ev.layers] + [5])
     for metric in ev.metrics:
-        arrow = "↑" if HIGHER_IS_BETTER[metric] else "↓"
+        arrow = "→0" if metric == "randomisation_rank_corr" else ("↑" if HIGHER_IS_BETTER[metric] else "↓")
         lines.append(f"{TITLES[metric]} {arrow}  ({ev.images} image(s))")
         try:
             best = ev.best(metric, model)[:2]
