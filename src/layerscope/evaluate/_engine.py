@@ -55,25 +55,6 @@ class Context:
     def size(self) -> tuple[int, int]:
         return int(self.x.shape[-2]), int(self.x.shape[-1])
 
-    def scores(self, xb: Any, index: Any) -> Any:
-        """The measured score of ``targets[index]`` for a batch of inputs (no graph)."""
-        import torch
-
-        with torch.inference_mode():
-            out = self.model(xb)
-            if not isinstance(out, torch.Tensor):
-                raise UsageError("the model must return one (N, classes) tensor for the perturbation metrics")
-            out = out.float()
-            if self.score == "probability" and self.output != "probabilities":
-                out = torch.softmax(out, dim=1)
-            return out.gather(1, self.targets[index].unsqueeze(1)).squeeze(1)
-
-    def predictions(self, xb: Any) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            return self.model(xb).argmax(dim=1)
-
 
 def make_context(model: Any, x: Any, targets: Any, output: str | None, score: str) -> Context:
     """Check the arguments and move the input and targets to the model's device."""
