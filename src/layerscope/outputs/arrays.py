@@ -10,6 +10,7 @@ sizes, the layerscope, numpy and framework versions). Read it back with
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ from layerscope.render.options import RenderOptions
 MANIFEST_VERSION = 1
 
 
+@functools.lru_cache(maxsize=1)  # a metadata lookup costs ~8 ms; a dataset run saves thousands of files
 def _layerscope_version() -> str:
     from importlib import metadata
 
