@@ -318,6 +318,8 @@ def run_dataset(
     facts = info_for(model, info)
     fw = detect_framework(model)
     placement: Any = contextlib.nullcontext()
+    if fw != "torch" and device == "auto":
+        device = None
     if device is not None:
         if fw != "torch":
             raise UsageError("device= applies to torch models; a Keras model runs where its backend puts it")
