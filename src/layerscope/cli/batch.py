@@ -63,6 +63,9 @@ def add_parser(sub: Any) -> None:
     for action in p._actions:
         if "--batch-size" in action.option_strings:
             action.help = "images per forward/backward pass (default: 32)"
+        elif "--target" in action.option_strings:
+            action.help = "class to explain: an index or name, or label (the true label, with --cifar10 or --shapes) "
+            action.help += "(default: the top-1 prediction)"
     _common.add_render_args(p)
     if hasattr(_common, "add_device_args"):
         _common.add_device_args(p)
