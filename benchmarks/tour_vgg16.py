@@ -20,7 +20,20 @@ from collections.abc import Callable
 import torch
 
 import layerscope
+from layerscope.info import ModelInfo
 from layerscope.models import vgg
+
+
+def vgg16_names(model: torch.nn.Module) -> dict[str, str]:
+    """VGG16's friendly names (``block1_conv1`` → the ReLU after the conv), from its modules."""
+    names, block, conv = {}, 1, 0
+    for i, m in enumerate(model.features):
+        if isinstance(m, torch.nn.ReLU):
+            conv += 1
+            names[f"block{block}_conv{conv}"] = f"features.{i}"
+        elif isinstance(m, torch.nn.MaxPool2d):
+            block, conv = block + 1, 0
+    return names
 
 
 def median_times(
@@ -56,7 +69,8 @@ def main() -> None:
 
     torch.manual_seed(0)
     model = vgg.VGG16().to(device).eval()
-    relus = [model.get_submodule(p) for p in model.layerscope_aliases.values()]
+    info = ModelInfo(layers=vgg16_names(model))
+    relus = [model.get_submodule(p) for p in info.layers.values()]
     x = torch.randn(1, 3, args.size, args.size, device=device)
     target = int(model(x).argmax())
 
@@ -65,7 +79,7 @@ def main() -> None:
             model(x)
 
     def ours() -> None:
-        layerscope.explain(model, x, target=target)
+        layerscope.explain(model, x, target=target, info=info)
 
     kept: list[torch.Tensor] = []
 
@@ -108,7 +122,7 @@ def main() -> None:
         for m in plain.modules():
             if isinstance(m, torch.nn.ReLU):
                 m.inplace = False
-        layers = [plain.get_submodule(p) for p in plain.layerscope_aliases.values()]
+        layers = [plain.get_submodule(p) for p in info.layers.values()]
 
         def captum_loop() -> None:
             for layer in layers:

@@ -298,8 +298,8 @@ def explain(
             is moved there for the call and back afterwards (move it yourself for many calls).
         precision: ``"default"`` (the framework's settings: TF32 on CUDA unless turned off),
             ``"highest"`` (TF32 off for the pass, flags restored: GPU maps agree with CPU
-            maps) or ``"fast"`` (float16 autocast on CUDA, bfloat16 on the CPU, channels-last;
-            the CAM math in float32).
+            maps) or ``"fast"`` (float16 autocast on CUDA/MPS and channels-last inputs; on the
+            CPU channels-last only; the CAM math in float32).
         **method_options: the method's options, e.g. ``guided_grads=True`` for ``gradcam``.
 
     Returns:

@@ -63,7 +63,7 @@ class CaptureRequest:
             ``None``: where the model is. A torch model elsewhere is moved there for the run
             and moved back afterwards.
         precision: ``"default"`` (the framework's own settings), ``"highest"`` (no TF32) or
-            ``"fast"`` (reduced-precision forward, CAM math in float32).
+            ``"fast"`` (float16 forward on CUDA/MPS, channels-last; CAM math in float32).
         output_key: which part of a dict / tuple / ``ModelOutput`` output holds the scores
             (``None``: ``logits``, else the first tensor).
     """

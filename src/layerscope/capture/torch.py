@@ -381,7 +381,7 @@ class _Hooks:
             raise ModelError(f"layer(s) {', '.join(missing)} did not run in the forward pass")
 
 
-def _model_input(model: nn.Module, x: Any, device: torch.device, autocast: torch.dtype | None) -> torch.Tensor:
+def _model_input(model: nn.Module, x: Any, device: torch.device, channels_last: bool) -> torch.Tensor:
     """A private copy of the batch on the model's device in the model's dtype."""
     if not isinstance(x, torch.Tensor):
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
@@ -389,7 +389,7 @@ def _model_input(model: nn.Module, x: Any, device: torch.device, autocast: torch
         x = x[None]
     dtype = model_dtype(model)
     xin = x.detach().to(device=device, dtype=dtype if x.is_floating_point() else None, copy=True)
-    if autocast is not None and xin.ndim == 4:
+    if channels_last and xin.ndim == 4:
         xin = xin.contiguous(memory_format=torch.channels_last)
     return xin
 
@@ -644,7 +644,7 @@ class TorchAdapter:
         """What ``request`` asks for (see :class:`~layerscope.capture.CaptureRequest`)."""
         device = resolve_device(request.device) if request.device is not None else None
         with placed(model, device) as dev, precision_mode(request.precision, dev) as autocast:
-            xin = _model_input(model, x, dev, autocast)
+            xin = _model_input(model, x, dev, channels_last=request.precision == "fast")
             if request.needs == "perturbation":
                 return _perturbation(model, xin, layers, targets, request, autocast)
             context: dict[str, Any] = {}
