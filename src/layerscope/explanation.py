@@ -274,6 +274,8 @@ def explain(
     info: ModelInfo | None = None,
     device: str | None = None,
     precision: str = "default",
+    output: str | int | None = None,
+    reshape: Any = None,
     **method_options: Any,
 ) -> Explanation:
     """Class-activation maps of every chosen layer, from one forward and one backward pass.
@@ -300,6 +302,11 @@ def explain(
             ``"highest"`` (TF32 off for the pass, flags restored: GPU maps agree with CPU
             maps) or ``"fast"`` (float16 autocast on CUDA/MPS and channels-last inputs; on the
             CPU channels-last only; the CAM math in float32).
+        output: for a model returning a dict, tuple or ``ModelOutput``: the key or index of
+            its ``(N, classes)`` scores (default: ``logits``, else the first tensor).
+        reshape: a callable from a chosen layer's output to an ``(N, C, h, w)`` tensor, for a
+            layout layerscope cannot infer (token ``(N, T, C)`` outputs of ViT/DeiT/Swin and
+            channels-last ``(N, h, w, C)`` outputs are laid out automatically).
         **method_options: the method's options, e.g. ``guided_grads=True`` for ``gradcam``.
 
     Returns:
@@ -328,6 +335,8 @@ def explain(
         label=method,
         device=device,
         precision=precision,
+        output_key=output,
+        reshape=reshape,
     )
     result = adapter.run(model, x, resolved, resolve_target(target, class_names), request)
     if facts.warning:

@@ -66,6 +66,9 @@ class CaptureRequest:
             ``"fast"`` (float16 forward on CUDA/MPS, channels-last; CAM math in float32).
         output_key: which part of a dict / tuple / ``ModelOutput`` output holds the scores
             (``None``: ``logits``, else the first tensor).
+        reshape: a callable from a chosen layer's output to an ``(N, C, h, w)`` tensor, for
+            layouts the capture cannot infer (``None``: feature maps as they are, token
+            ``(N, T, C)`` and channels-last ``(N, h, w, C)`` outputs laid out automatically).
     """
 
     fn: Callable[..., Any]
@@ -77,6 +80,7 @@ class CaptureRequest:
     device: str | None = None
     precision: str = "default"
     output_key: str | int | None = None
+    reshape: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.needs not in NEEDS:
@@ -96,6 +100,9 @@ class CaptureResult:
     outputs: np.ndarray
     targets: np.ndarray
     nonfinite: list[str] = field(default_factory=list)
+    #: ``{layer: "tokens 197 → 14×14"}`` for layers whose output was laid out as a grid
+    #: (token or channels-last outputs), for captions.
+    grids: dict[str, str] = field(default_factory=dict)
 
 
 class LayerShape(NamedTuple):

@@ -181,17 +181,40 @@ def layer_names(model: nn.Module, info: ModelInfo | None = None) -> dict[str, st
 
 
 def default_layers(model: nn.Module, info: ModelInfo | None = None) -> list[str]:
-    """The default layers: the info's friendly names, else every ``Conv2d`` in module order."""
+    """The default layers: the info's friendly names; else, for a vision transformer (its
+    only convolutions are patch embeddings), each transformer block; else every ``Conv2d``,
+    in module order."""
     if info is not None and info.layers:
         return list(info.layers)
-    return [p for p, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    convs = [(p, m) for p, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if all(m.kernel_size == m.stride and m.stride[0] > 1 for _, m in convs):
+        blocks = transformer_blocks(model)
+        if blocks:
+            return blocks
+    return [p for p, _ in convs]
+
+
+def _has_attention(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.MultiheadAttention) or "Attention" in type(m).__name__ for m in module.modules())
+
+
+def transformer_blocks(model: nn.Module) -> list[str]:
+    """The transformer blocks: items of a ``ModuleList``/``Sequential`` that hold an attention
+    module, innermost first (Swin's blocks, not its stages), in module order."""
+    found: list[str] = []
+    for path, m in model.named_modules():
+        if isinstance(m, (nn.ModuleList, nn.Sequential)):
+            for i, item in enumerate(m):
+                if _has_attention(item):
+                    found.append(f"{path}.{i}" if path else str(i))
+    return [p for p in found if not any(q.startswith(p + ".") for q in found)]
 
 
 def resolve_layers(model: nn.Module, spec: Any, info: ModelInfo | None = None) -> list[tuple[str, str]]:
     """``(display name, module path)`` pairs; see :func:`layerscope.capture.match_layers`."""
     default = default_layers(model, info)
     if spec is None and not default:
-        raise ModelError(f"{type(model).__name__} has no Conv2d layer; name the layers to explain")
+        raise ModelError(f"{type(model).__name__} has no Conv2d layer or transformer block; name the layers to explain")
     names = layer_names(model, info)
     modules = dict(model.named_modules())
     missing = [p for p in names.values() if p not in modules]
@@ -309,6 +332,124 @@ def resolve_targets(out: torch.Tensor, target: Any) -> torch.Tensor:
     return torch.as_tensor(t, dtype=torch.long, device=out.device)
 
 
+# --- layouts: token and channels-last outputs as (N, C, h, w) ------------------------------
+
+#: The most extra tokens (CLS, distillation, registers) in front of a grid of patch tokens
+#: when the model's patch size is known (a patch-embedding convolution), and when it is not.
+MAX_EXTRA_TOKENS = 8
+MAX_EXTRA_TOKENS_UNKNOWN_PATCH = 2
+_RESHAPE_HINT = "pass reshape=fn to explain, a callable from the layer's output to an (N, C, h, w) tensor"
+
+
+class Layout:
+    """How one layer's output becomes an ``(N, C, h, w)`` feature map (applied alike to the
+    activation and its gradient, so the map is of the layer's own tensor).
+
+    Attributes:
+        kind: ``"nchw"`` (as it is), ``"tokens"`` (``(N, T, C)``: ``extra`` leading tokens
+            dropped, the rest a ``grid``), ``"nhwc"`` (channels last, permuted) or ``"custom"``.
+        note: the caption's description, e.g. ``"tokens 197 → 14×14"``.
+    """
+
+    def __init__(
+        self, kind: str, grid: tuple[int, int] | None = None, extra: int = 0, fn: Callable[..., Any] | None = None
+    ) -> None:
+        self.kind, self.grid, self.extra, self.fn = kind, grid, extra, fn
+        self.note = ""
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        if self.kind == "nchw":
+            return t
+        if self.kind == "nhwc":
+            return t.permute(0, 3, 1, 2)
+        if self.kind == "tokens":
+            n, _, c = t.shape
+            h, w = self.grid  # type: ignore[misc]
+            return t[:, self.extra :, :].reshape(n, h, w, c).permute(0, 3, 1, 2)
+        out = self.fn(t)  # type: ignore[misc]
+        if not isinstance(out, torch.Tensor) or out.ndim != 4:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise UsageError(f"reshape= returned {got}; it must return an (N, C, h, w) tensor")
+        return out
+
+
+def patch_size(model: nn.Module) -> int | None:
+    """The patch size of a transformer: the first ``Conv2d`` whose stride equals its kernel
+    (> 1), as a patch embedding is; ``None`` if there is none."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and m.kernel_size == m.stride and m.stride[0] > 1 and m.stride[0] == m.stride[1]:
+            return int(m.stride[0])
+    return None
+
+
+def _grids(hw: tuple[int, int], tokens: int, patch: int | None) -> list[tuple[int, tuple[int, int]]]:
+    """``(extra tokens, (h, w))`` for every down-sampling ``s`` of an ``H×W`` input that leaves
+    ``ceil(H/s)·ceil(W/s) ≤ tokens ≤ that + MAX_EXTRA_TOKENS``; with a known patch size only
+    ``s = patch·2^k`` (ViT, Swin stages); without one at most 2 extra tokens."""
+    h_in, w_in = hw
+    strides = range(1, max(h_in, w_in) + 1)
+    most = MAX_EXTRA_TOKENS if patch is not None else MAX_EXTRA_TOKENS_UNKNOWN_PATCH
+    if patch is not None:
+        strides = [patch * 2**k for k in range(12) if patch * 2**k <= max(h_in, w_in)]  # type: ignore[assignment]
+    found: dict[tuple[int, int], int] = {}
+    for s in strides:
+        h, w = -(-h_in // s), -(-w_in // s)
+        extra = tokens - h * w
+        if 0 <= extra <= most:
+            found.setdefault((h, w), extra)
+    return sorted(((e, g) for g, e in found.items()), key=lambda eg: (eg[0], -eg[1][0]))
+
+
+def _is_grid(hw: tuple[int, int], dims: tuple[int, int], patch: int | None) -> bool:
+    return any(e == 0 and g == dims for e, g in _grids(hw, dims[0] * dims[1], patch))
+
+
+def infer_layout(
+    name: str, shape: tuple[int, ...], hw: tuple[int, int] | None, patch: int | None, reshape: Any = None
+) -> Layout:
+    """The :class:`Layout` of a layer output of ``shape`` (batch first) for an ``hw`` input.
+
+    ``(N, C, h, w)`` stays; ``(N, h, w, C)`` (Swin) is permuted when ``(h, w)`` is a grid of the
+    input and ``(w, C)`` is not; ``(N, T, C)`` tokens become a grid: the leading CLS /
+    distillation / register tokens are the ones left over when ``T`` is matched against the
+    input's ``H×W`` down-sampled by the patch size (or any stride), fewest extra tokens first.
+
+    Raises:
+        UsageError: a layout it cannot tell, naming ``reshape=``.
+    """
+    if reshape is not None:
+        lay = Layout("custom", fn=reshape)
+        lay.note = "reshape="
+        return lay
+    if len(shape) == 4:
+        if (
+            hw is not None
+            and not _is_grid(hw, (shape[2], shape[3]), patch)
+            and _is_grid(hw, (shape[1], shape[2]), patch)
+        ):
+            lay = Layout("nhwc", grid=(shape[1], shape[2]))
+            lay.note = f"channels-last {shape[1]}×{shape[2]}×{shape[3]}"
+            return lay
+        return Layout("nchw")
+    if len(shape) == 3 and hw is not None:
+        tokens, channels = shape[1], shape[2]
+        grids = _grids(hw, tokens, patch) or (_grids(hw, tokens, None) if patch is not None else [])
+        if grids:
+            extra, grid = grids[0]
+            lay = Layout("tokens", grid=grid, extra=extra)
+            lay.note = f"tokens {tokens} → {grid[0]}×{grid[1]}"
+            return lay
+        if _grids(hw, channels, patch):
+            raise UsageError(
+                f"layer {name!r} outputs {tuple(shape)}, tokens on the last axis (N, C, T); {_RESHAPE_HINT}"
+            )
+        raise UsageError(
+            f"layer {name!r} outputs {tuple(shape)}: its {tokens} tokens form no grid of the "
+            f"{hw[0]}×{hw[1]} input; {_RESHAPE_HINT}"
+        )
+    raise UsageError(f"layer {name!r} outputs {tuple(shape)}, not a (N, C, h, w) feature map; {_RESHAPE_HINT}")
+
+
 class _Hooks:
     """The one forward-hook helper: keeps each chosen module's first output of a pass.
 
@@ -317,8 +458,19 @@ class _Hooks:
     captured output on to the rest of the network (when an in-place function changed one).
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[tuple[str, str]], strict: bool = True) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[tuple[str, str]],
+        strict: bool = True,
+        hw: tuple[int, int] | None = None,
+        reshape: Any = None,
+    ) -> None:
         self.modules = dict(model.named_modules())
+        self.hw = hw
+        self.reshape = reshape
+        self.patch = patch_size(model) if strict else None
+        self.layouts: dict[str, Layout] = {}
         self.layers = list(layers)
         self.strict = strict
         self.clone = False
@@ -342,18 +494,24 @@ class _Hooks:
                         f"layer {name!r} runs more than once per forward pass; its first call is used", stacklevel=2
                     )
                 return None
+            rest: tuple[Any, ...] | None = None
+            if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+                output, rest = output[0], tuple(output[1:])  # (hidden states, attentions …) blocks
             if not isinstance(output, torch.Tensor):
                 if self.strict:
                     kind = type(output).__name__
                     raise UsageError(f"layer {name!r} outputs a {kind}, not a (N, C, h, w) feature map")
                 return None
-            if self.strict and output.ndim != 4:
-                raise UsageError(f"layer {name!r} outputs {tuple(output.shape)}, not a (N, C, h, w) feature map")
+            if self.strict:
+                shape = tuple(int(s) for s in output.shape)
+                self.layouts[name] = infer_layout(name, shape, self.hw, self.patch, self.reshape)
             self.acts[name] = output
             self.versions[name] = output._version
             self.order.append(name)
             self.shapes[name] = tuple(int(s) for s in output.shape[1:])
-            return output.clone() if self.clone else None
+            if not self.clone:
+                return None
+            return output.clone() if rest is None else (output.clone(), *rest)
 
         return hook
 
@@ -420,21 +578,31 @@ def _capture_forward(
 class _Maps:
     """The layer maps of a run, kept on the device until :meth:`result`."""
 
-    def __init__(self, fn: Callable[..., Any], context: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, fn: Callable[..., Any], context: dict[str, Any] | None = None, layouts: dict[str, Layout] | None = None
+    ) -> None:
         self.fn = fn
         self.context = context or {}
+        self.layouts = layouts if layouts is not None else {}
         self.maps: dict[str, torch.Tensor] = {}
 
     def keep(self, name: str, act: torch.Tensor, grad: torch.Tensor | None) -> None:
         with torch.no_grad():
-            self.maps[name] = self.fn(fp32(act.detach()), fp32(grad), **self.context)
+            lay = self.layouts.get(name)
+            act = act.detach()
+            if lay is not None and lay.kind != "nchw":
+                act, grad = lay(act), (None if grad is None else lay(grad))
+            self.maps[name] = self.fn(fp32(act), fp32(grad), **self.context)
 
     def result(
         self, order: list[str], shapes: dict[str, tuple[int, ...]], out: torch.Tensor, targets: torch.Tensor
     ) -> CaptureResult:
         cams, nonfinite, outputs, tgt = maps_to_host({n: self.maps.pop(n) for n in order}, out, targets)
         check_outputs_finite(outputs)
-        return CaptureResult(layers=order, shapes=shapes, cams=cams, outputs=outputs, targets=tgt, nonfinite=nonfinite)
+        grids = {n: self.layouts[n].note for n in order if n in self.layouts and self.layouts[n].note}
+        return CaptureResult(
+            layers=order, shapes=shapes, cams=cams, outputs=outputs, targets=tgt, nonfinite=nonfinite, grids=grids
+        )
 
 
 def check_outputs_finite(outputs: np.ndarray) -> None:
@@ -655,6 +823,10 @@ class TorchAdapter:
             return _one_pass(model, xin, layers, targets, request, autocast, need_grad, context)
 
 
+def _hw(x: torch.Tensor) -> tuple[int, int] | None:
+    return (int(x.shape[-2]), int(x.shape[-1])) if x.ndim == 4 else None
+
+
 def _one_pass(
     model: nn.Module,
     xin: torch.Tensor,
@@ -665,8 +837,8 @@ def _one_pass(
     need_grad: bool,
     context: dict[str, Any],
 ) -> CaptureResult:
-    hooks = _Hooks(model, layers)
-    maps = _Maps(request.fn, context)
+    hooks = _Hooks(model, layers, hw=_hw(xin), reshape=request.reshape)
+    maps = _Maps(request.fn, context, hooks.layouts)
     try:
         out = _capture_forward(model, xin, hooks, need_grad, autocast, request.output_key)
         targets = resolve_targets(out, target)
@@ -720,7 +892,7 @@ def _perturbation(
 
     modules = dict(model.named_modules())
     paths = dict(layers)
-    hooks = _Hooks(model, layers)
+    hooks = _Hooks(model, layers, hw=_hw(xin), reshape=request.reshape)
     out = _capture_forward(model, xin, hooks, False, autocast, request.output_key)
     n = int(out.shape[0])
     targets = resolve_targets(out, target)
@@ -738,7 +910,7 @@ def _perturbation(
             "" if n == 1 else "s",
         )
     probabilities = request.output == "probabilities" or (request.output is None and _looks_like_probabilities(out))
-    maps = _Maps(request.fn)
+    maps = _Maps(request.fn, layouts=hooks.layouts)
     with contextlib.ExitStack() as stack:
         stack.enter_context(eval_mode(model))
         stack.enter_context(torch.no_grad())
