@@ -124,9 +124,8 @@ def report(ev, plot: str | None) -> None:
         print(f"| {TITLES[a]} | " + " | ".join(row) + " |")
     print()
     if plot:
-        for path in (plot, plot.rsplit(".", 1)[0] + ".svg"):
-            ev.save(path, overwrite=True)
-        print(f"plot: {plot} (and .svg)")
+        ev.save(plot, overwrite=True)
+        print(f"plot: {plot}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--part", choices=("all", "main", "road"), default="all", help="which metrics to run")
     p.add_argument("--rows", help="also write this part's rows to this CSV")
     p.add_argument("--report", nargs="+", metavar="CSV", help="only report the rows of earlier runs")
-    p.add_argument("--plot", default=None, help="write the plot here (PNG; an SVG beside it)")
+    p.add_argument("--plot", default=None, help="write the plot here (.png or .svg)")
     args = p.parse_args(argv)
 
     from layerscope.evaluate import Evaluation

@@ -33,7 +33,7 @@ def format_table(ev: Any, model: str = TRAINED, digits: int = 3) -> str:
     w = max([len(layer) for layer in ev.layers] + [5])
     for metric in ev.metrics:
         arrow = "→0" if metric == "randomisation_rank_corr" else ("↑" if HIGHER_IS_BETTER[metric] else "↓")
-        lines.append(f"{TITLES[metric]} {arrow}  ({ev.images} image(s))")
+        lines.append(f"{TITLES[metric]} {arrow}  ({ev.count(metric)} image(s))")
         try:
             best = ev.best(metric, model)[:2]
         except UsageError:
@@ -123,7 +123,7 @@ def plot(ev: Any) -> Any:
         arrow = "higher is better" if HIGHER_IS_BETTER[metric] else "lower is better"
         if metric == "randomisation_rank_corr":
             arrow = "nearer 0 is better"
-        ax.set_title(f"{TITLES[metric]} ({arrow})", fontsize=9)
+        ax.set_title(f"{TITLES[metric]} ({arrow}; {ev.count(metric)} images)", fontsize=9)
         ax.set_xticks(depth)
         ax.set_xticklabels(
             [layer.replace("block", "b").replace("_conv", "c") for layer in ev.layers], fontsize=6, rotation=90
@@ -137,5 +137,5 @@ def plot(ev: Any) -> Any:
         handles.append(Line2D([], [], color="grey", ls="--", lw=1))
         labels.append("random-model maps")
     fig.legend(handles, labels, loc="outside lower center", ncol=min(6, len(labels)), fontsize=8, frameon=False)
-    fig.suptitle(f"Faithfulness by layer depth ({ev.images} image(s))", fontsize=10)
+    fig.suptitle("Faithfulness by layer depth", fontsize=10)
     return fig

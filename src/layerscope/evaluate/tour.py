@@ -188,6 +188,14 @@ class Evaluation:
             return math.nan
         return float(np.nanmean(v))
 
+    def count(self, metric: str) -> int:
+        """Images measured for ``metric`` (the most over its cells)."""
+        counts = [v[2] for k, v in self.summary.items() if k[3] == metric]
+        counts += [
+            int(np.isfinite(v).sum()) for k, v in self.values.items() if k[3] == metric and k not in self.summary
+        ]
+        return max(counts, default=0)
+
     def rows(self) -> list[dict[str, Any]]:
         """One record per model, method, layer and metric: mean, standard error, count."""
         out = []
