@@ -243,7 +243,7 @@ class DictOut(nn.Module):
 
 def test_dict_and_tuple_outputs_with_output_key() -> None:
     x = torch.randn(1, 3, 8, 8)
-    with pytest.raises(ModelError, match=r"without 'logits' \(keys: features, scores\).*output="):
+    with pytest.raises(ModelError, match=r"without 'logits' \(keys: features, scores\).*output='scores'"):
         layerscope.explain(DictOut(), x)
     by_key = layerscope.explain(DictOut(), x, output="scores", target=1)
     as_logits = layerscope.explain(DictOut("logits"), x, target=1)
@@ -258,3 +258,36 @@ def test_dict_and_tuple_outputs_with_output_key() -> None:
 
     by_index = layerscope.explain(TupleOut(), x, output=1, target=1)
     np.testing.assert_allclose(by_index.cams["conv"], by_key.cams["conv"], rtol=1e-6)
+
+
+def test_callable_target_explains_any_score() -> None:
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    model = DictOut().eval()
+
+    def margin(out: dict[str, torch.Tensor]) -> torch.Tensor:  # the whole output, a dict here
+        return out["scores"][:, 2] - out["scores"][:, 0]
+
+    exp = layerscope.explain(model, x, target=margin, output="scores")  # output=: the scores shown
+    with torch.no_grad():
+        raw = model(x)
+    np.testing.assert_allclose(exp.scores, margin(raw).numpy(), rtol=1e-6)
+    assert exp.targets.tolist() == raw["scores"].argmax(1).tolist()
+    # Grad-CAM is linear in the score's gradient: the margin's map is that of ∂(y2 − y0).
+    ref = reference_gradcam_dict(model, x, margin)
+    assert np.abs(norm(exp.cams["conv"]) - norm(ref)).max() <= TOL
+    with pytest.raises(UsageError, match=r"returned \(2, 3\); it must return one score per image"):
+        layerscope.explain(model, x, target=lambda out: out["scores"], output="scores")
+    with pytest.raises(UsageError, match="callable target works with the gradient methods"):
+        layerscope.explain(model, x, target=margin, method="scorecam", output="scores")
+
+
+def reference_gradcam_dict(model: nn.Module, x: torch.Tensor, score_fn) -> np.ndarray:  # type: ignore[no-untyped-def]
+    kept = {}
+    h = model.conv.register_forward_hook(lambda m, i, o: kept.__setitem__("a", o))
+    try:
+        out = model(x)
+    finally:
+        h.remove()
+    (g,) = torch.autograd.grad(score_fn(out).sum(), kept["a"])
+    a, g = kept["a"].detach().double().numpy(), g.double().numpy()
+    return np.maximum(np.einsum("nc,nchw->nhw", g.mean(axis=(2, 3)), a), 0)

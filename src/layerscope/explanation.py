@@ -232,8 +232,8 @@ class Explanation:
 
 def resolve_target(target: Any, class_names: Sequence[str] | None) -> Any:
     """Class names become indices; ``None`` and integers pass through."""
-    if target is None:
-        return None
+    if target is None or callable(target):
+        return target  # a callable scores the model's output itself (gradient methods, torch)
     items = [target] if isinstance(target, (str, bytes)) or np.ndim(target) == 0 else list(target)
     out = []
     for t in items:
@@ -287,7 +287,9 @@ def explain(
         layers: ``None`` (every conv layer, or a built-in model's friendly names), a name,
             a glob pattern, or a list of them.
         method: a name from :func:`layerscope.list_methods`.
-        target: ``None`` (top-1), a class index or name, or one per image.
+        target: ``None`` (top-1), a class index or name, or one per image; or (PyTorch,
+            gradient methods) a callable ``(model_output) -> (N,)`` scores of any kind, whose
+            sum is explained (``targets`` then holds the top-1 class, ``scores`` its values).
         preprocess: a :class:`~layerscope.inputs.Preprocess` or a callable from a list of
             uint8 RGB arrays to the model input; default: the model info's, else
             ImageNet normalisation at 224×224.
@@ -354,7 +356,11 @@ def explain(
         cams=result.cams,
         shapes=result.shapes,
         targets=result.targets,
-        scores=result.outputs[rows, result.targets].astype(np.float32),
+        scores=(
+            result.scores.astype(np.float32)
+            if result.scores is not None
+            else result.outputs[rows, result.targets].astype(np.float32)
+        ),
         probabilities=_probabilities(result.outputs, result.targets, facts.output),
         flat=flat,
         images=originals,

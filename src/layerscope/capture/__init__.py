@@ -103,6 +103,9 @@ class CaptureResult:
     #: ``{layer: "tokens 197 → 14×14"}`` for layers whose output was laid out as a grid
     #: (token or channels-last outputs), for captions.
     grids: dict[str, str] = field(default_factory=dict)
+    #: ``(N,)`` the explained scores when the target was a callable (``targets`` is then the
+    #: top-1 class, for display); ``None`` for class targets.
+    scores: np.ndarray | None = None
 
 
 class LayerShape(NamedTuple):

@@ -74,6 +74,7 @@ def backward_to_maps(
     targets: torch.Tensor,
     acts: dict[str, torch.Tensor],
     keep: Callable[[str, torch.Tensor, torch.Tensor], None],
+    score: torch.Tensor | None = None,
 ) -> None:
     """The one backward pass of the target scores ``Σ_i out[i, targets[i]]``.
 
@@ -81,8 +82,10 @@ def backward_to_maps(
     gradient)`` (under ``no_grad``) the moment it is known, and ``acts`` lets go of both.
     Autograd is asked only for the deepest activations, so the pass stops there and no
     ``.grad`` is written. A layer the score does not depend on gets a zero gradient.
+    ``score``: a scalar to differentiate instead (a callable target's summed scores).
     """
-    score = target_scores(out, targets)
+    if score is None:
+        score = target_scores(out, targets)
     if not score.requires_grad:
         raise ModelError("the model's output does not depend on the chosen layers")
     for name, act in list(acts.items()):

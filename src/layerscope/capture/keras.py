@@ -604,6 +604,8 @@ class KerasAdapter:
         and saliency methods are for PyTorch models)."""
         if request.needs not in ("gradients", "activations"):
             raise UsageError(f"{request.label or 'this method'} is available for PyTorch models only")
+        if callable(targets):
+            raise UsageError("a callable target is for PyTorch models; give Keras models a class index or name")
         if request.device not in (None, "auto"):
             raise UsageError(
                 f"device={request.device!r} is for PyTorch models; a Keras model runs where Keras placed it "

@@ -293,6 +293,7 @@ def select_output(out: Any, key: str | int | None = None) -> torch.Tensor:
         if "logits" in out.keys():
             return out["logits"]
         tensors = [k for k in out.keys() if isinstance(out[k], torch.Tensor)]
+        tensors.sort(key=lambda k: out[k].ndim != 2)  # an (N, classes) candidate first
         raise ModelError(
             f"the model returns a {type(out).__name__} without 'logits' (keys: {', '.join(map(str, out.keys()))}); "
             f"choose one with output=KEY (e.g. output={tensors[0]!r})"
@@ -553,26 +554,43 @@ def _model_input(model: nn.Module, x: Any, device: torch.device, channels_last: 
 
 
 def _capture_forward(
-    model: nn.Module, xin: torch.Tensor, hooks: _Hooks, need_grad: bool, autocast: torch.dtype | None, key: Any
-) -> torch.Tensor:
+    model: nn.Module,
+    xin: torch.Tensor,
+    hooks: _Hooks,
+    need_grad: bool,
+    autocast: torch.dtype | None,
+    key: Any,
+    target: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One forward pass with ``hooks`` (run again with clones if an in-place function changed
-    a captured output); returns the ``(N, classes)`` output, checked."""
+    a captured output); returns the ``(N, classes)`` output, checked, and for a callable
+    ``target`` its ``(N,)`` scores of the model's whole output (else ``None``)."""
 
-    def run(clone: bool) -> torch.Tensor:
+    def run(clone: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         hooks.reset(clone)
         xg = xin.requires_grad_(need_grad) if need_grad else xin
         with contextlib.ExitStack() as stack:
             if autocast is not None:
                 stack.enter_context(torch.autocast(xin.device.type, dtype=autocast))
-            return select_output(forward(model, xg), key)
+            raw = forward(model, xg)
+            return select_output(raw, key), (_custom_scores(target, raw, len(xin)) if callable(target) else None)
 
     with eval_mode(model), out_of_place(model), torch.set_grad_enabled(need_grad), hooks:
-        out = run(clone=False)
+        out, scores = run(clone=False)
         if hooks.changed_in_place():
-            out = run(clone=True)
+            out, scores = run(clone=True)
     hooks.check_ran()
     check_output(out)
-    return out
+    return out, scores
+
+
+def _custom_scores(target: Callable[[Any], Any], raw: Any, n: int) -> torch.Tensor:
+    """A callable target's ``(N,)`` scores of the model's output, checked."""
+    scores = target(raw)
+    if not isinstance(scores, torch.Tensor) or scores.reshape(-1).shape[0] != n or scores.numel() != n:
+        got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise UsageError(f"the target callable returned {got}; it must return one score per image, shape ({n},)")
+    return scores.reshape(n).float()
 
 
 class _Maps:
@@ -595,13 +613,29 @@ class _Maps:
             self.maps[name] = self.fn(fp32(act), fp32(grad), **self.context)
 
     def result(
-        self, order: list[str], shapes: dict[str, tuple[int, ...]], out: torch.Tensor, targets: torch.Tensor
+        self,
+        order: list[str],
+        shapes: dict[str, tuple[int, ...]],
+        out: torch.Tensor,
+        targets: torch.Tensor,
+        scores: torch.Tensor | None = None,
     ) -> CaptureResult:
-        cams, nonfinite, outputs, tgt = maps_to_host({n: self.maps.pop(n) for n in order}, out, targets)
+        both = out if scores is None else torch.cat([out.float(), scores.detach()[:, None]], dim=1)
+        cams, nonfinite, outputs, tgt = maps_to_host({n: self.maps.pop(n) for n in order}, both, targets)
+        custom = None
+        if scores is not None:  # the custom scores travelled as one more column
+            outputs, custom = np.ascontiguousarray(outputs[:, :-1]), outputs[:, -1].copy()
         check_outputs_finite(outputs)
         grids = {n: self.layouts[n].note for n in order if n in self.layouts and self.layouts[n].note}
         return CaptureResult(
-            layers=order, shapes=shapes, cams=cams, outputs=outputs, targets=tgt, nonfinite=nonfinite, grids=grids
+            layers=order,
+            shapes=shapes,
+            cams=cams,
+            outputs=outputs,
+            targets=tgt,
+            nonfinite=nonfinite,
+            grids=grids,
+            scores=custom,
         )
 
 
@@ -818,6 +852,8 @@ class TorchAdapter:
             context: dict[str, Any] = {}
             need_grad = request.needs == "gradients"
             if request.needs == "saliency":
+                if callable(targets):
+                    raise UsageError(f"a callable target works with the gradient methods, not {request.label}")
                 context["saliency"], targets = _guided_saliency(model, xin, targets, request, autocast)
                 need_grad = request.layer_gradients
             return _one_pass(model, xin, layers, targets, request, autocast, need_grad, context)
@@ -840,15 +876,20 @@ def _one_pass(
     hooks = _Hooks(model, layers, hw=_hw(xin), reshape=request.reshape)
     maps = _Maps(request.fn, context, hooks.layouts)
     try:
-        out = _capture_forward(model, xin, hooks, need_grad, autocast, request.output_key)
-        targets = resolve_targets(out, target)
+        out, scores = _capture_forward(model, xin, hooks, need_grad, autocast, request.output_key, target)
+        targets = resolve_targets(out, None if scores is not None else target)
         order = list(hooks.order)
         if need_grad:
-            backward_to_maps(out, targets, hooks.acts, maps.keep)
+            score = None
+            if scores is not None:
+                score = scores.sum()
+                if not score.requires_grad:
+                    raise ModelError("the target callable's scores do not depend on the chosen layers")
+            backward_to_maps(out, targets, hooks.acts, maps.keep, score)
         else:
             for name in order:
                 maps.keep(name, hooks.acts.pop(name), None)
-        return maps.result(order, hooks.shapes, out.detach(), targets)
+        return maps.result(order, hooks.shapes, out.detach(), targets, scores)
     finally:
         hooks.acts.clear()
 
@@ -893,7 +934,9 @@ def _perturbation(
     modules = dict(model.named_modules())
     paths = dict(layers)
     hooks = _Hooks(model, layers, hw=_hw(xin), reshape=request.reshape)
-    out = _capture_forward(model, xin, hooks, False, autocast, request.output_key)
+    if callable(target):
+        raise UsageError(f"a callable target works with the gradient methods, not {request.label or 'this method'}")
+    out, _ = _capture_forward(model, xin, hooks, False, autocast, request.output_key)
     n = int(out.shape[0])
     targets = resolve_targets(out, target)
     order = list(hooks.order)
