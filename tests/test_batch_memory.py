@@ -58,6 +58,7 @@ def _peak_kib(tmp_path: Path, n: int) -> tuple[int, int]:
 def test_peak_rss_does_not_grow_with_the_item_count(tmp_path: Path) -> None:
     own_500, child_500 = _peak_kib(tmp_path, 500)
     own_2000, child_2000 = _peak_kib(tmp_path, 2000)
+    print(f"peak RSS KiB: main {own_500} → {own_2000}, largest helper {child_500} → {child_2000}")
     # 4× the items: the main process and the largest helper grow by less than 10 % + 24 MiB
     # (the manifest rows of the merge and the list of keys are the only per-item state)
     assert own_2000 < own_500 * 1.10 + 24 * 1024, (own_500, own_2000)

@@ -13,7 +13,10 @@ from test_batch import tiny_model
 
 ray = pytest.importorskip("ray")
 
-pytestmark = pytest.mark.slow  # starting Ray and its workers takes 20-60 s on 2 cores
+pytestmark = [
+    pytest.mark.slow,  # starting Ray and its workers takes 30-70 s on 2 cores
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),  # Ray Data's own settings
+]
 
 
 def test_ray_engine_matches_local(tmp_path: Path) -> None:
