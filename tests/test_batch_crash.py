@@ -24,6 +24,7 @@ SCRIPT = textwrap.dedent(
     import torch
     from torch import nn
     from layerscope.batch import run_dataset
+    from layerscope.batch.sources import ShapesSource
     from layerscope.datasets.shapes import CLASS_NAMES
     from layerscope.info import ModelInfo
     from layerscope.inputs import Preprocess
@@ -37,8 +38,8 @@ SCRIPT = textwrap.dedent(
     info = ModelInfo(class_names=CLASS_NAMES, preprocess=Preprocess(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3))
     n, out, save = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     try:
-        r = run_dataset(shapes=n, out_dir=out, model=model, info=info, save=save, batch_size=16, workers=1,
-                        commit_every=32, progress="none")
+        r = run_dataset(ShapesSource(n, size=32), out_dir=out, model=model, info=info, save=save, batch_size=16,
+                        workers=1, commit_every=32, progress="none")
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
@@ -107,6 +108,7 @@ def _check_consistent(out: Path) -> list[str]:
     return keys
 
 
+@pytest.mark.slow  # about 20 s: a 520-item run, killed, then finished
 def test_sigkill_then_rerun_every_item_once(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = _start(tmp_path, out)
