@@ -449,3 +449,40 @@ def test_precision_and_device_options() -> None:
         layerscope.explain(small(), _img(16), preprocess=PP16, precision="fast")
     with pytest.raises(UsageError, match="is for PyTorch models"):
         layerscope.explain(small(), _img(16), preprocess=PP16, device="cuda:3")
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam", "hirescam"])
+def test_no_per_layer_host_copy(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The maps are computed where the tensors are; one transfer of all of them at the end."""
+    model = small()
+    ref = layerscope.explain(model, _img(16), preprocess=PP16, method=method, target=1)
+    if BACKEND == "torch":
+        import torch
+        from torch.overrides import TorchFunctionMode
+
+        class Count(TorchFunctionMode):
+            def __init__(self) -> None:
+                super().__init__()
+                self.calls: list[str] = []
+
+            def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+                if getattr(func, "__name__", "") in {"cpu", "numpy", "item", "tolist", "__float__", "__bool__"}:
+                    self.calls.append(func.__name__)
+                return func(*args, **(kwargs or {}))
+
+        x = torch.as_tensor(PP16([_img(16)]).transpose(0, 2, 3, 1))
+        with Count() as mode:
+            got = ck.run(model, x, ck.resolve_layers(model, None), 1, get_method(method).fn)
+        assert mode.calls == ["numpy"]
+    elif BACKEND == "tensorflow":
+        copies = []
+        monkeypatch.setattr(ck.DeviceArray, "__array__", lambda self, *a, **k: copies.append(1) or 1 / 0)
+        transfers = []
+        real = ck._device_maps_to_host
+        monkeypatch.setattr(ck, "_device_maps_to_host", lambda *a: transfers.append(1) or real(*a))
+        got = layerscope.explain(model, _img(16), preprocess=PP16, method=method, target=1)
+        assert copies == [] and transfers == [1]
+    else:
+        pytest.skip("JAX maps are computed on the host (numpy)")
+    for name in ref.layers:
+        np.testing.assert_allclose(got.cams[name], ref.cams[name], rtol=1e-5, atol=1e-7)

@@ -215,6 +215,136 @@ class _Taps:
             )
 
 
+class DeviceArray:
+    """A TensorFlow or JAX tensor seen through the numpy-style methods the CAM methods use
+    (``.mean(axis=)``, ``.sum(axis=, keepdims=)``, ``.clip(min=)``, ``.reshape``, ``@``,
+    arithmetic, comparisons, indexing), computed by ``xp`` (``tf.experimental.numpy`` or
+    ``jax.numpy``) where the tensor lives: the activations and gradients never go to the host,
+    only the maps, together, at the end. Anything else (``np.linalg`` for the Eigen methods)
+    gets a host copy through ``__array__``.
+    """
+
+    __array_priority__ = 1000  # numpy defers to our operators: ndarray * DeviceArray stays here
+
+    def __init__(self, t: Any, xp: Any) -> None:
+        self.t, self.xp = t, xp
+
+    def _wrap(self, t: Any) -> DeviceArray:
+        return DeviceArray(t, self.xp)
+
+    def _raw(self, other: Any) -> Any:
+        return other.t if isinstance(other, DeviceArray) else other
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.t.shape)
+
+    @property
+    def dtype(self) -> Any:
+        return np.dtype(str(self.t.dtype).replace("<dtype: '", "").replace("'>", ""))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.t.shape)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.array(self.t, dtype=dtype)  # a writable host copy
+
+    def astype(self, dtype: Any) -> DeviceArray:
+        return self._wrap(self.xp.asarray(self.t, dtype=np.dtype(dtype).name))
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> DeviceArray:
+        return self._wrap(self.xp.mean(self.t, axis=axis, keepdims=keepdims))
+
+    def sum(self, axis: Any = None, keepdims: bool = False) -> DeviceArray:
+        return self._wrap(self.xp.sum(self.t, axis=axis, keepdims=keepdims))
+
+    def max(self, axis: Any = None, keepdims: bool = False) -> DeviceArray:
+        return self._wrap(self.xp.max(self.t, axis=axis, keepdims=keepdims))
+
+    def min(self, axis: Any = None, keepdims: bool = False) -> DeviceArray:
+        return self._wrap(self.xp.min(self.t, axis=axis, keepdims=keepdims))
+
+    def clip(self, min: Any = None, max: Any = None) -> DeviceArray:  # numpy's names
+        t = self.t
+        if min is not None:
+            t = self.xp.maximum(t, self.xp.asarray(min, dtype=t.dtype))
+        if max is not None:
+            t = self.xp.minimum(t, self.xp.asarray(max, dtype=t.dtype))
+        return self._wrap(t)
+
+    def reshape(self, *shape: Any) -> DeviceArray:
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return self._wrap(self.xp.reshape(self.t, tuple(int(s) for s in shape)))
+
+    def swapaxes(self, a: int, b: int) -> DeviceArray:
+        return self._wrap(self.xp.swapaxes(self.t, a, b))
+
+    def transpose(self, *axes: Any) -> DeviceArray:
+        return self._wrap(self.xp.transpose(self.t, axes or None))
+
+    def __getitem__(self, key: Any) -> DeviceArray:
+        return self._wrap(self.t[key])
+
+    def _binary(name: str, reverse: bool = False) -> Any:  # type: ignore[misc]
+        def op(self: DeviceArray, other: Any) -> DeviceArray:
+            a, b = self.t, self._raw(other)
+            if isinstance(b, np.ndarray) or np.isscalar(b) or isinstance(b, bool):
+                b = self.xp.asarray(b)
+            if reverse:
+                a, b = b, a
+            xp = self.xp
+            a, b = _promote(xp, a, b)
+            return self._wrap(getattr(xp, name)(a, b))
+
+        return op
+
+    __add__, __radd__ = _binary("add"), _binary("add", True)
+    __sub__, __rsub__ = _binary("subtract"), _binary("subtract", True)
+    __mul__, __rmul__ = _binary("multiply"), _binary("multiply", True)
+    __truediv__, __rtruediv__ = _binary("true_divide"), _binary("true_divide", True)
+    __pow__ = _binary("power")
+    __matmul__, __rmatmul__ = _binary("matmul"), _binary("matmul", True)
+    __gt__, __ge__ = _binary("greater"), _binary("greater_equal")
+    __lt__, __le__ = _binary("less"), _binary("less_equal")
+    __eq__, __ne__ = _binary("equal"), _binary("not_equal")  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]
+
+    def __neg__(self) -> DeviceArray:
+        return self._wrap(self.xp.negative(self.t))
+
+    def __abs__(self) -> DeviceArray:
+        return self._wrap(self.xp.abs(self.t))
+
+    def __invert__(self) -> DeviceArray:
+        return self._wrap(self.xp.logical_not(self.t))
+
+
+def _promote(xp: Any, a: Any, b: Any) -> tuple[Any, Any]:
+    """numpy's promotion for the few mixes the methods use: bool with float, float32 with a
+    Python/float64 scalar (kept float32, as torch does)."""
+    da, db = str(a.dtype), str(b.dtype)
+    if da == db:
+        return a, b
+    fa, fb = "float" in da, "float" in db
+    if fa and not fb:
+        return a, xp.asarray(b, dtype=_np_name(da))
+    if fb and not fa:
+        return xp.asarray(a, dtype=_np_name(db)), b
+    if fa and fb:  # the wider float wins unless one side is a 0-d constant
+        if len(b.shape) == 0:
+            return a, xp.asarray(b, dtype=_np_name(da))
+        if len(a.shape) == 0:
+            return xp.asarray(a, dtype=_np_name(db)), b
+        wide = _np_name(da) if "64" in da else _np_name(db)
+        return xp.asarray(a, dtype=wide), xp.asarray(b, dtype=wide)
+    return xp.asarray(a, dtype="int64"), xp.asarray(b, dtype="int64")
+
+
+def _np_name(dtype: str) -> str:
+    return dtype.replace("<dtype: '", "").replace("'>", "")
+
+
 class _Maps:
     """Turns each layer's ``(A, G)`` into its map as soon as both are known; the maps stay
     where they were computed (torch tensors on the device) until :meth:`finish`."""
@@ -240,6 +370,8 @@ class _Maps:
             from layerscope.capture._autograd import maps_to_host
 
             cams, nonfinite, outputs, targets = maps_to_host(maps, outputs, targets)
+        elif any(isinstance(m, DeviceArray) for m in maps.values()):
+            cams, nonfinite, outputs, targets = _device_maps_to_host(maps, outputs, targets)
         else:
             cams, nonfinite = {}, []
             for n, m in maps.items():
@@ -256,12 +388,47 @@ class _Maps:
         )
 
 
+def _device_maps_to_host(
+    maps: dict[str, Any], outputs: Any, targets: Any
+) -> tuple[dict[str, np.ndarray], list[str], np.ndarray, np.ndarray]:
+    """TensorFlow/JAX: every map, its finiteness flag, the outputs and the targets in one
+    buffer on the device, one copy to the host."""
+    xp = next(m.xp for m in maps.values() if isinstance(m, DeviceArray))
+    parts = {n: (m.t if isinstance(m, DeviceArray) else xp.asarray(np.asarray(m))) for n, m in maps.items()}
+    parts = {n: xp.asarray(p, dtype="float32") for n, p in parts.items()}
+    flags = [xp.asarray(xp.all(xp.isfinite(p)), dtype="float32") for p in parts.values()]
+    pieces = [xp.reshape(xp.where(xp.isfinite(p), p, xp.zeros_like(p)), (-1,)) for p in parts.values()]
+    pieces += [xp.stack(flags)] if flags else []
+    pieces += [xp.reshape(xp.asarray(_raw_of(outputs), dtype="float32"), (-1,))]
+    pieces += [xp.reshape(xp.asarray(_raw_of(targets), dtype="float32"), (-1,))]
+    flat = np.asarray(xp.concatenate(pieces, axis=0))
+    cams: dict[str, np.ndarray] = {}
+    at = 0
+    for n, p in parts.items():
+        size = int(np.prod(p.shape))
+        cams[n] = flat[at : at + size].reshape(tuple(int(s) for s in p.shape)).copy()
+        at += size
+    ok = flat[at : at + len(parts)]
+    at += len(parts)
+    nonfinite = [n for n, good in zip(parts, ok, strict=True) if not good]
+    shape = tuple(int(s) for s in _raw_of(outputs).shape)
+    k = int(np.prod(shape))
+    out = flat[at : at + k].reshape(shape).copy()
+    return cams, nonfinite, out, flat[at + k :].astype(np.int64)
+
+
+def _raw_of(t: Any) -> Any:
+    return t.t if isinstance(t, DeviceArray) else t
+
+
 def _fp32(t: Any) -> Any:
     """A lower-precision float array in float32 (the CAM math runs in float32)."""
     if t is None:
         return None
     dtype = str(getattr(t, "dtype", ""))
     if dtype.endswith(("float16", "bfloat16")):
+        if isinstance(t, DeviceArray):
+            return t.astype(np.float32)
         return t.float() if hasattr(t, "float") else np.asarray(t, dtype=np.float32)
     return t
 
@@ -277,7 +444,9 @@ def _check_outputs_finite(outputs: np.ndarray) -> None:
 
 
 def _nchw(t: Any) -> Any:
-    return t.permute(0, 3, 1, 2) if hasattr(t, "permute") else np.transpose(t, (0, 3, 1, 2))
+    if hasattr(t, "permute"):
+        return t.permute(0, 3, 1, 2)
+    return t.transpose(0, 3, 1, 2) if isinstance(t, DeviceArray) else np.transpose(t, (0, 3, 1, 2))
 
 
 def _channels_last(layer: Any) -> bool:
@@ -481,6 +650,7 @@ def _run_tensorflow(
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     import tensorflow as tf
 
+    tnp = tf.experimental.numpy  # the maps are computed where the tensors are (no per-layer copy)
     xin = tf.convert_to_tensor(x)
     with _Taps(chosen) as taps:
         if not need_gradients:
@@ -503,12 +673,12 @@ def _run_tensorflow(
         _check_classes(outputs)
         targets = _targets(outputs, target)
         for name in order:
-            maps.keep(name, np.asarray(acts.pop(name)), None)
+            maps.keep(name, DeviceArray(acts.pop(name), tnp), None)
         return order, outputs, targets
     grads = tape.gradient(score, [acts[n] for n in order], unconnected_gradients=tf.UnconnectedGradients.ZERO)
     del tape
     for i, name in enumerate(order):
-        maps.keep(name, np.asarray(acts.pop(name)), np.asarray(grads[i]))
+        maps.keep(name, DeviceArray(acts.pop(name), tnp), DeviceArray(grads[i], tnp))
         grads[i] = None
     return order, np.asarray(out, dtype=np.float32), np.asarray(targets, dtype=np.int64)
 
