@@ -19,6 +19,7 @@ SCRIPT = textwrap.dedent(
     import torch
     from torch import nn
     from layerscope.batch import run_dataset
+    from layerscope.batch.sources import ShapesSource
     from layerscope.datasets.shapes import CLASS_NAMES
     from layerscope.info import ModelInfo
     from layerscope.inputs import Preprocess
@@ -30,8 +31,8 @@ SCRIPT = textwrap.dedent(
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
     ).eval()
     info = ModelInfo(class_names=CLASS_NAMES, preprocess=Preprocess(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3))
-    r = run_dataset(shapes=int(sys.argv[1]), out_dir=sys.argv[2], model=model, info=info, batch_size=32, workers=1,
-                    progress="none", target="label")
+    r = run_dataset(ShapesSource(int(sys.argv[1]), size=32), out_dir=sys.argv[2], model=model, info=info,
+                    batch_size=32, workers=1, progress="none", target="label")
     assert r.done == int(sys.argv[1])
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
