@@ -269,29 +269,25 @@ def test_a_cached_keras_file_is_used_without_network(
 
 @pytest.mark.slow
 def test_no_tensorflow_chatter_before_our_message(tmp_path: Path) -> None:
-    """A fresh process on the TensorFlow backend: its absl / CPU-feature start-up lines and
-    Keras' "Downloading data from …" never appear, only layerscope's one line."""
+    """A fresh `layerscope` process on the TensorFlow backend, offline: TensorFlow's absl /
+    CPU-feature start-up lines and Keras' "Downloading data from …" never appear, only
+    layerscope's one line (the CLI quiets TensorFlow for its commands; the library itself
+    leaves the environment alone)."""
     import importlib.util
     import subprocess
     import sys
 
     if importlib.util.find_spec("tensorflow") is None:
         pytest.skip("tensorflow is not installed")
-    code = (
-        "import layerscope, numpy as np\n"
-        "m = layerscope.load_model('vgg16-cifar10', 'random', framework='keras', size=32)\n"
-        "try:\n"
-        "    layerscope.load_model('vgg16-cifar10', framework='keras', size=32)\n"
-        "except layerscope.LayerscopeError as e:\n"
-        "    print('ERROR', e)\n"
-    )
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env.update(KERAS_BACKEND="tensorflow", KERAS_HOME=str(tmp_path), https_proxy="http://127.0.0.1:9")
     env.update(HTTPS_PROXY="http://127.0.0.1:9", no_proxy="", NO_PROXY="")
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stderr == ""
-    assert r.stdout.startswith("ERROR cannot get Keras' VGG16 ImageNet weights") and r.stdout.count("\n") == 1
+    argv = [sys.executable, "-m", "layerscope", "tour", "--framework", "keras", "--model", "vgg16-cifar10"]
+    argv += ["--size", "32", "-o", str(tmp_path / "x.gif")]
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.stderr.startswith("layerscope: error: cannot get Keras' VGG16 ImageNet weights"), r.stderr[-2000:]
+    assert r.stderr.count("\n") == 1 and r.stdout == ""
 
 
 def test_cli_usage_errors(files: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
