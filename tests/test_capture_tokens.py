@@ -96,6 +96,7 @@ def test_hf_vit_blocks_equal_an_independent_reference_on_a_non_square_input() ->
     paths = ["vit.layers.0", "vit.layers.1", "vit.layers.2"]
     assert exp.layers == paths  # the default layers of a transformer: its blocks, in forward order
     assert exp.shapes["vit.layers.0"] == (1 + 4 * 6, 16)  # CLS + a 4×6 grid of 8-px patches
+    assert exp.caption("vit.layers.0")[0] == "Layer: vit.layers.0 · output 25x16 · tokens 25 → 4×6"
     ref = reference_gradcam(model, x, paths, [1, 4], {p: ("tokens", 1, 4, 6) for p in paths})
     for p in paths:
         assert exp.cams[p].shape == (2, 4, 6)

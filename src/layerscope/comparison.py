@@ -119,6 +119,7 @@ def _take(exp: Any, i: int) -> Any:
         options=dict(exp.options),
         info=exp.info,
         outputs=None if exp.outputs is None else exp.outputs[i : i + 1],
+        grids=dict(exp.grids),
     )
 
 

@@ -51,6 +51,9 @@ class Explanation:
     info: ModelInfo = field(default_factory=ModelInfo)
     #: ``(N, classes)`` the model's whole output per image (the predicted class is its argmax).
     outputs: np.ndarray | None = None
+    #: ``{layer: how its output became a map}`` for layers that are not ``(N, C, h, w)``
+    #: feature maps, e.g. ``"tokens 197 → 14×14"`` for a vision transformer's block.
+    grids: dict[str, str] = field(default_factory=dict)
 
     def class_name(self, index: int = 0) -> str:
         """The explained class of image ``index``, by name where the model has names."""
@@ -117,7 +120,9 @@ class Explanation:
         dims = tuple(int(s) for s in self.shapes[layer])
         shape = "x".join(str(s) for s in dims)
         grid = tuple(int(s) for s in np.shape(self.cams[layer])[1:])
-        if len(dims) < 3 or grid not in (dims[-2:], dims[:2], dims[1:3]):
+        if self.grids.get(layer):
+            shape += f" · {self.grids[layer]}"  # e.g. "tokens 197 → 14×14"
+        elif len(dims) < 3 or grid not in (dims[-2:], dims[:2], dims[1:3]):
             shape += f" · {grid[0]}×{grid[1]} token grid"  # a transformer's tokens as a map
         method = get_method(self.method).title
         if self.options.get("guided_grads"):
@@ -369,4 +374,5 @@ def explain(
         options={k: v for k, v in opts.items() if v != m.options.get(k)},
         info=facts,
         outputs=np.asarray(result.outputs, dtype=np.float32),
+        grids=dict(result.grids),
     )
