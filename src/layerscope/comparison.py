@@ -38,6 +38,8 @@ def grid(
     framework: str | None = None,
     info: Any = None,
     options: RenderOptions | None = None,
+    device: str | None = None,
+    precision: str = "default",
     **method_options: Any,
 ) -> Any:
     """A grid image of one image's maps: rows = methods, columns = layers, labelled.
@@ -51,7 +53,7 @@ def grid(
         layers: as for :func:`layerscope.explain` (``None``: every conv layer).
         target: the class (index or name); default the top-1 prediction.
         preprocess: as for :func:`layerscope.explain`.
-        framework: as for :func:`layerscope.explain`.
+        framework, device, precision: as for :func:`layerscope.explain`.
         options: how to draw (:class:`~layerscope.render.options.RenderOptions`: ``colormap``,
             ``alpha``, ``scale`` — ``"layer"``, each cell on its own range, or ``"shared"``,
             one range per method — and ``cell``, the shorter side of a cell in pixels).
@@ -83,7 +85,17 @@ def grid(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             exp = explain(
-                model, image, layers, m.name, target, preprocess=preprocess, framework=framework, info=info, **m_opts
+                model,
+                image,
+                layers,
+                m.name,
+                target,
+                preprocess=preprocess,
+                framework=framework,
+                info=info,
+                device=device,
+                precision=precision,
+                **m_opts,
             )
         for w in caught:  # each warning once, not once per method
             if (w.category, str(w.message)) not in seen:

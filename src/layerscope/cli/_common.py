@@ -91,7 +91,7 @@ def add_model_args(p: argparse.ArgumentParser, weights_default: str | None = Non
         default=weights_default,
         help="default (the demo's shipped weights), imagenet (the published file, downloaded once and cached), "
         "random, or a path to a .pth state dict / .safetensors file (Keras: .h5 / .weights.h5) "
-        f"(default: {weights_default or 'default for demo, imagenet for the VGG16 models'})",
+        f"(default: {weights_default or 'default for demo, imagenet for the other built-in models'})",
     )
     p.add_argument(
         "--framework",
@@ -137,7 +137,11 @@ def add_method_args(p: argparse.ArgumentParser, several: bool = False) -> None:
     ``--target``."""
     from layerscope.methods import list_methods
 
-    p.add_argument("--layers", help="comma-separated layer names or glob patterns (default: every conv layer)")
+    p.add_argument(
+        "--layers",
+        help="comma-separated layer names or glob patterns (default: the model's default layers: a built-in "
+        "model's named layers, a ResNet's blocks, a vision transformer's blocks, else every conv layer)",
+    )
     if several:
         p.add_argument(
             "--methods",

@@ -49,10 +49,9 @@ def run(args: argparse.Namespace) -> int:
         methods,
         layers=args.layers,
         target=args.target,
-        colormap=options.colormap,
-        alpha=options.alpha,
-        scale=options.scale,
-        cell=options.cell,
+        options=options,
+        device=args.device,
+        precision=args.precision,
         **method_options,
     )
     write_image(path, img, args.overwrite)

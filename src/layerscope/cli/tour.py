@@ -121,11 +121,7 @@ def run(args: argparse.Namespace) -> int:
         image = _common.sample_image(name)
 
     model = _common.load_model_from_args(args)
-    extra: dict[str, Any] = {}
-    if args.device != "auto":
-        extra["device"] = args.device
-    if args.precision != "default":
-        extra["precision"] = args.precision
+    extra: dict[str, Any] = {"device": args.device, "precision": args.precision}
     if several:
         from layerscope.comparison import explain_many
 
