@@ -1,7 +1,9 @@
-"""layerscope: see what every layer of a CNN looks at.
+"""layerscope: see what every layer of a network looks at.
 
-Grad-CAM and related class-activation maps at every layer of a PyTorch or Keras CNN in one
-forward and one backward pass, rendered as an annotated animation.
+Grad-CAM and related class-activation maps at every layer of a PyTorch or Keras 3 model (CNNs
+and vision transformers) in one forward and one backward pass, shown as an annotated
+animation, a video, an interactive page or arrays; for one image or a whole data set; with
+per-layer faithfulness metrics (:mod:`layerscope.evaluate`).
 
 ``import layerscope`` is light: torch (or keras) is imported only when a model is explained.
 """
@@ -15,13 +17,17 @@ __version__ = "0.1.0"
 __all__ = [
     "Explanation",
     "LayerscopeError",
+    "ModelInfo",
+    "RenderOptions",
     "__version__",
     "explain",
+    "explain_many",
     "get_method",
     "grid",
     "list_methods",
     "list_models",
     "load_model",
+    "model_info",
     "run_dataset",
 ]
 
@@ -29,6 +35,10 @@ _LAZY = {
     "explain": "layerscope.explanation",
     "Explanation": "layerscope.explanation",
     "grid": "layerscope.comparison",
+    "explain_many": "layerscope.comparison",
+    "ModelInfo": "layerscope.info",
+    "model_info": "layerscope.info",
+    "RenderOptions": "layerscope.render.options",
     "list_methods": "layerscope.methods",
     "get_method": "layerscope.methods",
     "load_model": "layerscope.models",
@@ -39,11 +49,13 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from layerscope.batch import run_dataset
-    from layerscope.comparison import grid
+    from layerscope.comparison import explain_many, grid
     from layerscope.errors import LayerscopeError
     from layerscope.explanation import Explanation, explain
+    from layerscope.info import ModelInfo, model_info
     from layerscope.methods import get_method, list_methods
     from layerscope.models import list_models, load_model
+    from layerscope.render.options import RenderOptions
 
 
 def __getattr__(name: str) -> Any:
