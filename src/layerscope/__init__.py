@@ -29,6 +29,7 @@ __all__ = [
     "load_model",
     "model_info",
     "run_dataset",
+    "targets",
 ]
 
 _LAZY = {
@@ -45,6 +46,7 @@ _LAZY = {
     "list_models": "layerscope.models",
     "LayerscopeError": "layerscope.errors",
     "run_dataset": "layerscope.batch",
+    "targets": "layerscope.targets",
 }
 
 if TYPE_CHECKING:
@@ -62,7 +64,8 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        module = importlib.import_module(_LAZY[name])
+        value = module if _LAZY[name] == f"layerscope.{name}" else getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'layerscope' has no attribute {name!r}")

@@ -573,7 +573,13 @@ def _capture_forward(
             if autocast is not None:
                 stack.enter_context(torch.autocast(xin.device.type, dtype=autocast))
             raw = forward(model, xg)
-            return select_output(raw, key), (_custom_scores(target, raw, len(xin)) if callable(target) else None)
+            if not callable(target):
+                return select_output(raw, key), None
+            scores = _custom_scores(target, raw, len(xin))
+            out = target.scores_of(raw) if key is None and hasattr(target, "scores_of") else select_output(raw, key)
+            if out.ndim == 4:  # (N, K, H, W) per-pixel scores: each class's mean, for display
+                out = out.detach().float().mean(dim=(2, 3))
+            return out, scores
 
     with eval_mode(model), out_of_place(model), torch.set_grad_enabled(need_grad), hooks:
         out, scores = run(clone=False)
@@ -877,7 +883,7 @@ def _one_pass(
     maps = _Maps(request.fn, context, hooks.layouts)
     try:
         out, scores = _capture_forward(model, xin, hooks, need_grad, autocast, request.output_key, target)
-        targets = resolve_targets(out, None if scores is not None else target)
+        targets = resolve_targets(out, getattr(target, "class_index", None) if scores is not None else target)
         order = list(hooks.order)
         if need_grad:
             score = None
