@@ -14,7 +14,7 @@ import numpy as np
 from layerscope.capture import CaptureRequest, detect_framework, get_adapter
 from layerscope.errors import UsageError
 from layerscope.info import ModelInfo, info_for
-from layerscope.inputs import prepare_batch
+from layerscope.inputs import display_from_tensor, is_tensor, prepare_batch
 from layerscope.methods import check_framework, get_method
 from layerscope.methods._ops import softmax
 from layerscope.render import FrameText, RenderOptions, flat_mask
@@ -267,6 +267,30 @@ def _probabilities(outputs: np.ndarray, targets: np.ndarray, kind: str | None) -
     return softmax(outputs, axis=1)[rows, targets].astype(np.float32)
 
 
+def _several_inputs(images: Any) -> bool:
+    """Whether ``images`` is several model inputs: a tuple or dict with at least one
+    framework tensor among its values (a list, or a tuple of paths / pictures / numpy arrays,
+    is several images)."""
+    if isinstance(images, dict):
+        values = list(images.values())
+    elif isinstance(images, tuple):
+        values = list(images)
+    else:
+        return False
+    return any(is_tensor(v) and not isinstance(v, np.ndarray) for v in values)
+
+
+def _display_tensor(inputs: tuple[Any, ...] | dict[str, Any]) -> Any:
+    """The first 4-D floating tensor of several inputs: the pictures the maps are drawn over."""
+    values = inputs.values() if isinstance(inputs, dict) else inputs
+    for v in values:
+        if is_tensor(v) and not isinstance(v, np.ndarray) and len(v.shape) == 4 and "float" in str(v.dtype):
+            return v
+    raise UsageError(
+        "several model inputs need a 4-D floating tensor (N, C, H, W) among them: the picture the maps are drawn over"
+    )
+
+
 def explain(
     model: Any,
     images: Any,
@@ -288,7 +312,12 @@ def explain(
     Args:
         model: a ``torch.nn.Module`` (or a ``keras.Model``) returning ``(N, classes)``.
         images: a path, PIL image or uint8 array, a list of them, or an already
-            preprocessed tensor ``(N, C, H, W)``.
+            preprocessed tensor ``(N, C, H, W)``. Several model inputs (PyTorch, one-pass
+            methods): a tuple of tensors is passed as ``model(*images)``, a dict as
+            ``model(**images)``; tensors go to the model's device (floating ones as copies in
+            the model's dtype), other values pass unchanged, and the maps are drawn over the
+            first 4-D floating tensor. The rule: only a tuple or dict with a tensor among its
+            values is several inputs; a list is always several images.
         layers: ``None`` (every conv layer, or a built-in model's friendly names), a name,
             a glob pattern, or a list of them.
         method: a name from :func:`layerscope.list_methods`.
@@ -331,7 +360,13 @@ def explain(
     class_names = facts.class_names
     adapter = get_adapter(fw)
     resolved = adapter.resolve_layers(model, layers, facts)
-    x, originals = prepare_batch(images, preprocess if preprocess is not None else facts.preprocessor())
+    prep = preprocess if preprocess is not None else facts.preprocessor()
+    if _several_inputs(images):
+        if fw != "torch":
+            raise UsageError("several model inputs (a tuple or dict of tensors) are for PyTorch models")
+        x, originals = images, [display_from_tensor(a, prep) for a in _display_tensor(images)]
+    else:
+        x, originals = prepare_batch(images, prep)
     forward_passes = m.forward_passes
     request = CaptureRequest(
         fn=lambda a, g, **context: m.fn(a, g, **context, **opts),

@@ -238,15 +238,66 @@ _WRONG_SIZE = ("mat1 and mat2 shapes cannot be multiplied", "shapes cannot be mu
 _SIZE_HINT = "`--size N` on the command line, `Preprocess(size=(N, N))` or `ModelInfo(preprocess=...)` in Python"
 
 
-def forward(model: nn.Module, x: torch.Tensor) -> Any:
-    """``model(x)``, with the usual shape errors turned into one clear line.
+class ModelInputs:
+    """Several model inputs, called as ``model(*args, **kwargs)``: a tuple batch gives
+    ``args``, a dict batch ``kwargs``. ``image`` is the first 4-D floating tensor (its size and
+    batch count stand for the batch's)."""
+
+    def __init__(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> None:
+        self.args, self.kwargs = tuple(args), dict(kwargs or {})
+        self.image = next((t for t in self.tensors() if t.ndim == 4 and t.is_floating_point()), None)
+        if self.image is None:
+            raise UsageError(
+                "several model inputs need a 4-D floating tensor (N, C, H, W) among them: the picture the maps "
+                "are drawn over"
+            )
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in (*self.args, *self.kwargs.values()) if isinstance(t, torch.Tensor)]
+
+    def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> ModelInputs:
+        """The inputs with ``fn`` applied to every tensor (anything else as it is)."""
+
+        def f(v: Any) -> Any:
+            return fn(v) if isinstance(v, torch.Tensor) else v
+
+        return ModelInputs(tuple(f(v) for v in self.args), {k: f(v) for k, v in self.kwargs.items()})
+
+    def requires_grad_(self, flag: bool = True) -> ModelInputs:
+        for t in self.tensors():
+            if t.is_floating_point():
+                t.requires_grad_(flag)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.image.device  # type: ignore[union-attr]
+
+    @property
+    def ndim(self) -> int:
+        return self.image.ndim  # type: ignore[union-attr]
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.image.shape  # type: ignore[union-attr]
+
+    def __len__(self) -> int:
+        return int(self.image.shape[0])  # type: ignore[union-attr]
+
+    def __call__(self, model: nn.Module) -> Any:
+        return model(*self.args, **self.kwargs)
+
+
+def forward(model: nn.Module, x: torch.Tensor | ModelInputs) -> Any:
+    """``model(x)`` (``model(*args, **kwargs)`` for :class:`ModelInputs`), with the usual
+    shape errors turned into one clear line.
 
     Raises:
         UsageError: an input of the wrong size (a fixed-input-size model), smaller than the
             network's down-sampling allows, or with the wrong number of channels.
     """
     try:
-        return model(x)
+        return x(model) if isinstance(x, ModelInputs) else model(x)
     except RuntimeError as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         hw = "×".join(str(int(s)) for s in x.shape[2:]) if x.ndim >= 3 else str(tuple(x.shape))
@@ -540,8 +591,19 @@ class _Hooks:
             raise ModelError(f"layer(s) {', '.join(missing)} did not run in the forward pass")
 
 
-def _model_input(model: nn.Module, x: Any, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """A private copy of the batch on the model's device in the model's dtype."""
+def _model_input(model: nn.Module, x: Any, device: torch.device, channels_last: bool) -> Any:
+    """A private copy of the batch on the model's device in the model's dtype: a tensor, or
+    for a tuple / dict batch (several inputs) a :class:`ModelInputs` of copies of its tensors
+    (floating ones in the model's dtype; other values as they are)."""
+    if isinstance(x, (tuple, dict)):
+        dtype = model_dtype(model)
+
+        def copy(t: torch.Tensor) -> torch.Tensor:
+            c = t.detach().to(device=device, dtype=dtype if t.is_floating_point() else None, copy=True)
+            return c.contiguous(memory_format=torch.channels_last) if channels_last and c.ndim == 4 else c
+
+        given = ModelInputs(x, None) if isinstance(x, tuple) else ModelInputs((), x)
+        return given.map(copy)
     if not isinstance(x, torch.Tensor):
         x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     if x.ndim == 3:
@@ -853,6 +915,11 @@ class TorchAdapter:
         device = resolve_device(request.device) if request.device is not None else None
         with placed(model, device) as dev, precision_mode(request.precision, dev) as autocast:
             xin = _model_input(model, x, dev, channels_last=request.precision == "fast")
+            if isinstance(xin, ModelInputs) and request.needs in ("perturbation", "saliency"):
+                raise UsageError(
+                    f"several model inputs work with the one-pass methods (Grad-CAM family, Eigen-CAM), "
+                    f"not {request.label or request.needs}"
+                )
             if request.needs == "perturbation":
                 return _perturbation(model, xin, layers, targets, request, autocast)
             context: dict[str, Any] = {}
