@@ -40,6 +40,7 @@ def grid(
     options: RenderOptions | None = None,
     device: str | None = None,
     precision: str = "default",
+    output: str | int | None = None,
     **method_options: Any,
 ) -> Any:
     """A grid image of one image's maps: rows = methods, columns = layers, labelled.
@@ -53,7 +54,7 @@ def grid(
         layers: as for :func:`layerscope.explain` (``None``: every conv layer).
         target: the class (index or name); default the top-1 prediction.
         preprocess: as for :func:`layerscope.explain`.
-        framework, device, precision: as for :func:`layerscope.explain`.
+        framework, device, precision, output: as for :func:`layerscope.explain`.
         options: how to draw (:class:`~layerscope.render.options.RenderOptions`: ``colormap``,
             ``alpha``, ``scale`` — ``"layer"``, each cell on its own range, or ``"shared"``,
             one range per method — and ``cell``, the shorter side of a cell in pixels).
@@ -95,6 +96,7 @@ def grid(
                 info=info,
                 device=device,
                 precision=precision,
+                output=output,
                 **m_opts,
             )
         for w in caught:  # each warning once, not once per method
@@ -161,7 +163,7 @@ def explain_many(
         top_k_classes: explain the K most probable classes instead (not with ``targets``).
         layers: as for :func:`layerscope.explain`.
         **options: ``explain``'s keyword arguments (``preprocess``, ``framework``, ``info``,
-            ``device``, ``precision``) and method options, each method option given to every
+            ``device``, ``precision``, ``output``, ``reshape``) and method options, each method option given to every
             method that has it; an option no chosen method has is an error.
 
     Returns:
@@ -172,7 +174,7 @@ def explain_many(
 
     names = _method_list(methods)
     chosen = [get_method(n) for n in names]
-    shared_keys = {"preprocess", "framework", "info", "device", "precision"}
+    shared_keys = {"preprocess", "framework", "info", "device", "precision", "output", "reshape"}
     shared = {k: v for k, v in options.items() if k in shared_keys}
     method_options = {k: v for k, v in options.items() if k not in shared_keys}
     unused = set(method_options) - {k for m in chosen for k in m.options}

@@ -74,8 +74,9 @@ def csv_list(text: str | None) -> list[str]:
 # --------------------------------------------------------------------------- option groups
 
 
-def add_model_args(p: argparse.ArgumentParser, weights_default: str | None = None) -> None:
-    """``--model``, ``--weights``, ``--framework``, ``--model-file``, ``--trust-model``, ``--size``."""
+def add_model_args(p: argparse.ArgumentParser, weights_default: str | None = None, model_output: bool = False) -> None:
+    """``--model``, ``--weights``, ``--framework``, ``--model-file``, ``--trust-model``, ``--size``
+    (and ``--model-output`` where ``model_output``)."""
     from layerscope.models import MODELS
 
     listing = "; ".join(f"{name}: {text}" for name, text in MODELS.items())
@@ -130,6 +131,20 @@ def add_model_args(p: argparse.ArgumentParser, weights_default: str | None = Non
         metavar="S",
         help="per-channel input std on the 0..1 scale, one number or R G B (default: the model's own, else ImageNet's)",
     )
+    if model_output:
+        p.add_argument(
+            "--model-output",
+            type=output_key,
+            default=None,
+            metavar="KEY",
+            help="for a model returning a dict, tuple or ModelOutput: which output holds the class scores "
+            "(a key, or an integer tuple index; default: logits, else the first tensor)",
+        )
+
+
+def output_key(text: str) -> str | int:
+    """``--model-output``: an integer is a tuple index, anything else a key."""
+    return int(text) if text.strip().lstrip("-").isdigit() else text
 
 
 def add_method_args(p: argparse.ArgumentParser, several: bool = False) -> None:

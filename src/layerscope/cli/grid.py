@@ -17,7 +17,7 @@ def add_parser(sub: Any) -> None:
         "a row per method, a column per layer.",
     )
     p.add_argument("image", nargs="?", help="image file (default: a built-in sample image)")
-    _common.add_model_args(p)
+    _common.add_model_args(p, model_output=True)
     _common.add_method_args(p, several=True)
     _common.add_render_args(p, "normalise each cell on its own range, or each method's row on one shared range")
     p.add_argument("--cell", type=_common.positive_int, default=160, help="cell size in pixels (default: 160)")
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         options=options,
         device=args.device,
         precision=args.precision,
+        output=args.model_output,
         **method_options,
     )
     write_image(path, img, args.overwrite)

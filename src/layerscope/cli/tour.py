@@ -23,7 +23,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "image", nargs="?", help="image file (default: a built-in sample: a shapes image for demo, a photo otherwise)"
     )
-    _common.add_model_args(p)
+    _common.add_model_args(p, model_output=True)
     _common.add_method_args(p)
     p.add_argument(
         "--methods",
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         image = _common.sample_image(name)
 
     model = _common.load_model_from_args(args)
-    extra: dict[str, Any] = {"device": args.device, "precision": args.precision}
+    extra: dict[str, Any] = {"device": args.device, "precision": args.precision, "output": args.model_output}
     if several:
         from layerscope.comparison import explain_many
 
