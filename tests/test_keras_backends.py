@@ -27,7 +27,7 @@ def _run(args: list[str], backend: str, timeout: int = 300) -> subprocess.Comple
 
 
 #: JAX compiles each new shape on first use (slow on CPU): there, the core checks only.
-JAX_SUBSET = "known_answer or parity or one_forward or unchanged or subclassed or unreachable"
+JAX_SUBSET = "known_answer or parity or one_forward or unchanged or subclassed or unreachable or no_per_layer_host_copy"
 #: Tests named ``*torch_backend_only`` check torch-specific behaviour; the other backends skip them.
 
 

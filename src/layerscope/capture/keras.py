@@ -24,8 +24,9 @@ How the pass is kept correct and cheap:
     traces the model without computing it).
 
 * Methods get channels-first ``(N, C, h, w)`` arrays: torch tensors on the torch backend,
-  numpy arrays on TensorFlow and JAX. Shapes are reported in the layer's own layout
-  (``(h, w, C)`` for channels-last) with the real sizes.
+  :class:`DeviceArray` views of the backend's tensors on TensorFlow and JAX (the maps are
+  computed on the device; all of them go to the host in one copy at the end). Shapes are
+  reported in the layer's own layout (``(h, w, C)`` for channels-last) with the real sizes.
 * torch is imported only on the torch backend; this module is imported only when a Keras
   model is explained.
 """
@@ -685,7 +686,7 @@ def _run_tensorflow(
 
 def _run_jax(
     model: Any, x: Any, chosen: list[tuple[str, Any]], target: Any, maps: _Maps, need_gradients: bool
-) -> tuple[list[str], np.ndarray, np.ndarray]:
+) -> tuple[list[str], Any, Any]:
     import jax
     import jax.numpy as jnp
 
@@ -695,13 +696,13 @@ def _run_jax(
         if not need_gradients:
             out = _output(model(xin, training=False))
             taps.check(wanted)
-            outputs = np.asarray(out, dtype=np.float32)
-            _check_classes(outputs)
-            targets = _targets(outputs, target)
+            n, k = _check_classes(out)
+            given = given_targets(target, n, k)
+            targets = jnp.argmax(out, axis=1) if given is None else jnp.asarray(given)
             order = list(taps.order)
-            for name in order:
-                maps.keep(name, np.asarray(taps.acts.pop(name)), None)
-            return order, outputs, targets
+            for name in order:  # the maps are computed on the device (jax.numpy), no per-layer copy
+                maps.keep(name, DeviceArray(taps.acts.pop(name), jnp), None)
+            return order, out, targets
 
         def forward(probes: dict[str, Any] | None) -> Any:
             taps.reset()
@@ -723,11 +724,9 @@ def _run_jax(
         (_, (acts, out, t)), grads = jax.value_and_grad(score_fn, has_aux=True)(probes)
         order = list(taps.order)
         taps.reset()
-    outputs = np.asarray(out, dtype=np.float32)
-    targets = np.asarray(t, dtype=np.int64)
-    for name in order:
-        maps.keep(name, np.asarray(acts.pop(name)), np.asarray(grads.pop(name)))
-    return order, outputs, targets
+    for name in order:  # on the device; every map, the outputs and the targets go to the host in one copy
+        maps.keep(name, DeviceArray(acts.pop(name), jnp), DeviceArray(grads.pop(name), jnp))
+    return order, out, t
 
 
 class KerasAdapter:
