@@ -90,6 +90,20 @@ def test_tuple_inputs_equal_independent_gradcam(model: TwoInputs) -> None:
     # the pictures are the image tensor's, one per image; the caller's tensors are untouched
     assert len(ex.images) == 2 and ex.images[0].shape == (12, 10, 3)
     assert not x.requires_grad and not side.requires_grad
+    # an activation method (no backward) takes several inputs too: the same maps as the one-input path
+    e1 = layerscope.explain(model, (x, side), ["c2"], method="eigencam")
+
+    class Fixed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, image: torch.Tensor) -> torch.Tensor:
+            return self.inner(image, side)
+
+    e2 = layerscope.explain(Fixed().eval(), x, ["inner.c2"], method="eigencam")
+    assert e1.cams["c2"].shape == (2, 12, 10)
+    np.testing.assert_allclose(e1.cams["c2"], e2.cams["inner.c2"], rtol=1e-5, atol=1e-6)
 
 
 def test_dict_inputs_pass_non_tensors_and_int_tensors(model: TwoInputs) -> None:
@@ -144,3 +158,5 @@ def test_several_inputs_errors(model: TwoInputs) -> None:
         layerscope.explain(model, (side, torch.tensor([0, 1])), PATHS)
     with pytest.raises(UsageError, match="one-pass methods"):
         layerscope.explain(model, (x, side), PATHS, method="scorecam")
+    with pytest.raises(UsageError, match=r"not guided-gradcam \(guided backpropagation\)"):
+        layerscope.explain(model, (x, side), PATHS, method="guided-gradcam")

@@ -115,6 +115,26 @@ def test_region_per_image_mask_and_dict_output() -> None:
     assert np.abs(norm(ex.cams["c3"][0]) - norm(ex.cams["c3"][1])).max() > 0.05
 
 
+def test_region_of_a_chosen_output() -> None:
+    class Seg(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = FCN()
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            out = self.net(x)
+            return {"boundary": out[:, :1], "seg": out}
+
+    torch.manual_seed(0)
+    model = Seg().eval()
+    x = _x()
+    with pytest.raises(UsageError, match="none of out, logits; give output=KEY"):
+        layerscope.explain(model, x, ["net.c3"], target=region(1))
+    ex = layerscope.explain(model, x, ["net.c3"], target=region(1), output="seg")
+    ref = reference(model.net, x, 1, None)
+    assert np.abs(norm(ex.cams["net.c3"]) - norm(ref["c3"])).max() <= TOL
+
+
 def test_region_one_forward_one_backward(fcn: FCN, monkeypatch: pytest.MonkeyPatch) -> None:
     forwards, grads = [], []
     fcn.register_forward_hook(lambda *a: forwards.append(1))

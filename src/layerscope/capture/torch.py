@@ -637,8 +637,12 @@ def _capture_forward(
             raw = forward(model, xg)
             if not callable(target):
                 return select_output(raw, key), None
-            scores = _custom_scores(target, raw, len(xin))
-            out = target.scores_of(raw) if key is None and hasattr(target, "scores_of") else select_output(raw, key)
+            if hasattr(target, "scores_of"):  # a layerscope.targets region: it scores the chosen output
+                out = select_output(raw, key) if key is not None else target.scores_of(raw)
+                scores = _custom_scores(target, out, len(xin))
+            else:
+                scores = _custom_scores(target, raw, len(xin))
+                out = select_output(raw, key)
             if out.ndim == 4:  # (N, K, H, W) per-pixel scores: each class's mean, for display
                 out = out.detach().float().mean(dim=(2, 3))
             return out, scores
@@ -916,9 +920,10 @@ class TorchAdapter:
         with placed(model, device) as dev, precision_mode(request.precision, dev) as autocast:
             xin = _model_input(model, x, dev, channels_last=request.precision == "fast")
             if isinstance(xin, ModelInputs) and request.needs in ("perturbation", "saliency"):
+                how = "perturbation" if request.needs == "perturbation" else "guided backpropagation"
                 raise UsageError(
                     f"several model inputs work with the one-pass methods (Grad-CAM family, Eigen-CAM), "
-                    f"not {request.label or request.needs}"
+                    f"not {request.label or 'this method'} ({how})"
                 )
             if request.needs == "perturbation":
                 return _perturbation(model, xin, layers, targets, request, autocast)
