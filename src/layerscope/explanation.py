@@ -323,7 +323,10 @@ def explain(
         method: a name from :func:`layerscope.list_methods`.
         target: ``None`` (top-1), a class index or name, or one per image; or (PyTorch,
             gradient methods) a callable ``(model_output) -> (N,)`` scores of any kind, whose
-            sum is explained (``targets`` then holds the top-1 class, ``scores`` its values).
+            sum is explained (``targets`` then holds the top-1 class, ``scores`` its values);
+            for a segmentation model (``(N, K, H, W)`` output),
+            :func:`layerscope.targets.region` ``(c, mask)``: class ``c`` summed over a mask
+            or the predicted region (``targets`` then holds ``c``).
         preprocess: a :class:`~layerscope.inputs.Preprocess` or a callable from a list of
             uint8 RGB arrays to the model input; default: the model info's, else
             ImageNet normalisation at 224×224.
