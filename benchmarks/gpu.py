@@ -37,66 +37,9 @@ from torch import nn
 import layerscope
 from layerscope.info import ModelInfo
 from layerscope.models import vgg
+from layerscope.models.resnet import ResNet50
 
 # --- models -----------------------------------------------------------------------------------
-
-
-class Bottleneck(nn.Module):
-    """torchvision's ``Bottleneck`` (stride on the 3×3 conv), same module names."""
-
-    expansion = 4
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
-
-
-class ResNet50(nn.Module):
-    """torchvision's ``resnet50`` layout and state-dict keys (``conv1``, ``layer1.0.conv1`` …)."""
-
-    def __init__(self, num_classes: int = 1000) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        self.inplanes = 64
-        self.layer1 = self._stage(64, 3, 1)
-        self.layer2 = self._stage(128, 4, 2)
-        self.layer3 = self._stage(256, 6, 2)
-        self.layer4 = self._stage(512, 3, 2)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(2048, num_classes)
-
-    def _stage(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
-        down = None
-        if stride != 1 or self.inplanes != planes * 4:
-            down = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * 4, 1, stride=stride, bias=False), nn.BatchNorm2d(planes * 4)
-            )
-        layers = [Bottleneck(self.inplanes, planes, stride, down)]
-        self.inplanes = planes * 4
-        layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
-        return nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 def build(name: str) -> tuple[nn.Module, dict[str, str]]:
@@ -117,7 +60,7 @@ def build(name: str) -> tuple[nn.Module, dict[str, str]]:
 
             model = torchvision.models.resnet50()
         except Exception:  # torchvision missing, or not importable with this torch
-            model = ResNet50()
+            model = ResNet50()  # layerscope's plain-torch twin: torchvision's module names and keys
         with torch.no_grad():  # BN statistics that keep activations at a sane scale
             for m in model.modules():
                 if isinstance(m, nn.BatchNorm2d):

@@ -235,3 +235,16 @@ def test_grid_as_jpeg_and_tour_side_by_side(tmp_path: Path, capsys: pytest.Captu
     assert code == 0, err
     with Image.open(plain) as a, Image.open(wide) as b:
         assert b.width > 1.6 * a.width - 60 and b.height == a.height
+
+
+def test_explain_many_passes_each_warning_on_once(photo: np.ndarray) -> None:
+    import warnings
+
+    import layerscope
+
+    model = layerscope.load_model("vgg16", "random")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exps = layerscope.explain_many(model, photo, ["gradcam", "layercam"], layers="block5_conv3")
+    assert len(exps) == 2
+    assert [str(w.message) for w in caught].count(layerscope.info.RANDOM_WEIGHTS) == 1

@@ -5,9 +5,10 @@ Glue only: :func:`layerscope.explain` per method, then :func:`layerscope.render.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,22 @@ from layerscope.errors import UsageError
 from layerscope.render.options import RenderOptions
 
 DEFAULT_METHODS = ("gradcam", "gradcam++", "layercam")
+
+
+@contextlib.contextmanager
+def _each_warning_once(seen: set[tuple[type, str]]) -> Iterator[None]:
+    """Warnings raised inside are passed on once each over all the blocks that share ``seen``
+    (one per method would repeat "the weights are RANDOM" three times)."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        for w in caught:
+            if (w.category, str(w.message)) not in seen:
+                seen.add((w.category, str(w.message)))
+                warnings.warn(str(w.message), w.category, stacklevel=4)
 
 
 def _method_list(methods: str | Sequence[str]) -> list[str]:
@@ -83,8 +100,7 @@ def grid(
     seen: set[tuple[type, str]] = set()
     for m in chosen:
         m_opts = {k: v for k, v in options_.items() if k in m.options}
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with _each_warning_once(seen):
             exp = explain(
                 model,
                 image,
@@ -99,10 +115,6 @@ def grid(
                 output=output,
                 **m_opts,
             )
-        for w in caught:  # each warning once, not once per method
-            if (w.category, str(w.message)) not in seen:
-                seen.add((w.category, str(w.message)))
-                warnings.warn(str(w.message), w.category, stacklevel=2)
         if len(exp.targets) != 1:
             raise UsageError(f"a grid shows one image, not {len(exp.targets)}")
         if target is None:
@@ -189,8 +201,7 @@ def explain_many(
     seen: set[tuple[type, str]] = set()
     for m in chosen:
         opts = {k: v for k, v in method_options.items() if k in m.options}
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with _each_warning_once(seen):
             if classes is None:
                 exp = explain(model, image, layers, m.name, None, **shared, **opts)
                 if len(exp.targets) != 1:
@@ -208,10 +219,6 @@ def explain_many(
             batch = _repeat(image, len(classes))
             exp = explain(model, batch, layers, m.name, list(classes), **shared, **opts)
             out.extend(_take(exp, i) for i in range(len(classes)))
-        for w in caught:  # each warning once, not once per method
-            if (w.category, str(w.message)) not in seen:
-                seen.add((w.category, str(w.message)))
-                warnings.warn(str(w.message), w.category, stacklevel=2)
     return out
 
 
