@@ -248,3 +248,13 @@ def test_explain_many_passes_each_warning_on_once(photo: np.ndarray) -> None:
         exps = layerscope.explain_many(model, photo, ["gradcam", "layercam"], layers="block5_conv3")
     assert len(exps) == 2
     assert [str(w.message) for w in caught].count(layerscope.info.RANDOM_WEIGHTS) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+@pytest.mark.parametrize("command", ["tour", "grid", "evaluate"])
+def test_an_unavailable_device_is_one_clear_line(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / ("x.gif" if command == "tour" else "x.png" if command == "grid" else "x")
+    code, _, err = run_cli(capsys, command, "--device", "cuda", "--layers", "block5_conv3", "-o", str(out))
+    assert code == 2 and "'cuda' is not available" in err and err.count("\n") == 1, err

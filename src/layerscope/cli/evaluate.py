@@ -41,6 +41,11 @@ def add_parser(sub: Any) -> None:
     _common.add_model_args(p)
     _common.add_method_args(p, several=True)
     p.add_argument(
+        "--device",
+        default="auto",
+        help="where a PyTorch model runs: auto (CUDA when available), cpu, cuda, cuda:N or mps (default: auto)",
+    )
+    p.add_argument(
         "--metrics",
         default="deletion,insertion,road,drop,pointing,energy,sanity",
         help=f"comma-separated metrics: {', '.join(METRICS)} (default: all; pointing and energy need --shapes)",
@@ -154,6 +159,12 @@ def run(args: argparse.Namespace) -> int:
             files = [src]
 
     model = _common.load_model_from_args(args)
+    if args.framework == "torch":
+        from layerscope.capture.torch import resolve_device
+
+        model = model.to(resolve_device(args.device))  # the metrics run where the model is
+    elif args.device not in ("auto", None):
+        raise UsageError("--device is for PyTorch models; a Keras model runs where Keras placed it")
     from layerscope.info import info_for
 
     info = info_for(model)
