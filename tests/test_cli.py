@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -258,3 +259,28 @@ def test_an_unavailable_device_is_one_clear_line(
     out = tmp_path / ("x.gif" if command == "tour" else "x.png" if command == "grid" else "x")
     code, _, err = run_cli(capsys, command, "--device", "cuda", "--layers", "block5_conv3", "-o", str(out))
     assert code == 2 and "'cuda' is not available" in err and err.count("\n") == 1, err
+
+
+def test_evaluate_page_charts_each_methods_metrics_per_layer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import re
+
+    prefix = tmp_path / "ev"
+    code, _, err = run_cli(
+        capsys, "evaluate", "--shapes", "2", "--methods", "gradcam,layercam", "--layers", "block5_*",
+        "--metrics", "deletion,pointing", "--no-progress", "-o", str(prefix),
+    )  # fmt: skip
+    assert code == 0, err
+    rows = list(csv.DictReader(open(prefix.with_suffix(".csv"), encoding="utf-8")))
+    page = (tmp_path / "ev.html").read_text("utf-8")
+    data = json.loads(re.search(r'<script type="application/json"[^>]*>(.*?)</script>', page, re.S).group(1))
+    for view in data["views"].values():
+        chart = {s["name"]: s["raw"] for s in view["series"]}
+        want = [
+            float(r["value"]) for r in rows
+            if r["model"] == "trained" and r["method"] == view["method"] and r["metric"] == "deletion_auc"
+        ]  # fmt: skip
+        np.testing.assert_allclose(chart["Deletion AUC"], want, rtol=1e-5)
+        assert len(chart["Pointing game"]) == 3

@@ -96,7 +96,7 @@ def _outputs(prefix: str) -> list[Path]:
     p = Path(prefix)
     if p.suffix.lower() in FORMATS:
         return [p]
-    out = [p.with_name(p.name + ext) for ext in (".csv", ".png", ".svg")]
+    out = [p.with_name(p.name + ext) for ext in (".csv", ".png", ".svg", ".html")]
     try:
         import pyarrow  # noqa: F401
 
@@ -211,9 +211,25 @@ def run(args: argparse.Namespace) -> int:
     print(f"{what}, {len(ev.layers)} layers, {len(methods)} method(s)\n")
     print(ev.table(), end="")
     for q in paths:
-        ev.save(q, overwrite=args.overwrite)
+        if q.suffix == ".html":
+            _explorer(q, model, x[:1], methods, ev, args, options, info)
+        else:
+            ev.save(q, overwrite=args.overwrite)
     print(f"wrote {', '.join(str(q) for q in paths)}")
     return 0
+
+
+def _explorer(
+    path: Path, model: Any, x: Any, methods: list[str], ev: Any, args: argparse.Namespace, options: Any, info: Any
+) -> None:
+    """The first image's interactive explorer, its per-layer chart showing each method's
+    metrics (the means over all the images evaluated)."""
+    from layerscope.comparison import explain_many
+    from layerscope.outputs import write_html
+
+    exps = explain_many(model, x, methods, layers=args.layers, info=info, **options)
+    series = {m: ev.series(m) for m in methods}
+    write_html(exps, path, overwrite=args.overwrite, title="layerscope evaluate", series=series)
 
 
 def _load(files: list[Path], info: Any, progress: bool) -> Any:

@@ -245,6 +245,23 @@ class Evaluation:
         _, m, layer, v = max(cands, key=lambda c: c[0])
         return m, layer, v
 
+    def _mean(self, key: tuple[str, str, str, str]) -> float:
+        if key in self.summary:
+            return self.summary[key][0]
+        v = np.asarray(self.values.get(key, []), dtype=np.float64)
+        v = v[np.isfinite(v)]
+        return float(v.mean()) if v.size else float("nan")
+
+    def series(self, method: str, model: str = TRAINED) -> dict[str, list[float]]:
+        """``{metric title: per-layer mean}`` for one method, in layer order (NaN where a
+        layer has no value): the explorer's per-layer chart."""
+        out: dict[str, list[float]] = {}
+        for metric in self.metrics:
+            values = [self._mean((model, method, layer, metric)) for layer in self.layers]
+            if any(np.isfinite(v) for v in values):
+                out[TITLES.get(metric, metric)] = values
+        return out
+
     def table(self, model: str = TRAINED, digits: int = 3) -> str:
         from layerscope.evaluate.report import format_table
 

@@ -127,6 +127,16 @@ def default_series(maps: Sequence[np.ndarray]) -> list[dict[str, Any]]:
     ]
 
 
+def _series_of(series: Mapping[str, Any] | None, method: str) -> Mapping[str, Sequence[float]] | None:
+    """The chart series for one method: ``series`` is ``{name: values}`` for every view, or
+    ``{method: {name: values}}`` per method (e.g. each method's metrics per layer)."""
+    if not series:
+        return None
+    if all(isinstance(v, Mapping) for v in series.values()):
+        return series.get(method) or None
+    return series
+
+
 def _user_series(series: Mapping[str, Sequence[float]], n: int) -> list[dict[str, Any]]:
     out = []
     for name, values in series.items():
@@ -222,7 +232,7 @@ def explorer_data(
             "note": getattr(e, "note", None),
             "shared": [slo, shi],
             "layers": layers,
-            "series": _user_series(series, len(layers)) if series else default_series(maps),
+            "series": _user_series(own, len(layers)) if (own := _series_of(series, e.method)) else default_series(maps),
         }
     if not classes:  # only class-agnostic methods: one "class", the top-1
         ck = _class_key(first, index)
