@@ -146,7 +146,11 @@ def _user_series(series: Mapping[str, Sequence[float]], n: int) -> list[dict[str
         finite = [abs(v) for v in raw if np.isfinite(v)]
         top = max(finite) if finite and max(finite) > 0 else 1.0
         out.append(
-            {"name": name, "values": [min(1.0, max(0.0, v / top)) if np.isfinite(v) else 0.0 for v in raw], "raw": raw}
+            {
+                "name": name,
+                "values": [min(1.0, max(0.0, v / top)) if np.isfinite(v) else 0.0 for v in raw],
+                "raw": [v if np.isfinite(v) else None for v in raw],  # JSON has no NaN: a gap is null
+            }
         )
     return out
 

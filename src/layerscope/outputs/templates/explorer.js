@@ -18,6 +18,7 @@
     return { i0: i0, i1: i1, f: f };
   }
   function fmt(v) {
+    if (v === null || v === undefined) return "n/a";
     if (v === 0) return "0";
     var a = Math.abs(v);
     return (a >= 1e-3 && a < 1e4) ? String(Number(v.toPrecision(3))) : v.toExponential(2);
