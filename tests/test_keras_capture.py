@@ -486,3 +486,15 @@ def test_no_per_layer_host_copy(method: str, monkeypatch: pytest.MonkeyPatch) ->
         pytest.skip(f"no host-copy check for the {BACKEND} backend")
     for name in ref.layers:
         np.testing.assert_allclose(got.cams[name], ref.cams[name], rtol=1e-5, atol=1e-7)
+
+
+def test_a_token_layer_of_a_keras_model_is_a_clear_error() -> None:
+    inputs = keras.Input((8, 8, 3))
+    x = layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    tokens = layers.Reshape((64, 4), name="tokens")(x)
+    y = layers.Dense(2, name="head")(layers.GlobalAveragePooling1D()(tokens))
+    model = keras.Model(inputs, y)
+    x_in = np.random.default_rng(0).random((1, 8, 8, 3)).astype("float32")
+    with pytest.raises(UsageError, match=r"token layers .* not laid out as maps"):
+        layerscope.explain(model, x_in, layers="tokens")
+    assert layerscope.explain(model, x_in, layers="conv").cams["conv"].shape == (1, 8, 8)

@@ -207,7 +207,16 @@ class _Taps:
     def check(self, wanted: Sequence[str]) -> None:
         """Raise for a chosen layer that did not run or does not output a feature map."""
         for name, shape in self.bad.items():
-            raise UsageError(f"layer {name!r} outputs {shape}, not a (N, h, w, C) feature map")
+            tokens = isinstance(shape, tuple) and len(shape) == 3
+            raise UsageError(
+                f"layer {name!r} outputs {shape}, not a (N, h, w, C) feature map"
+                + (
+                    "; a Keras model's token layers (N, T, C) are not laid out as maps (PyTorch models' are): "
+                    "choose a convolutional layer, or explain the PyTorch twin of the model"
+                    if tokens
+                    else ""
+                )
+            )
         missing = [n for n in wanted if n not in self.acts]
         if missing:
             raise ModelError(
