@@ -284,3 +284,17 @@ def test_evaluate_page_charts_each_methods_metrics_per_layer(
         ]  # fmt: skip
         np.testing.assert_allclose(chart["Deletion AUC"], want, rtol=1e-5)
         assert len(chart["Pointing game"]) == 3
+
+
+def test_mp4_without_pyav_fails_before_any_model_is_loaded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from layerscope.cli import _common
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "av" else real(name, *a))
+    monkeypatch.setattr(_common, "load_model_from_args", lambda *a, **k: pytest.fail("model loaded first"))
+    code, _, err = run_cli(capsys, "tour", "-o", str(tmp_path / "t.mp4"))
+    assert code == 2 and "needs av: pip install av" in err, err

@@ -146,8 +146,9 @@ def run(args: argparse.Namespace) -> int:
     saved = exp.save(args.output, overwrite=args.overwrite, options=options)
     path = saved[0] if isinstance(saved, list) else saved
     flat = [layer for layer in exp.layers if exp.flat[layer][0]]
+    n = len(exp.layers)
     print(
-        f"{path}: {len(exp.layers)} layers, {exp.method}, class {exp.class_name(0)!r} "
+        f"{path}: {n} layer{'s' if n != 1 else ''}, {exp.method}, class {exp.class_name(0)!r} "
         f"(index {int(exp.targets[0])}, p = {exp.probabilities[0]:.3f})" + (f"; {note}" if note else "")
     )
     if flat:

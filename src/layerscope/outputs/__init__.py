@@ -121,6 +121,11 @@ def check_output(
         The paths :func:`write` will write.
     """
     w = writer_for(path)
+    for module, hint in w.requires:
+        import importlib.util
+
+        if importlib.util.find_spec(module) is None:
+            raise UsageError(f"{Path(path).name}: {w.name} output needs {module}: {hint}")
     opts = RenderOptions.of(options)
     if w.draws_frames and w.max_side is not None:
         fw, fh = frame_bound(opts)

@@ -28,6 +28,7 @@ class Writer:
         draws_frames: whether the file holds drawn frames (then their size is checked
             against ``max_side`` before any work).
         even: frames are padded to even width and height (H.264).
+        requires: ``(module, install hint)`` pairs the writer needs, checked before any work.
     """
 
     name: str
@@ -36,3 +37,4 @@ class Writer:
     max_side: int | None = None
     draws_frames: bool = True
     even: bool = False
+    requires: tuple[tuple[str, str], ...] = ()

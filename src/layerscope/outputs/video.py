@@ -36,7 +36,7 @@ def write_mp4(path: str | Path, frames: Any, duration: int = 500, overwrite: boo
     try:
         import av
     except ImportError:
-        raise UsageError("MP4 output needs PyAV: pip install av") from None
+        raise UsageError('MP4 output needs PyAV: pip install av (or "layerscope[video]")') from None
     p = Path(path)
     count = 0
     with atomic_path(p, overwrite, suffix=".mp4") as tmp:
@@ -73,4 +73,10 @@ def _mp4(exp: Any, path: Path, options: RenderOptions, index: int | None, overwr
     return path
 
 
-MP4 = Writer("MP4 video (H.264)", _mp4, max_side=MP4_MAX_SIDE, even=True)
+MP4 = Writer(
+    "MP4 video (H.264)",
+    _mp4,
+    max_side=MP4_MAX_SIDE,
+    even=True,
+    requires=(("av", 'pip install av (or "layerscope[video]")'),),
+)
