@@ -93,3 +93,32 @@ class TinyNet(nn.Module):
 @pytest.fixture
 def tiny() -> TinyNet:
     return TinyNet().eval()
+
+
+def minmax(m: np.ndarray) -> np.ndarray:
+    """Each ``(h, w)`` map of ``(..., h, w)`` scaled to [0, 1] in float64; a flat map → zeros."""
+    m = np.asarray(m, np.float64)
+    lo = m.min(axis=(-2, -1), keepdims=True)
+    rng = m.max(axis=(-2, -1), keepdims=True) - lo
+    return np.where(rng > 0, (m - lo) / np.where(rng > 0, rng, 1), 0.0)
+
+
+def numpy_gradcam(a: torch.Tensor, g: torch.Tensor) -> np.ndarray:
+    """Grad-CAM from an ``(N, C, h, w)`` activation and its gradient, in float64 numpy:
+    ``ReLU(Σ_k mean_ij(g_k) · a_k)`` — the independent reference of the capture tests."""
+    a64, g64 = a.detach().double().numpy(), g.detach().double().numpy()
+    return np.maximum(np.einsum("nc,nchw->nhw", g64.mean(axis=(2, 3)), a64), 0)
+
+
+def hooked_gradcam(model: nn.Module, paths: list[str], run, score) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+    """Grad-CAM at ``paths`` the plain way: forward hooks keep the outputs of ``run()``,
+    ``torch.autograd.grad(score(output))`` gives their gradients, :func:`numpy_gradcam` the maps."""
+    kept: dict[str, torch.Tensor] = {}
+    handles = [model.get_submodule(p).register_forward_hook(lambda m, i, o, p=p: kept.__setitem__(p, o)) for p in paths]
+    try:
+        out = run()
+    finally:
+        for h in handles:
+            h.remove()
+    grads = torch.autograd.grad(score(out), [kept[p] for p in paths])
+    return {p: numpy_gradcam(kept[p], g) for p, g in zip(paths, grads, strict=True)}

@@ -13,6 +13,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import layerscope
+from conftest import minmax
 from layerscope.capture import CaptureRequest, get_adapter
 from layerscope.info import ModelInfo
 from layerscope.methods import get_method
@@ -35,12 +36,6 @@ def vgg_names(model: nn.Module) -> dict[str, str]:
 def pair(vgg16_random: nn.Module) -> tuple[nn.Module, nn.Module, ModelInfo]:
     cpu = copy.deepcopy(vgg16_random).eval()
     return cpu, copy.deepcopy(cpu).cuda(), ModelInfo(layers=vgg_names(cpu))
-
-
-def minmax(m: np.ndarray) -> np.ndarray:
-    lo = m.min(axis=(-2, -1), keepdims=True)
-    rng = m.max(axis=(-2, -1), keepdims=True) - lo
-    return np.where(rng > 0, (m - lo) / np.where(rng > 0, rng, 1), 0.0)
 
 
 def test_highest_precision_gpu_maps_equal_cpu_maps(pair: tuple) -> None:

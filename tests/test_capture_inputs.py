@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 import layerscope
+from conftest import hooked_gradcam
+from conftest import minmax as norm
 from layerscope.errors import UsageError
 
 TOL = 1e-4
@@ -41,27 +43,10 @@ class TwoInputs(nn.Module):
         return self.head(h.mean(dim=(2, 3)))
 
 
-def norm(m: np.ndarray) -> np.ndarray:
-    m = np.asarray(m, np.float64)
-    lo = m.min(axis=(-2, -1), keepdims=True)
-    rng = m.max(axis=(-2, -1), keepdims=True) - lo
-    return np.where(rng > 0, (m - lo) / np.where(rng > 0, rng, 1), 0.0)
-
-
 def reference(model: nn.Module, args: tuple, kwargs: dict, targets: list[int]) -> dict[str, np.ndarray]:
-    kept: dict[str, torch.Tensor] = {}
-    handles = [model.get_submodule(p).register_forward_hook(lambda m, i, o, p=p: kept.__setitem__(p, o)) for p in PATHS]
-    try:
-        out = model(*args, **kwargs)
-    finally:
-        for h in handles:
-            h.remove()
-    grads = torch.autograd.grad(out[range(len(targets)), targets].sum(), [kept[p] for p in PATHS])
-    maps = {}
-    for p, g in zip(PATHS, grads, strict=True):
-        a, g = kept[p].detach().double().numpy(), g.double().numpy()
-        maps[p] = np.maximum(np.einsum("nc,nchw->nhw", g.mean(axis=(2, 3)), a), 0)
-    return maps
+    return hooked_gradcam(
+        model, PATHS, lambda: model(*args, **kwargs), lambda out: out[range(len(targets)), targets].sum()
+    )
 
 
 @pytest.fixture

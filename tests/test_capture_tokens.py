@@ -13,18 +13,13 @@ import torch
 from torch import nn
 
 import layerscope
+from conftest import hooked_gradcam
+from conftest import minmax as norm
 from layerscope.capture import CaptureRequest, get_adapter
 from layerscope.errors import ModelError, UsageError
 from layerscope.methods import get_method
 
 TOL = 1e-4
-
-
-def norm(m: np.ndarray) -> np.ndarray:
-    m = np.asarray(m, np.float64)
-    lo = m.min(axis=(-2, -1), keepdims=True)
-    rng = m.max(axis=(-2, -1), keepdims=True) - lo
-    return np.where(rng > 0, (m - lo) / np.where(rng > 0, rng, 1), 0.0)
 
 
 def reference_gradcam(
@@ -283,12 +278,4 @@ def test_callable_target_explains_any_score() -> None:
 
 
 def reference_gradcam_dict(model: nn.Module, x: torch.Tensor, score_fn) -> np.ndarray:  # type: ignore[no-untyped-def]
-    kept = {}
-    h = model.conv.register_forward_hook(lambda m, i, o: kept.__setitem__("a", o))
-    try:
-        out = model(x)
-    finally:
-        h.remove()
-    (g,) = torch.autograd.grad(score_fn(out).sum(), kept["a"])
-    a, g = kept["a"].detach().double().numpy(), g.double().numpy()
-    return np.maximum(np.einsum("nc,nchw->nhw", g.mean(axis=(2, 3)), a), 0)
+    return hooked_gradcam(model, ["conv"], lambda: model(x), lambda out: score_fn(out).sum())["conv"]

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import layerscope
+from conftest import minmax as norm
 from conftest import random_biases_
 from layerscope.errors import UsageError
 from layerscope.info import ModelInfo, attach_info, model_info
@@ -89,13 +90,6 @@ def xs(x: torch.Tensor) -> torch.Tensor:
 
 def paths(model: nn.Module) -> dict[str, str]:
     return dict(model_info(model).layers)
-
-
-def norm(m: np.ndarray) -> np.ndarray:
-    m = np.asarray(m, dtype=np.float64)
-    lo = m.min(axis=(-2, -1), keepdims=True)
-    rng = m.max(axis=(-2, -1), keepdims=True) - lo
-    return np.where(rng > 0, (m - lo) / np.where(rng > 0, rng, 1), 0.0)
 
 
 def assert_same(ours: np.ndarray, ref: np.ndarray, what: str = "") -> None:

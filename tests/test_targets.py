@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 import layerscope
+from conftest import hooked_gradcam
+from conftest import minmax as norm
 from layerscope.errors import UsageError
 from layerscope.targets import region
 
@@ -39,32 +41,15 @@ class FCN(nn.Module):
 PATHS = ["c1", "c2", "c3", "classifier"]
 
 
-def norm(m: np.ndarray) -> np.ndarray:
-    m = np.asarray(m, np.float64)
-    lo = m.min(axis=(-2, -1), keepdims=True)
-    rng = m.max(axis=(-2, -1), keepdims=True) - lo
-    return np.where(rng > 0, (m - lo) / np.where(rng > 0, rng, 1), 0.0)
-
-
 def reference(model: FCN, x: torch.Tensor, c: int, mask: torch.Tensor | None) -> dict[str, np.ndarray]:
     """score = (out[:, c] * mask).sum(); Grad-CAM in numpy from hooks + autograd.grad."""
-    kept: dict[str, torch.Tensor] = {}
-    handles = [model.get_submodule(p).register_forward_hook(lambda m, i, o, p=p: kept.__setitem__(p, o)) for p in PATHS]
-    try:
-        out = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    out = out["out"] if isinstance(out, dict) else out
-    if mask is None:
-        mask = (out.detach().argmax(dim=1) == c).float()
-    score = (out[:, c] * mask).sum()
-    grads = torch.autograd.grad(score, [kept[p] for p in PATHS])
-    maps = {}
-    for p, g in zip(PATHS, grads, strict=True):
-        a, g = kept[p].detach().double().numpy(), g.double().numpy()
-        maps[p] = np.maximum(np.einsum("nc,nchw->nhw", g.mean(axis=(2, 3)), a), 0)
-    return maps
+
+    def score(out: torch.Tensor | dict) -> torch.Tensor:
+        out = out["out"] if isinstance(out, dict) else out
+        m = (out.detach().argmax(dim=1) == c).float() if mask is None else mask
+        return (out[:, c] * m).sum()
+
+    return hooked_gradcam(model, PATHS, lambda: model(x), score)
 
 
 @pytest.fixture
