@@ -147,16 +147,10 @@ def run_ray(
             t0 = time.perf_counter()
         writer.stop()
     except BaseException:
-        try:
-            writer.stop(timeout=60)
-        except BaseException:
-            writer.kill()
+        writer.abort()
         raise
     finally:
-        result.errors = writer.errors
-        result.done = writer.ok + writer.errors
-        timings.update(writer.seconds)
-        result.timings = timings
+        writer.account(result, timings)
         if started:
             import ray
 

@@ -589,6 +589,21 @@ class _Writer:
         for w in self.workers:
             w.join(timeout=10)
 
+    def abort(self) -> None:
+        """After Ctrl-C or an error: commit what is whole, then end (a second failure kills
+        the writers)."""
+        try:
+            self.stop(timeout=60)
+        except BaseException:
+            self.kill()
+
+    def account(self, result: RunResult, timings: dict[str, float]) -> None:
+        """The writers' counts and times into the run's result."""
+        result.errors = self.errors
+        result.done = self.ok + self.errors
+        timings.update(self.seconds)
+        result.timings = timings
+
     def kill(self) -> None:
         """End the writers at once (after an error)."""
         for w in self.workers:
@@ -672,18 +687,11 @@ def _run_local(
             bar.update(len(batch), errs)
         writer.stop()
     except BaseException:
-        # Ctrl-C or an error: commit what is whole, then end (a second failure kills the writer).
-        try:
-            writer.stop(timeout=60)
-        except BaseException:
-            writer.kill()
+        writer.abort()
         raise
     finally:
         del it
-        result.errors = writer.errors
-        result.done = writer.ok + writer.errors
-        timings.update(writer.seconds)
-        result.timings = timings
+        writer.account(result, timings)
 
 
 # ---------------------------------------------------------------------- merging
