@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 from typing import Any
 
 from layerscope.cli import _common
@@ -67,8 +66,7 @@ def add_parser(sub: Any) -> None:
             action.help = "class to explain: an index or name, or label (the true label, with --cifar10 or --shapes) "
             action.help += "(default: the top-1 prediction)"
     _common.add_render_args(p)
-    if hasattr(_common, "add_device_args"):
-        _common.add_device_args(p)
+    _common.add_device_args(p)
 
     m = sub.add_parser(
         "batch-merge",
@@ -81,19 +79,12 @@ def add_parser(sub: Any) -> None:
 
 
 def _explain_options(args: argparse.Namespace) -> dict[str, Any]:
-    from layerscope.errors import UsageError
-    from layerscope.explanation import explain
-
-    params = inspect.signature(explain).parameters
-    out: dict[str, Any] = {}
-    for name, default in (("device", None), ("precision", "default")):
-        value = getattr(args, name, None)
-        if value is None or value == default:
-            continue
-        if name not in params:
-            raise UsageError(f"--{name} is not supported by this layerscope's explain()")
-        out[name] = value
-    return out
+    """``--device`` and ``--precision`` for ``explain``, where they differ from its defaults."""
+    return {
+        name: getattr(args, name)
+        for name, default in (("device", None), ("precision", "default"))
+        if getattr(args, name, None) not in (None, default)
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,7 +105,6 @@ def run(args: argparse.Namespace) -> int:
     explain_options = _explain_options(args)
     layers = _common.csv_list(args.layers) or None if args.layers else None
     model = _common.load_model_from_args(args)
-    info = _common.model_info_from_args(args, model) if hasattr(_common, "model_info_from_args") else None
     result = run_dataset(
         args.source,
         args.output,
@@ -131,7 +121,6 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         report=args.report,
         render=render,
-        info=info,
         cifar10=args.cifar10,
         split=args.split,
         cifar10_path=args.cifar10_path,
