@@ -1,6 +1,6 @@
 """Every CAM method on the demo model: pointing game at two layers, and the 13-layer tour's time.
 
-* Pointing game (:func:`layerscope.metrics.pointing_game`): the share of fresh shapes samples
+* Pointing game (:func:`layerscope.evaluate.pointing_game`): the share of fresh shapes samples
   (dataset seed ``EVAL_SEED`` of :mod:`layerscope.models.demo`, never used in training)
   whose map's maximum lies on the object, explaining the true class, at the last conv layer
   (block5_conv3) and a middle one (block3_conv3). The perturbation methods (every channel
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import layerscope
     from layerscope.datasets import make_dataset
-    from layerscope.metrics import pointing_game
+    from layerscope.evaluate import pointing_game
     from layerscope.models import demo
 
     torch.set_num_threads(args.threads)

@@ -1,7 +1,7 @@
 """Pointing game at every layer of the built-in demo model, on fresh shapes samples.
 
 For each CAM method and each of the 13 conv layers (block1_conv1 … block5_conv3), the share
-of images whose map's maximum lies on the object (:func:`layerscope.metrics.pointing_game`),
+of images whose map's maximum lies on the object (:func:`layerscope.evaluate.pointing_game`),
 explaining the true class. Also prints the model's accuracy on the same images. The samples
 come from dataset seed ``EVAL_SEED`` of :mod:`layerscope.models.demo`, never used in training.
 
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import layerscope
     from layerscope.datasets import make_dataset
     from layerscope.info import model_info
-    from layerscope.metrics import pointing_game
+    from layerscope.evaluate import pointing_game
     from layerscope.models import demo
 
     torch.set_num_threads(args.threads)

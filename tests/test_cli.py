@@ -197,7 +197,7 @@ def test_explain_many_classes_from_one_capture_equal_one_explain_per_class(
     vgg16: torch.nn.Module, photo: np.ndarray
 ) -> None:
     from layerscope import explain
-    from layerscope.comparison import explain_many
+    from layerscope.grid import explain_many
 
     exps = explain_many(vgg16, photo, ["gradcam", "gradcam++"], [3, 7], layers="features.22,features.29")
     assert [(e.method, int(e.targets[0])) for e in exps] == [

@@ -96,7 +96,7 @@ def test_grid_with_model_output(setup: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_explain_many_passes_output(setup: Path) -> None:
-    from layerscope.comparison import explain_many
+    from layerscope.grid import explain_many
     from layerscope.models import load_model
 
     model = load_model("lsmo_models:build_dict", size=32)

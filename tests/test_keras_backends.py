@@ -63,7 +63,7 @@ def test_import_layerscope_does_not_import_keras() -> None:
     code = (
         "import sys, layerscope\n"
         "layerscope.explain, layerscope.load_model, layerscope.list_methods\n"
-        "import layerscope.cli, layerscope.presets, layerscope.datasets.cifar10\n"
+        "import layerscope.cli, layerscope.recipe, layerscope.datasets.cifar10\n"
         "layerscope.cli.build_parser()\n"
         "bad = [m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules]\n"
         "assert not bad, bad\n"

@@ -27,7 +27,7 @@ from keras import layers  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import layerscope  # noqa: E402
-from layerscope import cli, presets  # noqa: E402
+from layerscope import cli, recipe  # noqa: E402
 from layerscope.datasets import cifar10  # noqa: E402
 from layerscope.errors import UsageError, WeightsError  # noqa: E402
 from layerscope.info import model_info  # noqa: E402
@@ -210,7 +210,7 @@ def test_recipe_overlay_is_drawn_on_the_original_rgb_image(files: dict[str, Path
     model = layerscope.load_model("vgg16-cifar10", files["notop"], framework="keras", size=32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        exp = presets.explain_cifar10(4, weights=None, cifar10_path=files["cifar"], model=model)
+        exp = recipe.explain_cifar10(4, weights=None, cifar10_path=files["cifar"], model=model)
     img, _, _ = cifar10.load_image(4, "test", files["cifar"])
     assert np.array_equal(exp.images[0], img)  # RGB uint8, not the BGR mean-subtracted input
     assert exp.options == {"guided_grads": True}

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from layerscope import render, resize
 from layerscope.datasets import shapes
 from layerscope.methods import _ops
-from layerscope.metrics import upsample_bilinear
+from layerscope.evaluate import upsample_bilinear
 
 
 def torch_ref(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -35,8 +35,8 @@ __all__ = [
 _LAZY = {
     "explain": "layerscope.explanation",
     "Explanation": "layerscope.explanation",
-    "grid": "layerscope.comparison",
-    "explain_many": "layerscope.comparison",
+    "grid": "layerscope.grid",
+    "explain_many": "layerscope.grid",
     "ModelInfo": "layerscope.info",
     "model_info": "layerscope.info",
     "RenderOptions": "layerscope.render.options",
@@ -51,7 +51,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from layerscope.batch import run_dataset
-    from layerscope.comparison import explain_many, grid
+    from layerscope.grid import explain_many, grid
     from layerscope.errors import LayerscopeError
     from layerscope.explanation import Explanation, explain
     from layerscope.info import ModelInfo, model_info

@@ -224,7 +224,7 @@ def _explorer(
 ) -> None:
     """The first image's interactive explorer, its per-layer chart showing each method's
     metrics (the means over all the images evaluated)."""
-    from layerscope.comparison import explain_many
+    from layerscope.grid import explain_many
     from layerscope.outputs import write_html
 
     exps = explain_many(model, x, methods, layers=args.layers, info=info, **options)

@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from layerscope.comparison import grid
+    from layerscope.grid import grid
     from layerscope.inputs import load_image
     from layerscope.methods import get_method
     from layerscope.outputs import check_image_output, write_image

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     model = _common.load_model_from_args(args)
     extra: dict[str, Any] = {"device": args.device, "precision": args.precision, "output": args.model_output}
     if several:
-        from layerscope.comparison import explain_many
+        from layerscope.grid import explain_many
 
         exps = explain_many(
             model,

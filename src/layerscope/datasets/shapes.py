@@ -8,7 +8,7 @@ brighter or more saturated than the object, so "the brightest thing" is not the 
 Some thin distractor lines are drawn *over* the object; the mask leaves out what they hide.
 
 Because the object's mask is known, an explanation can be scored: the pointing game
-(:func:`layerscope.metrics.pointing_game`) asks whether a map's maximum lies on the object.
+(:func:`layerscope.evaluate.pointing_game`) asks whether a map's maximum lies on the object.
 
 Sample ``i`` of seed ``s`` is a pure function of ``(s, i, size)``: its random generator is
 seeded with ``numpy.random.SeedSequence([s, i])``, so it never depends on how many samples

@@ -1,4 +1,4 @@
-"""Presets: named bundles of settings. The one today is the notebook recipe.
+"""The notebook recipe layerscope began as, as one set of named settings.
 
 The recipe: VGG16 (ImageNet, no top) + GlobalAveragePooling + Dense(1024, relu) +
 Dense(10, softmax); one CIFAR-10 image resized to 224×224 and VGG-preprocessed; Grad-CAM
@@ -7,9 +7,9 @@ with guided gradients at the 13 conv layers; JET over the image; the recipe's ca
 
 From Python::
 
-    from layerscope import presets
-    exp = presets.explain_cifar10(0, framework="keras", weights="vgg16_notop.h5")
-    exp.save("grad_cam.gif", options=presets.RECIPE_RENDER)
+    from layerscope import recipe
+    exp = recipe.explain_cifar10(0, framework="keras", weights="vgg16_notop.h5")
+    exp.save("grad_cam.gif", options=recipe.RECIPE_RENDER)
 
 On the command line: ``layerscope tour --framework keras --model vgg16-cifar10 --cifar10 0``.
 """
