@@ -9,10 +9,13 @@ and a warning.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,8 +23,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from layerscope.errors import InputImageError, UsageError
 
-#: Largest image accepted, in pixels (Pillow's own default limit is about 89 M).
+#: Largest image accepted, in pixels (Pillow's own default limit is about 89 M); a decoded
+#: image of this size is 192 MB of RGB. Override with ``LAYERSCOPE_MAX_PIXELS`` or ``max_pixels=``.
 MAX_PIXELS = 64_000_000
+#: Largest image file accepted, in bytes (512 MiB), checked before a byte is read. Override
+#: with ``LAYERSCOPE_MAX_FILE_BYTES`` or ``max_bytes=``.
+MAX_FILE_BYTES = 512 * 1024 * 1024
+#: File extensions that name an image file (lower case): the one folder rule of every command.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -203,36 +212,82 @@ def display_from_tensor(a: Any, preprocess: Any = None) -> np.ndarray:
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM", "TGA", "ICO")
 
 
-def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as upright 8-bit RGB ``(H, W, 3)``.
+def _limit(value: int | None, env: str, default: int) -> int:
+    if value is not None:
+        return int(value)
+    text = os.environ.get(env, "").strip()
+    if text:
+        try:
+            return int(float(text))
+        except ValueError:
+            raise UsageError(f"{env}={text!r}: expected a whole number") from None
+    return default
 
-    Only the formats in :data:`IMAGE_FORMATS` are opened.
+
+def check_image_file(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> int:
+    """Check, before reading a byte, that ``path`` is a regular, non-empty file of at most
+    ``max_bytes`` (default :data:`MAX_FILE_BYTES`); returns its size. A FIFO, a device
+    (``/dev/zero``) or a huge sparse file is refused at once.
 
     Raises:
-        InputImageError: missing, empty, unreadable, truncated or oversized file, or a format
-            that is not allowed.
+        InputImageError: missing, a folder, not a regular file, empty, too large, or not
+            readable (permission denied).
     """
     p = os.fspath(path)
-    if not os.path.exists(p):
-        raise InputImageError(f"{p}: no such file")
-    if os.path.isdir(p):
+    cap = _limit(max_bytes, "LAYERSCOPE_MAX_FILE_BYTES", MAX_FILE_BYTES)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise InputImageError(f"{p}: no such file") from None
+    except PermissionError:
+        raise InputImageError(f"{p}: permission denied") from None
+    except OSError as e:
+        raise InputImageError(f"{p}: cannot read the file ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
         raise InputImageError(f"{p}: is a directory, not an image file")
-    if os.path.getsize(p) == 0:
+    if not stat.S_ISREG(st.st_mode):
+        raise InputImageError(f"{p}: not a regular file (a pipe, socket or device); give an image file")
+    if st.st_size == 0:
         raise InputImageError(f"{p}: the file is empty")
+    if st.st_size > cap:
+        raise InputImageError(
+            f"{p}: the file is {st.st_size:,} bytes, more than the {cap:,} allowed "
+            "(set LAYERSCOPE_MAX_FILE_BYTES to allow more)"
+        )
+    if not os.access(p, os.R_OK):
+        raise InputImageError(f"{p}: permission denied")
+    return int(st.st_size)
+
+
+def load_image(
+    path: str | os.PathLike[str], *, max_bytes: int | None = None, max_pixels: int | None = None
+) -> np.ndarray:
+    """Read an image file as upright 8-bit RGB ``(H, W, 3)``.
+
+    The file is checked first (:func:`check_image_file`); only the formats in
+    :data:`IMAGE_FORMATS` are opened, and at most ``max_pixels`` (default
+    :data:`MAX_PIXELS`) are decoded. Whatever exception the decoder raises on a malformed
+    file becomes an :class:`~layerscope.errors.InputImageError`.
+
+    Raises:
+        InputImageError: missing, empty, unreadable, truncated, corrupt or oversized file, or
+            a format that is not allowed.
+    """
+    p = os.fspath(path)
+    check_image_file(p, max_bytes=max_bytes)
+    limit = _limit(max_pixels, "LAYERSCOPE_MAX_PIXELS", MAX_PIXELS)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(p, formats=list(IMAGE_FORMATS)) as im:
                 w, h = im.size
-                if w * h > MAX_PIXELS:
+                if w * h > limit:
                     raise InputImageError(
-                        f"{p}: {w}×{h} pixels is more than the {MAX_PIXELS:,} allowed (a decompression bomb?)"
+                        f"{p}: {w}×{h} pixels is more than the {limit:,} allowed (a decompression bomb?)"
                     )
-                if getattr(im, "n_frames", 1) > 1:
-                    warnings.warn(
-                        f"{p} is animated ({im.n_frames} frames); only the first is explained",
-                        stacklevel=2,
-                    )
+                frames = getattr(im, "n_frames", 1)
+                if frames > 1:
+                    warnings.warn(f"{p} is animated ({frames} frames); only the first is explained", stacklevel=2)
                     im.seek(0)
                 im.load()
                 return to_rgb(im)
@@ -242,8 +297,90 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise InputImageError(f"{p}: not an image file in an allowed format ({', '.join(IMAGE_FORMATS)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise InputImageError(f"{p}: too many pixels (a decompression bomb?): {e}") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise InputImageError(f"{p}: cannot read the image (truncated or corrupt?): {e}") from None
+    except PermissionError:
+        raise InputImageError(f"{p}: permission denied") from None
+    except MemoryError:
+        raise InputImageError(f"{p}: not enough memory to decode the image") from None
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise InputImageError(f"{p}: permission denied") from None
+        raise InputImageError(f"{p}: cannot read the image (truncated or corrupt?): {_first_line(e)}") from None
+    except Exception as e:  # Pillow raises TypeError, IndexError, struct.error … on malformed files
+        raise InputImageError(f"{p}: a corrupt image ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else ""
+    return text or type(e).__name__
+
+
+@dataclass
+class ImageFiles:
+    """What :func:`image_files` found in a folder.
+
+    Attributes:
+        files: the image files, sorted by their path relative to the folder.
+        others: regular files skipped because their extension is not in :data:`IMAGE_EXTENSIONS`.
+        unreadable: subfolders that could not be listed (permission denied …), skipped.
+    """
+
+    files: list[Path] = field(default_factory=list)
+    others: int = 0
+    unreadable: list[Path] = field(default_factory=list)
+
+
+def is_image_name(path: str | os.PathLike[str]) -> bool:
+    """Whether a file name is an image's by the folder rule: an extension of
+    :data:`IMAGE_EXTENSIONS` (any case), not hidden."""
+    name = os.path.basename(os.fspath(path))
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith(".")
+
+
+def image_files(folder: str | os.PathLike[str], *, recursive: bool = True) -> ImageFiles:
+    """The image files in ``folder`` by the one folder rule of every command: by extension
+    (:data:`IMAGE_EXTENSIONS`), hidden files skipped, sorted by relative POSIX
+    path; with ``recursive``, subfolders too, each real folder visited once (a directory
+    symlink loop is not followed round). Non-image files are counted and unreadable
+    subfolders listed, never silently dropped.
+
+    Raises:
+        UsageError: ``folder`` is not a folder.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise UsageError(f"{root}: no such folder")
+    found = ImageFiles()
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            st = d.stat()
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            entries = list(os.scandir(d))
+        except OSError:
+            found.unreadable.append(d)
+            continue
+        for e in entries:
+            try:
+                if e.is_dir():
+                    if recursive:
+                        stack.append(Path(e.path))
+                    continue
+                regular = e.is_file()
+            except OSError:
+                regular = False
+            if not regular or e.name.startswith("."):
+                continue
+            if is_image_name(e.name):
+                found.files.append(Path(e.path))
+            else:
+                found.others += 1
+    found.files.sort(key=lambda q: q.relative_to(root).as_posix())
+    found.unreadable.sort()
+    return found
 
 
 def to_rgb(im: Image.Image) -> np.ndarray:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from layerscope.batch.sources import Item, Source, shard_of
+from layerscope.errors import LayerscopeError
 
 
 @dataclass
@@ -47,8 +48,14 @@ def prepare(
     preprocess: Callable[[Sequence[np.ndarray]], Any],
     shard: tuple[int, int] | None = None,
     keep_image: bool = False,
+    image_side: int | None = None,
 ) -> Prepared:
-    """Read and preprocess one item; an unreadable item gives an error, never an exception."""
+    """Read and preprocess one item; an unreadable item gives an error, never an exception.
+
+    With ``keep_image``, the RGB picture the outputs draw over is kept at its drawn size
+    (``image_side``: the render options' ``max_side``), never at full resolution, so a
+    payload's memory is bounded by the drawn size whatever the file's size.
+    """
     t0 = time.perf_counter()
     keep = None
     if shard is not None and shard[1] > 1:
@@ -69,11 +76,25 @@ def prepare(
         try:
             out.x = _as_numpy(preprocess([loaded.rgb])).astype(np.float32, copy=False)
             out.mask = loaded.mask
-            out.rgb = loaded.rgb if keep_image else None
+            out.rgb = display_image(loaded.rgb, image_side) if keep_image else None
         except Exception as e:
             out.error = f"cannot preprocess the image: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def display_image(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
+    """``rgb`` shrunk to the size the frames draw it at (never enlarged): the renderer's own
+    resize, so it draws the same pixels from this copy as from the full image."""
+    if max_side is None:
+        return rgb
+    from layerscope.render.drawing import base_image, display_size
+
+    h, w = rgb.shape[:2]
+    size = display_size((h, w), max_side=max_side)
+    if size[0] >= h and size[1] >= w:
+        return rgb
+    return base_image(rgb, size)
 
 
 def _predicted_probabilities(outputs: np.ndarray, kind: str | None) -> np.ndarray:
@@ -97,6 +118,7 @@ def explain_batch(
     method_options: dict[str, Any],
     explain_options: dict[str, Any],
     keep_image: bool,
+    image_side: int | None = None,
 ) -> tuple[list[dict[str, Any]], float]:
     """Explain the readable items of a batch in one ``explain`` call.
 
@@ -154,3 +176,27 @@ def explain_batch(
             }
         )
     return payloads, seconds
+
+
+def explain_safely(model: Any, batch: list[Prepared], params: dict[str, Any]) -> tuple[list[dict[str, Any]], float]:
+    """:func:`explain_batch`; when the batch fails as a whole, each item alone, so one bad
+    item becomes one error row (the local and the Ray engine both call this)."""
+    try:
+        return explain_batch(model, batch, **params)
+    except LayerscopeError as e:
+        good = [p for p in batch if not p.other_shard and p.error is None]
+        if len(good) <= 1:
+            for p in good:
+                p.error = str(e).splitlines()[0]
+            return explain_batch(model, batch, **params)
+    out: list[dict[str, Any]] = []
+    total = 0.0
+    for p in batch:
+        try:
+            payloads, s = explain_batch(model, [p], **params)
+        except LayerscopeError as e:
+            p.error = str(e).splitlines()[0]
+            payloads, s = explain_batch(model, [p], **params)
+        out.extend(payloads)
+        total += s
+    return out, total

@@ -34,6 +34,8 @@ from layerscope.atomic import atomic_file, write_bytes
 from layerscope.errors import OutputError, UsageError
 
 RUN_FILE = "run.json"
+#: The run folder's lock file (see :class:`RunLock`); not a run's output, never removed.
+LOCK_FILE = ".lock"
 MANIFEST = "manifest.parquet"
 #: What a run owns in its folder; ``overwrite`` removes exactly these.
 OWNED = ("manifest", "items", "thumbs", "summary", RUN_FILE, MANIFEST, "report.html")
@@ -125,17 +127,42 @@ def next_part_number(run_dir: Path, tag: str) -> int:
     return max(nums, default=0) + 1
 
 
-def done_keys(run_dir: Path, tag: str) -> set[str]:
-    """Keys of the items committed by shard ``tag``."""
+def done_keys(run_dir: Path, tag: str, retry_errors: bool = False) -> set[str]:
+    """Keys of the items committed by shard ``tag``; with ``retry_errors``, only those that
+    did not fail (an error row is done again)."""
     import pyarrow.parquet as pq
 
     keys: set[str] = set()
     for p in part_files(run_dir, tag):
         try:
-            keys.update(pq.read_table(p, columns=["key"]).column("key").to_pylist())
+            t = pq.read_table(p, columns=["key", "status"])
         except Exception as e:
             raise OutputError(f"{p}: cannot read this manifest part ({e}); delete it to redo its items") from None
+        for key, status in zip(t.column("key").to_pylist(), t.column("status").to_pylist(), strict=True):
+            if not (retry_errors and str(status).startswith("error")):
+                keys.add(key)
     return keys
+
+
+def drop_error_rows(run_dir: Path, tag: str) -> int:
+    """Remove shard ``tag``'s error rows from its parts (each part replaced atomically; an
+    error row adds nothing to the summary sums), so that their items are done again and no
+    stale error stays. Returns how many rows were removed."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    n = 0
+    for p in part_files(run_dir, tag):
+        t = pq.read_table(p)
+        failed = pc.starts_with(t.column("status"), "error")
+        bad = int(pc.sum(failed).as_py() or 0)
+        if not bad:
+            continue
+        kept = t.filter(pc.invert(failed))
+        with atomic_file(p, overwrite=True) as f:
+            pq.write_table(kept, f, compression="zstd")
+        n += bad
+    return n
 
 
 def read_manifest(run_dir: str | os.PathLike[str]) -> Any:
@@ -169,14 +196,17 @@ def _differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     return [k for k in keys if json.dumps(a.get(k), sort_keys=True) != json.dumps(b.get(k), sort_keys=True)]
 
 
-def prepare_run_dir(run_dir: Path, fingerprint: Mapping[str, Any], meta: Mapping[str, Any], overwrite: bool) -> None:
+def prepare_run_dir(
+    run_dir: Path, fingerprint: Mapping[str, Any], meta: Mapping[str, Any], overwrite: bool, lock: RunLock | None = None
+) -> None:
     """Create or reuse ``run_dir`` for the run ``fingerprint``.
 
     A folder holding another run (a different model, weights, method, options, source or
-    outputs) is refused unless ``overwrite``, which removes that run's files (only those).
+    outputs) is refused unless ``overwrite``, which removes that run's files (only those),
+    and only when ``lock`` (held by the caller) shows no other process is in the folder.
 
     Raises:
-        UsageError: the folder holds a different run, or files that are not a run's.
+        UsageError: the folder holds a different run, files that are not a run's, or is busy.
         OutputError: the folder cannot be created or written.
     """
     run_dir = Path(run_dir)
@@ -191,17 +221,23 @@ def prepare_run_dir(run_dir: Path, fingerprint: Mapping[str, Any], meta: Mapping
                 f"{run_dir} holds a different run (its {', '.join(diff) or 'settings'} differ); "
                 "pass --overwrite (overwrite=True) to replace it, or choose another folder"
             )
+        if lock is not None:
+            lock.exclusive()
         clear_run(run_dir)
         existing = None
-    elif existing is None and run_dir.is_dir() and any(run_dir.iterdir()):
+    elif existing is None and run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir()):
         owned = [p for p in run_dir.iterdir() if p.name in OWNED]
         if not overwrite:
             raise UsageError(
                 f"{run_dir}: the folder is not empty and holds no layerscope run; "
                 "choose an empty or new folder, or pass --overwrite"
             )
+        if lock is not None:
+            lock.exclusive()
         for p in owned:
             _remove(p)
+    if lock is not None:
+        lock.shared()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -259,6 +295,58 @@ def remove_parts(run_dir: Path, tag: str, everywhere: bool) -> int:
                 p.unlink()
                 n += 1
     return n
+
+
+class RunLock:
+    """The lock of a whole run folder (``RUN_DIR/.lock``), held by every process of a run:
+    shared while it runs (the shards of one run work side by side), exclusive for a moment
+    to clear the folder. Taking it never waits: a folder another process is running in is
+    refused whatever the flags, ``overwrite`` included.
+
+    A POSIX record lock belongs to this process only (a forked worker does not hold it) and
+    goes when the process dies, so a killed run never leaves a stale lock.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise UsageError(f"{self.run_dir}: exists and is not a folder; give a folder for the run")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.fd: int | None = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise OutputError(f"{self.run_dir}: cannot create the run folder ({e.strerror or e})") from None
+        self.shared()
+
+    def _take(self, mode: int) -> None:
+        try:
+            fcntl.lockf(self.fd, mode | fcntl.LOCK_NB)
+        except OSError:
+            self.close()
+            raise UsageError(
+                f"{self.run_dir}: another layerscope batch is running in this folder; "
+                "wait for it to end or choose another folder (--overwrite does not stop it)"
+            ) from None
+
+    def shared(self) -> None:
+        """Hold the folder as one of its runs (refused while another process clears it)."""
+        self._take(fcntl.LOCK_SH)
+
+    def exclusive(self) -> None:
+        """Hold the folder alone (refused while any other process holds it)."""
+        self._take(fcntl.LOCK_EX)
+
+    def close(self) -> None:
+        """Release the lock."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @contextlib.contextmanager

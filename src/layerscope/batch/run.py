@@ -1,29 +1,28 @@
 """``run_dataset``: explain every item of a dataset into a run folder, resumably.
 
-The local engine is a pipeline of three stages that overlap:
+A run is a :class:`~layerscope.batch.config.RunConfig` and a
+:class:`~layerscope.batch.config.SourceSpec`, checked before any work. Its stages overlap:
 
-1. worker processes (a torch ``DataLoader``) read, decode, hash and preprocess the items;
-2. the main process runs one ``explain`` per batch (one forward + one backward) on the model;
-3. a writer process writes each item's files and commits the manifest in parts.
+1. readers (DataLoader workers, Ray tasks) read, decode, hash and preprocess the items;
+2. the model runs one ``explain`` per batch (one forward + one backward);
+3. writer processes write each item's files and commit the manifest in parts.
 
-Queues between the stages are short, so memory depends on the batch size and the queue
-lengths, never on the number of items. See :mod:`layerscope.batch.manifest` for the folder
-layout and why a killed run resumes without losing or repeating an item.
+Queues between the stages are short, so memory depends on the batch size and the drawn size,
+never on the number of items or a file's size. :mod:`~layerscope.batch.engine` holds the one
+loop; :mod:`~layerscope.batch.manifest` the folder layout and why a killed run resumes
+without losing or repeating an item.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
+import dataclasses
 import hashlib
 import logging
-import multiprocessing as mp
 import os
 import platform
-import queue
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,17 +30,21 @@ from typing import Any
 import numpy as np
 
 from layerscope.batch import manifest
-from layerscope.batch.capture import Prepared, explain_batch, prepare
-from layerscope.batch.progress import MODES, Progress
-from layerscope.batch.sources import Item, Source, open_source
-from layerscope.batch.writer import SAVE_KINDS, RunContext, writer_loop, writer_process
-from layerscope.errors import LayerscopeError, OutputError, UsageError
+from layerscope.batch.config import RunConfig, SourceSpec, draws_image
+from layerscope.batch.engine import Job, run_engine
+from layerscope.batch.merge import all_shards_finished, merge_run, now
+from layerscope.batch.progress import Progress
+from layerscope.batch.sink import RunContext
+from layerscope.errors import UsageError, unknown_name
 
 log = logging.getLogger("layerscope.batch")
 
-ENGINES = ("local", "ray")
-#: Batches waiting for the writer; a full queue makes the capture wait (bounded memory).
-WRITER_QUEUE = 4
+__all__ = ["RunConfig", "RunResult", "SourceSpec", "merge_run", "run", "run_dataset", "weights_hash"]
+
+
+def plural(n: int, word: str) -> str:
+    """``1 error``, ``2 errors``, ``0 errors``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 @dataclass
@@ -55,6 +58,8 @@ class RunResult:
         errors: of ``done``, the items recorded as errors.
         skipped: items already done by an earlier call (resumed).
         other_shards: items that belong to other shards.
+        other_files: files of a folder source skipped because they are not images.
+        unreadable: subfolders of a folder source that could not be read.
         seconds: wall-clock time of this call's processing.
         timings: seconds per stage (``wait_data``, ``capture``, ``wait_writer`` in the main
             process; ``decode`` summed over the readers; ``render_write``, ``commit`` in the writer).
@@ -68,6 +73,8 @@ class RunResult:
     errors: int = 0
     skipped: int = 0
     other_shards: int = 0
+    other_files: int = 0
+    unreadable: list[str] = field(default_factory=list)
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     merged: bool = False
@@ -80,24 +87,14 @@ class RunResult:
 
     def summary(self) -> str:
         """One line: done, skipped, errors, time."""
-        text = f"{self.done} done ({self.errors} errors), {self.skipped} skipped as already done"
+        text = f"{self.done} done ({plural(self.errors, 'error')}), {self.skipped} skipped as already done"
         if self.other_shards:
             text += f", {self.other_shards} in other shards"
+        if self.other_files:
+            text += f", {plural(self.other_files, 'non-image file')} not read"
+        if self.unreadable:
+            text += f", {plural(len(self.unreadable), 'unreadable folder')} ({self.unreadable[0]})"
         return text + f", in {self.seconds:.1f} s ({self.rate:.1f} items/s) → {self.run_dir}"
-
-
-def _parse_save(save: str | Sequence[str] | None) -> tuple[str, ...]:
-    if save is None:
-        return ("npz",)
-    items = [s.strip().lower() for s in (save.split(",") if isinstance(save, str) else save) if s and s.strip()]
-    if items == ["none"]:
-        return ()
-    bad = [s for s in items if s not in SAVE_KINDS]
-    if bad or not items:
-        raise UsageError(
-            f"unknown --save kind {', '.join(bad) or '(empty)'}; use any of {', '.join(SAVE_KINDS)} or none"
-        )
-    return tuple(dict.fromkeys(items))
 
 
 def weights_hash(model: Any) -> str:
@@ -121,69 +118,23 @@ def weights_hash(model: Any) -> str:
 
 
 def _versions() -> dict[str, str]:
-    import importlib.metadata as md
+    try:  # engineer-E module landing in parallel; see report
+        from layerscope._version import versions
+    except ImportError:  # pragma: no cover
+        import importlib.metadata as md
 
-    from layerscope import __version__
+        from layerscope import __version__
 
-    out = {"layerscope": __version__, "python": platform.python_version(), "numpy": np.__version__}
-    for name in ("torch", "keras", "pyarrow", "pillow", "ray"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            out[name] = md.version(name)
-    return out
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _identity(batch: list[Prepared]) -> list[Prepared]:
-    return batch
+        out = {"layerscope": __version__, "python": platform.python_version(), "numpy": np.__version__}
+        for name in ("torch", "keras", "pyarrow", "pillow", "ray"):
+            with contextlib.suppress(md.PackageNotFoundError):
+                out[name] = md.version(name)
+        return out
+    return versions()
 
 
-def _reader_init(worker_id: int) -> None:
-    """A reader process dies with the run (a killed run's reader could otherwise hang on a
-    full queue nobody reads)."""
-    from layerscope.batch.writer import _die_with_parent
-
-    _die_with_parent()
-
-
-class _Items:
-    """A map-style dataset of the pending items (read by the DataLoader's workers)."""
-
-    def __init__(self, source: Source, items: Sequence[Item], preprocess: Callable, shard: Any, keep: bool) -> None:
-        self.source, self.items, self.preprocess, self.shard, self.keep = source, items, preprocess, shard, keep
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> Prepared:
-        return prepare(self.source, self.items[i], self.preprocess, self.shard, self.keep)
-
-
-def _check_html(ctx: RunContext) -> None:
-    """Fail before any work when this layerscope cannot write an ``.html`` explanation."""
-    import tempfile
-
-    from layerscope.batch.writer import ChunkWriter, _save
-
-    payload = {
-        "cams": {name: np.zeros((2, 2), np.float32) for name in ctx.layers},
-        "flat": {name: True for name in ctx.layers},
-        "shapes": {name: (1, 2, 2) for name in ctx.layers},
-        "target": 0,
-        "target_score": 0.0,
-        "target_probability": 0.0,
-        "image": np.zeros((8, 8, 3), np.uint8),
-    }
-    exp = ChunkWriter.__new__(ChunkWriter)
-    exp.ctx = ctx
-    one = exp._one_explanation(payload)
-    with tempfile.TemporaryDirectory() as d:
-        try:
-            _save(one, Path(d) / "check.html", ctx.render)
-        except LayerscopeError as e:
-            raise UsageError(f"--save html: this layerscope cannot write .html pages ({e})") from None
+def _render_dict(render: Any) -> dict[str, Any]:
+    return dataclasses.asdict(render) if dataclasses.is_dataclass(render) else {"repr": repr(render)}
 
 
 def run_dataset(
@@ -191,33 +142,13 @@ def run_dataset(
     out_dir: str | os.PathLike[str] = "layerscope-run",
     model: Any = None,
     *,
-    layers: str | Sequence[str] | None = None,
-    method: str = "gradcam",
-    target: int | str | None = None,
-    save: str | Sequence[str] | None = "npz",
-    batch_size: int = 32,
-    workers: int = 2,
-    writers: int | None = None,
-    shard: str | tuple[int, int] | None = None,
-    engine: str = "local",
-    overwrite: bool = False,
-    report: bool = False,
-    render: Any = None,
-    preprocess: Any = None,
-    info: Any = None,
     cifar10: bool = False,
     split: str = "test",
     cifar10_path: str | os.PathLike[str] | None = None,
     shapes: int | None = None,
     shapes_seed: int = 1,
     limit: int | None = None,
-    progress: str = "auto",
-    log_every: int = 500,
-    commit_every: int = 256,
-    method_options: dict[str, Any] | None = None,
-    explain_options: dict[str, Any] | None = None,
-    ray_actors: int = 1,
-    ray_address: str | None = None,
+    **options: Any,
 ) -> RunResult:
     """Explain every item of a dataset into ``out_dir``: per-item outputs, a Parquet manifest,
     per-class mean maps and (optionally) an index page. A rerun of the same call skips what is
@@ -233,8 +164,10 @@ def run_dataset(
         method: the CAM method.
         target: ``None`` (top-1), ``"label"`` (the true label; needs a labelled source:
             CIFAR-10 or shapes), or a class index or name.
-        save: per-item outputs, any of ``npz`` (the maps, compressed), ``gif``, ``html``, or
-            ``"none"``; a comma-separated string or a list.
+        save: per-item outputs: any extension of the output registry without its dot
+            (``npz`` — the maps, compressed —, ``gif``, ``html``, ``png``, ``webp``, ``mp4``, or
+            one registered by :func:`layerscope.outputs.register`), or ``"none"``; a
+            comma-separated string or a list.
         batch_size: images per ``explain`` call.
         workers: reader processes (0: read in the main process).
         writers: writer processes (default: 1, or up to 4 when GIF/HTML pages are rendered).
@@ -255,15 +188,39 @@ def run_dataset(
         explain_options: more keyword arguments for :func:`layerscope.explain` (``device``,
             ``precision`` where supported).
         ray_actors: model actors of the Ray engine.
+        ray_address: the Ray cluster (default: ``RAY_ADDRESS``, else a local Ray started for the run).
+        retry_errors: on a rerun, explain again the items recorded as errors (their error
+            rows are replaced); ``False`` keeps them as they are.
 
     Returns:
         A :class:`RunResult`.
 
     Raises:
-        UsageError: a bad option, or ``out_dir`` holds a different run.
+        UsageError: a bad option, ``out_dir`` holds a different run, or another process is
+            running in ``out_dir`` (whatever ``overwrite`` says).
         OutputError: the run folder cannot be written.
     """
-    from layerscope.capture import detect_framework, get_adapter
+    fields = {f.name for f in dataclasses.fields(RunConfig)} - {"out_dir"}
+    bad = sorted(set(options) - fields)
+    if bad:
+        raise TypeError(unknown_name("run_dataset() argument", bad[0], sorted(fields)))
+    spec = SourceSpec(source, cifar10, split, cifar10_path, shapes, shapes_seed, limit)
+    config = RunConfig(out_dir=out_dir, **options)
+    config.method_options = dict(config.method_options or {})
+    config.explain_options = dict(config.explain_options or {})
+    return run(config, spec, model)
+
+
+def _placement(model: Any, device: Any) -> tuple[Any, Any]:
+    """The model's capture adapter and the context that places the model on ``device``."""
+    from layerscope import capture
+
+    adapter = capture.adapter_for(model)
+    return adapter, adapter.placed(model, adapter.resolve_device(device))
+
+
+def run(config: RunConfig, spec: SourceSpec, model: Any = None) -> RunResult:
+    """Run ``config`` over the items of ``spec`` (see :func:`run_dataset`)."""
     from layerscope.info import info_for
     from layerscope.methods import get_method
     from layerscope.render.options import RenderOptions
@@ -273,41 +230,22 @@ def run_dataset(
         import pyarrow  # noqa: F401 - the manifest's format
     except ImportError:
         raise UsageError('dataset runs write a Parquet manifest: pip install "layerscope[batch]" (pyarrow)') from None
-    save_kinds = _parse_save(save)
-    if engine not in ENGINES:
-        raise UsageError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
-    if progress not in MODES:
-        raise UsageError(f"unknown progress mode {progress!r}; expected one of {', '.join(MODES)}")
-    for name, value in (("batch_size", batch_size), ("commit_every", commit_every), ("log_every", log_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UsageError(f"{name} must be a whole number of at least 1, not {value!r}")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise UsageError(f"workers must be a whole number of at least 0, not {workers!r}")
-    if writers is not None and (isinstance(writers, bool) or not isinstance(writers, int) or writers < 1):
-        raise UsageError(f"writers must be a whole number of at least 1, not {writers!r}")
-    shard_t = manifest.parse_shard(shard)
-    render = render if render is not None else RenderOptions()
-    m = get_method(method)
-    method_options = dict(method_options or {})
-    unknown = set(method_options) - set(m.options)
+    save_kinds = config.check()
+    shard_t = manifest.parse_shard(config.shard)
+    render = config.render if config.render is not None else RenderOptions()
+    m = get_method(config.method)
+    method_options = dict(config.method_options or {})
+    unknown = sorted(set(method_options) - set(m.options))
     if unknown:
         raise UsageError(
-            f"method {method!r} has no option {', '.join(sorted(unknown))}; "
-            f"its options: {', '.join(m.options) or 'none'}"
+            unknown_name(f"option of method {config.method!r}", unknown[0], list(m.options), valid="Its options")
         )
-    explain_options = dict(explain_options or {})
+    explain_options = dict(config.explain_options or {})
     device = explain_options.pop("device", None)  # the model moves there once, for the whole run
 
-    src = open_source(
-        source,
-        cifar10=cifar10,
-        split=split,
-        cifar10_path=cifar10_path,
-        shapes=shapes,
-        shapes_seed=shapes_seed,
-        limit=limit,
-    )
-    if target is not None and isinstance(target, str) and target.lower() in ("label", "true", "true-label"):
+    src = spec.open()
+    target = config.target
+    if isinstance(target, str) and target.lower() in ("label", "true", "true-label"):
         target = "label"
         if src.description.get("kind") not in ("cifar10", "shapes"):
             raise UsageError("--target label needs a source that knows the true labels: --cifar10 or --shapes N")
@@ -315,444 +253,137 @@ def run_dataset(
         from layerscope.models import load_model
 
         model = load_model("demo")
-    facts = info_for(model, info)
-    fw = detect_framework(model)
-    placement: Any = contextlib.nullcontext()
-    if fw != "torch" and device == "auto":
-        device = None
-    if device is not None:
-        if fw != "torch":
-            raise UsageError("device= applies to torch models; a Keras model runs where its backend puts it")
-        from layerscope.capture.torch import placed, resolve_device
-
-        placement = placed(model, resolve_device(device))
-    resolved = get_adapter(fw).resolve_layers(model, layers, facts)
-    layer_names = [name for name, _ in resolved]
+    facts = info_for(model, config.info)
+    adapter, placement = _placement(model, device)
+    layer_names = [name for name, _ in adapter.resolve_layers(model, config.layers, facts)]
     class_names = list(facts.class_names) if facts.class_names else (list(src.class_names) if src.class_names else None)
     if target not in (None, "label"):
         from layerscope.explanation import resolve_target
 
         target = resolve_target(target, class_names)
-    prep = preprocess if preprocess is not None else facts.preprocessor()
+    prep = config.preprocess if config.preprocess is not None else facts.preprocessor()
     if class_names and not facts.class_names:
         facts = facts.replace(class_names=tuple(class_names))
 
-    run_dir = Path(out_dir)
+    drawn = any(draws_image(k) for k in save_kinds if k != "npz") or bool(config.report)
+    run_dir = Path(config.out_dir)
     tag = manifest.shard_tag(shard_t)
     fingerprint = {
         "source": src.description,
         "model": facts.name or f"{type(model).__module__}.{type(model).__qualname__}",
         "weights_sha256": weights_hash(model),
-        "method": method,
+        "method": config.method,
         "method_options": method_options,
         "layers": layer_names,
         "target": target,
         "save": list(save_kinds),
-        "render": _render_dict(render) if (set(save_kinds) & {"gif", "html"} or report) else None,
+        "render": _render_dict(render) if drawn else None,
         "preprocess": repr(prep),
         "explain_options": explain_options,
         "shards": shard_t[1] if shard_t else 1,
     }
     meta = {
-        "started": _now(),
+        "started": now(),
         "versions": _versions(),
         "class_names": class_names,
         "layers": layer_names,
-        "report": bool(report),
+        "report": bool(config.report),
         "host": platform.node(),
-        "engine": engine,
+        "engine": config.engine,
     }
     ctx = RunContext(
         run_dir=run_dir,
         layers=layer_names,
-        method=method,
+        method=config.method,
         class_names=class_names,
         save=save_kinds,
         tag=tag,
         shard_index=shard_t[0] if shard_t else 0,
         render=render,
-        thumbs=bool(report),
+        thumbs=bool(config.report),
         info=facts,
         method_options=method_options,
-        commit_every=commit_every,
+        commit_every=config.commit_every,
     )
-    if "html" in save_kinds:
-        _check_html(ctx)
+    _check_outputs(save_kinds, render)
 
-    manifest.prepare_run_dir(run_dir, fingerprint, meta, overwrite)
-    with manifest.shard_lock(run_dir, tag):
-        manifest.remove_parts(run_dir, tag, everywhere=shard_t is None or shard_t[1] == 1)
-        items = src.items()
-        done = manifest.done_keys(run_dir, tag)
-        pending = [it for it in items if it.key not in done]
-        result = RunResult(run_dir=run_dir, total=len(items), skipped=len(items) - len(pending))
-        keep_image = bool(set(save_kinds) & {"gif", "html"}) or bool(report)
-        if writers is None:
-            writers = min(4, max(1, (os.cpu_count() or 2) // 2)) if set(save_kinds) & {"gif", "html"} else 1
-        bar = Progress(len(pending), progress, log_every)
-        params = {
-            "layers": layer_names,
-            "method": method,
-            "target": target,
-            "info": facts,
-            "method_options": method_options,
-            "explain_options": explain_options,
-            "keep_image": keep_image,
-        }
-        try:
-            if pending:
-                with placement:
-                    _run_engine(
-                        engine,
-                        src,
-                        pending,
-                        ctx,
-                        model,
-                        prep,
-                        params,
-                        bar,
-                        result,
-                        batch_size,
-                        workers,
-                        shard_t,
-                        writers,
-                        ray_actors,
-                        ray_address,
-                    )
-        finally:
-            bar.close()
-            result.seconds = time.perf_counter() - t_start
-        status = {
-            "finished": _now(),
-            "done": result.done,
-            "errors": result.errors,
-            "skipped": result.skipped,
-            "other_shards": result.other_shards,
-            "seconds": round(result.seconds, 3),
-            "timings": {k: round(v, 3) for k, v in result.timings.items()},
-        }
-        manifest.write_json(run_dir / "manifest" / tag / "status.json", status)
-    if _all_shards_finished(run_dir, shard_t):
-        merged = merge_run(run_dir, report=report)
-        result.merged, result.manifest = True, merged
+    with manifest.RunLock(run_dir) as lock:  # before anything in the folder is read or removed
+        manifest.prepare_run_dir(run_dir, fingerprint, meta, config.overwrite, lock)
+        with manifest.shard_lock(run_dir, tag):
+            params = {
+                "layers": layer_names,
+                "method": config.method,
+                "target": target,
+                "info": facts,
+                "method_options": method_options,
+                "explain_options": explain_options,
+                "keep_image": drawn,
+                "image_side": render.max_side if drawn else None,
+            }
+            result = _run_shard(config, src, ctx, model, prep, placement, shard_t, t_start, params)
+        if all_shards_finished(run_dir, shard_t):
+            merged = merge_run(run_dir, report=config.report)
+            result.merged, result.manifest = True, merged
+    for folder in result.unreadable:
+        log.warning("%s: cannot read this folder; its files are not in the run", folder)
     log.info("%s", result.summary())
     return result
 
 
-def _run_engine(
-    engine: str,
-    src: Source,
-    pending: list[Item],
+def _run_shard(
+    config: RunConfig,
+    src: Any,
     ctx: RunContext,
     model: Any,
-    prep: Callable,
+    prep: Any,
+    placement: Any,
+    shard_t: tuple[int, int] | None,
+    t_start: float,
     params: dict[str, Any],
-    bar: Progress,
-    result: RunResult,
-    batch_size: int,
-    workers: int,
-    shard: tuple[int, int] | None,
-    writers: int,
-    ray_actors: int,
-    ray_address: str | None,
-) -> None:
-    if engine == "ray":
-        from layerscope.batch.ray_engine import run_ray
-
-        run_ray(
-            src, pending, ctx, model, prep, params, bar, result, batch_size, shard, ray_actors, ray_address, writers
-        )
-    else:
-        _run_local(src, pending, ctx, model, prep, params, bar, result, batch_size, workers, shard, writers)
-
-
-def _render_dict(render: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(render) if dataclasses.is_dataclass(render) else {"repr": repr(render)}
-
-
-def _all_shards_finished(run_dir: Path, shard: tuple[int, int] | None) -> bool:
-    n = shard[1] if shard else 1
-    tags = [manifest.shard_tag((i, n)) for i in range(n)]
-    return all((run_dir / "manifest" / t / "status.json").is_file() for t in tags)
-
-
-# ---------------------------------------------------------------------- the local engine
-
-
-class _Writer:
-    """The writer stage: ``count`` forked processes where possible (else one thread), each fed
-    by a bounded queue; batches go to them in turn. Writer ``k`` numbers its manifest parts
-    ``base + k``, ``base + k + count`` … so the writers never pick the same name."""
-
-    def __init__(self, ctx: RunContext, count: int = 1) -> None:
-        import dataclasses
-
-        self.parent = os.getpid()
-        base = manifest.next_part_number(ctx.run_dir, ctx.tag)
-        fork = "fork" in mp.get_all_start_methods()
-        count = count if fork else 1
-        self.outbox: Any = mp.get_context("fork").Queue() if fork else queue.Queue()
-        self.inboxes: list[Any] = []
-        self.workers: list[Any] = []
-        for k in range(count):
-            wctx = dataclasses.replace(ctx, part_start=base + k, part_step=count, writer_id=k)
-            if fork:
-                mpc = mp.get_context("fork")
-                inbox: Any = mpc.Queue(maxsize=WRITER_QUEUE)
-                worker: Any = mpc.Process(
-                    target=writer_process, args=(wctx, inbox, self.outbox, self.parent), daemon=True
-                )
-            else:  # pragma: no cover - platforms without fork
-                inbox = queue.Queue(maxsize=WRITER_QUEUE)
-                worker = threading.Thread(
-                    target=writer_loop, args=(wctx, inbox, self.outbox, os.getppid()), daemon=True
-                )
-            worker.start()
-            self.inboxes.append(inbox)
-            self.workers.append(worker)
-        self.counts: dict[int, tuple[int, int]] = {}
-        self.stopped: dict[int, dict[str, float]] = {}
-        self._turn = 0
-
-    @property
-    def ok(self) -> int:
-        return sum(c[0] for c in self.counts.values())
-
-    @property
-    def errors(self) -> int:
-        return sum(c[1] for c in self.counts.values())
-
-    @property
-    def seconds(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for sec in self.stopped.values():
-            for k, v in sec.items():
-                out[k] = out.get(k, 0.0) + v
-        return out
-
-    def _check(self) -> None:
-        while True:
-            try:
-                msg = self.outbox.get_nowait()
-            except queue.Empty:
-                return
-            self._handle(msg)
-
-    def _handle(self, msg: Any) -> None:
-        kind, k = msg[0], msg[1]
-        if kind == "error":
-            raise OutputError(f"the writer failed: {msg[2]}")
-        if kind == "committed":
-            self.counts[k] = (msg[3], msg[4])
-        elif kind == "stopped":
-            self.stopped[k] = msg[2]
-
-    def _put_one(self, k: int, msg: Any) -> float:
-        t0 = time.perf_counter()
-        while True:
-            self._check()
-            try:
-                self.inboxes[k].put(msg, timeout=0.5)
-                return time.perf_counter() - t0
-            except queue.Full:
-                if not self.workers[k].is_alive():
-                    self._check()
-                    raise OutputError("the writer stopped unexpectedly") from None
-
-    def put(self, msg: Any) -> float:
-        """Hand a batch to the next writer, waiting while its queue is full; returns the seconds waited."""
-        k = self._turn
-        self._turn = (self._turn + 1) % len(self.workers)
-        return self._put_one(k, msg)
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Tell every writer to commit what it holds and end; wait for them."""
-        for k in range(len(self.workers)):
-            if k not in self.stopped:
-                self._put_one(k, ("stop",))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while len(self.stopped) < len(self.workers):
-            try:
-                msg = self.outbox.get(timeout=0.5)
-            except queue.Empty:
-                if any(not w.is_alive() for k, w in enumerate(self.workers) if k not in self.stopped):
-                    self._check()
-                    if len(self.stopped) == len(self.workers):
-                        break
-                    raise OutputError("a writer stopped before committing") from None
-                if deadline is not None and time.monotonic() > deadline:
-                    raise OutputError("the writers did not finish in time") from None
-                continue
-            self._handle(msg)
-        for w in self.workers:
-            w.join(timeout=10)
-
-    def abort(self) -> None:
-        """After Ctrl-C or an error: commit what is whole, then end (a second failure kills
-        the writers)."""
-        try:
-            self.stop(timeout=60)
-        except BaseException:
-            self.kill()
-
-    def account(self, result: RunResult, timings: dict[str, float]) -> None:
-        """The writers' counts and times into the run's result."""
-        result.errors = self.errors
-        result.done = self.ok + self.errors
-        timings.update(self.seconds)
-        result.timings = timings
-
-    def kill(self) -> None:
-        """End the writers at once (after an error)."""
-        for w in self.workers:
-            if isinstance(w, threading.Thread):
-                continue
-            with contextlib.suppress(Exception):
-                if w.is_alive():
-                    w.terminate()
-                    w.join(timeout=5)
-
-
-def _explain_safely(model: Any, batch: list[Prepared], params: dict[str, Any]) -> tuple[list[dict[str, Any]], float]:
-    """``explain_batch``; when the batch fails as a whole, each item alone, so one bad item
-    becomes one error row."""
+) -> RunResult:
+    """One shard of the run, under its lock: resume, run the engine, write the status."""
+    run_dir, tag = ctx.run_dir, ctx.tag
+    manifest.remove_parts(run_dir, tag, everywhere=shard_t is None or shard_t[1] == 1)
+    items = src.items()
+    if config.retry_errors:
+        manifest.drop_error_rows(run_dir, tag)
+    done = manifest.done_keys(run_dir, tag)
+    pending = [it for it in items if it.key not in done]
+    result = RunResult(run_dir=run_dir, total=len(items), skipped=len(items) - len(pending))
+    result.other_files, result.unreadable = src.other_files, list(src.unreadable)
+    bar = Progress(len(pending), config.progress, config.log_every)
     try:
-        return explain_batch(model, batch, **params)
-    except LayerscopeError as e:
-        good = [p for p in batch if not p.other_shard and p.error is None]
-        if len(good) <= 1:
-            for p in good:
-                p.error = str(e).splitlines()[0]
-            return explain_batch(model, batch, **params)
-    out: list[dict[str, Any]] = []
-    total = 0.0
-    for p in batch:
-        try:
-            payloads, s = explain_batch(model, [p], **params)
-        except LayerscopeError as e:
-            p.error = str(e).splitlines()[0]
-            payloads, s = explain_batch(model, [p], **params)
-        out.extend(payloads)
-        total += s
-    return out, total
-
-
-def _run_local(
-    src: Source,
-    pending: list[Item],
-    ctx: RunContext,
-    model: Any,
-    prep: Callable,
-    params: dict[str, Any],
-    bar: Progress,
-    result: RunResult,
-    batch_size: int,
-    workers: int,
-    shard: tuple[int, int] | None,
-    writers: int = 1,
-) -> None:
-    from torch.utils.data import DataLoader
-
-    dataset = _Items(src, pending, prep, shard, params["keep_image"])
-    loader_kw: dict[str, Any] = {}
-    if workers > 0:
-        loader_kw = {
-            "multiprocessing_context": "fork",
-            "prefetch_factor": 2,
-            "persistent_workers": False,
-            "worker_init_fn": _reader_init,
-        }
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=_identity, **loader_kw)
-    timings = {"wait_data": 0.0, "capture": 0.0, "wait_writer": 0.0, "decode": 0.0}
-    writer = _Writer(ctx, writers)
-    it = iter(loader)
-    try:
-        while True:
-            t0 = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
-                break
-            timings["wait_data"] += time.perf_counter() - t0
-            timings["decode"] += sum(p.seconds for p in batch)
-            others = sum(p.other_shard for p in batch)
-            result.other_shards += others
-            payloads, s = _explain_safely(model, batch, params)
-            timings["capture"] += s
-            timings["wait_writer"] += writer.put(("items", payloads))
-            errs = sum(1 for p in payloads if p.get("error") is not None)
-            result.done += len(payloads)
-            bar.update(len(batch), errs)
-        writer.stop()
-    except BaseException:
-        writer.abort()
-        raise
+        if pending:
+            job = Job(src, pending, model, prep, params, shard_t, config)
+            with placement:
+                run_engine(config.engine, job, ctx, config.writer_count(ctx.save), bar, result)
     finally:
-        del it
-        writer.account(result, timings)
+        bar.close()
+        result.seconds = time.perf_counter() - t_start
+    status = {
+        "finished": now(),
+        "done": result.done,
+        "errors": result.errors,
+        "skipped": result.skipped,
+        "other_shards": result.other_shards,
+        "seconds": round(result.seconds, 3),
+        "timings": {k: round(v, 3) for k, v in result.timings.items()},
+    }
+    manifest.write_json(run_dir / "manifest" / tag / "status.json", status)
+    return result
 
 
-# ---------------------------------------------------------------------- merging
+def _check_outputs(kinds: Sequence[str], render: Any) -> None:
+    """Fail before any work when a per-item output cannot be written by this layerscope
+    (a writer's module missing, frames too large for the format)."""
+    import tempfile
 
+    from layerscope import outputs
+    from layerscope.errors import LayerscopeError
 
-def merge_run(run_dir: str | os.PathLike[str], report: bool | None = None) -> Path:
-    """Merge a run's manifest parts (every shard) into ``manifest.parquet``, write the
-    per-class mean maps (``summary/mean_maps.npz`` and ``.png``) and, with ``report`` (default:
-    as the run was started), ``report.html``.
-
-    Raises:
-        UsageError: not a run folder, or an item listed twice (parts of different runs mixed).
-    """
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    from layerscope.atomic import atomic_file, write_bytes
-    from layerscope.batch import stats
-    from layerscope.batch.stats import SummarySums, grid_png
-
-    run_dir = Path(run_dir)
-    record = manifest.read_run_file(run_dir)
-    if record is None:
-        raise UsageError(f"{run_dir}: holds no run.json (is it a layerscope batch run folder?)")
-    table = manifest.read_manifest(run_dir)
-    keys = table.column("key")
-    if len(pc.unique(keys)) != len(keys):
-        counts = pc.value_counts(keys)
-        dup = [v["values"] for v in counts.to_pylist() if v["counts"] > 1]
-        raise UsageError(f"{run_dir}: {len(dup)} items are listed more than once (e.g. {dup[0]}); the parts mix runs")
-    table = table.sort_by("key")
-    out = run_dir / manifest.MANIFEST
-    with atomic_file(out, overwrite=True) as f:
-        pq.write_table(table, f, compression="zstd")
-
-    layers = list(record.get("layers") or [])
-    class_names = list(record.get("class_names") or [])
-    sums = SummarySums()
-    for part in manifest.part_files(run_dir):
-        side = part.with_name(part.name.replace(".parquet", ".sums.npz"))
-        if side.is_file():
-            sums.merge(SummarySums.from_file(str(side)))
-    labels = table.column("label").to_pylist() + table.column("predicted").to_pylist()
-    n_classes = stats.class_count(labels, class_names)
-    means = sums.means(layers, n_classes)
-    summary = run_dir / "summary"
-    summary.mkdir(exist_ok=True)
-    arrays = dict(means)
-    arrays["layers"] = np.asarray(layers)
-    arrays["class_names"] = np.asarray(class_names or [f"class {i}" for i in range(n_classes)])
-    with atomic_file(summary / "mean_maps.npz", overwrite=True) as f:
-        np.savez_compressed(f, **arrays)
-    colormap = ((record.get("fingerprint") or {}).get("render") or {}).get("colormap", "jet")
-    names = class_names or [f"class {i}" for i in range(n_classes)]
-    write_bytes(summary / "mean_maps.png", grid_png(means, layers, names, colormap), overwrite=True)
-    if report is None:
-        report = bool(record.get("report"))
-    if report:
-        from layerscope.batch.report import write_report
-
-        write_report(run_dir, table, record)
-    shards = sorted((run_dir / "manifest").glob("*/status.json"))
-    manifest.update_run_file(run_dir, finished=_now(), items=table.num_rows, shards_finished=len(shards))
-    return out
+    with tempfile.TemporaryDirectory() as d:
+        for kind in kinds:
+            try:
+                outputs.check_output(Path(d) / f"check.{kind}", render, overwrite=True)
+            except LayerscopeError as e:
+                raise UsageError(f"--save {kind}: {str(e).splitlines()[0]}") from None

@@ -19,10 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from layerscope.errors import InputImageError, LayerscopeError, UsageError
-
-#: File extensions a folder source picks up (lower case).
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+from layerscope.errors import InputImageError, UsageError
+from layerscope.inputs import IMAGE_EXTENSIONS, check_image_file, image_files, is_image_name
 
 
 @dataclass(frozen=True)
@@ -72,6 +70,10 @@ class Source:
 
     description: dict[str, Any] = field(default_factory=dict)
     class_names: tuple[str, ...] | None = None
+    #: files the listing skipped because they are not images (counted in the run's summary)
+    other_files: int = 0
+    #: subfolders the listing could not read (reported)
+    unreadable: list[str] = field(default_factory=list)
 
     def items(self) -> list[Item]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -82,22 +84,37 @@ class Source:
         raise NotImplementedError
 
     def load(self, item: Item, keep: Callable[[str], bool] | None = None) -> Loaded:
-        """:meth:`read`, with any layerscope error or unreadable file turned into an error result."""
+        """:meth:`read`, with any exception (a layerscope error, an unreadable file, whatever a
+        decoder raises on a malformed item) turned into that item's error result."""
         try:
             return self.read(item, keep)
-        except (LayerscopeError, OSError, ValueError) as e:
-            message = str(e).splitlines()[0] if str(e) else type(e).__name__
-            return Loaded(item, _fallback_hash(item), error=message)
+        except Exception as e:
+            from layerscope.errors import LayerscopeError
+
+            message = str(e).splitlines()[0] if str(e) else ""
+            if not isinstance(e, (LayerscopeError, OSError)):
+                message = f"cannot read the item ({type(e).__name__}{': ' + message if message else ''})"
+            return Loaded(item, _fallback_hash(item), error=message or type(e).__name__)
 
 
 def _fallback_hash(item: Item) -> str:
     """The content hash of an item that could not be read: its file's bytes if any, else its key."""
     if item.kind == "file":
         try:
-            return hashlib.sha256(Path(item.ref).read_bytes()).hexdigest()
-        except OSError:
+            check_image_file(item.ref)
+            return file_hash(item.ref)
+        except (OSError, InputImageError):
             pass
     return hashlib.sha256(f"key:{item.key}".encode()).hexdigest()
+
+
+def file_hash(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks (memory does not grow with the file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class FileSource(Source):
@@ -119,18 +136,18 @@ class FileSource(Source):
         from layerscope.inputs import load_image
 
         path = item.ref
+        check_image_file(path)  # regular, readable, under the size cap: before a byte is read
         try:
-            data = Path(path).read_bytes()
-        except FileNotFoundError:
-            raise InputImageError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise InputImageError(f"{path}: is a directory, not an image file") from None
-        digest = hashlib.sha256(data).hexdigest()
+            digest = file_hash(path)
+        except PermissionError:
+            raise InputImageError(f"{path}: permission denied") from None
+        except OSError as e:
+            raise InputImageError(f"{path}: cannot read the file ({e.strerror or e})") from None
         if keep is not None and not keep(digest):
             return Loaded(item, digest, skipped=True)
         try:
             rgb = load_image(path)
-        except LayerscopeError as e:
+        except InputImageError as e:
             return Loaded(item, digest, error=str(e).splitlines()[0])
         return Loaded(item, digest, rgb=rgb)
 
@@ -184,31 +201,47 @@ class ShapesSource(Source):
 
 
 def _is_image(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    return is_image_name(p)
 
 
 def from_folder(folder: str | os.PathLike[str]) -> FileSource:
-    """Every image file under ``folder`` (recursive, by extension), keyed by relative path."""
+    """Every image file under ``folder`` (recursive, by :func:`layerscope.inputs.image_files`'s
+    rule), keyed by relative path; non-image files are counted, unreadable subfolders kept."""
     root = Path(folder)
-    if not root.is_dir():
-        raise UsageError(f"{root}: no such folder")
-    files = sorted(
-        (p for p in root.rglob("*") if p.is_file() and _is_image(p)), key=lambda p: p.relative_to(root).as_posix()
-    )
-    if not files:
-        raise UsageError(f"{root}: holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
-    keys = [p.relative_to(root).as_posix() for p in files]
-    return FileSource(files, keys, {"kind": "folder", "path": str(root.resolve())})
+    found = image_files(root, recursive=True)
+    if not found.files:
+        extra = f" ({found.others} other files)" if found.others else ""
+        raise UsageError(f"{root}: holds no image files ({', '.join(IMAGE_EXTENSIONS)}){extra}")
+    keys = [p.relative_to(root).as_posix() for p in found.files]
+    src = FileSource(found.files, keys, {"kind": "folder", "path": str(root.resolve())})
+    src.other_files = found.others
+    src.unreadable = [str(p) for p in found.unreadable]
+    return src
+
+
+def _through_loop(path: str) -> bool:
+    """Whether ``path`` goes through a directory symlink loop (a folder it is already in)."""
+    seen: set[str] = set()
+    parts = Path(path).parts[:-1]
+    for i in range(1, len(parts) + 1):
+        real = os.path.realpath(os.path.join(*parts[:i]))
+        if real in seen:
+            return True
+        seen.add(real)
+    return False
 
 
 def from_glob(pattern: str) -> FileSource:
-    """The files a glob pattern matches (``**`` recursive), keyed by the path as matched."""
-    files = sorted(p for p in globlib.glob(pattern, recursive=True) if os.path.isfile(p))
+    """The files a glob pattern matches (``**`` recursive), keyed by the path as matched;
+    paths that go round a directory symlink loop are dropped, as a folder source does."""
+    matches = sorted(p for p in globlib.glob(pattern, recursive=True) if not _through_loop(p))
+    files = [p for p in matches if os.path.isfile(p)]
     if not files:
         raise UsageError(f"{pattern}: the pattern matches no file")
-    return FileSource(
+    src = FileSource(
         files, [PurePosixPath(Path(p).as_posix()).as_posix() for p in files], {"kind": "glob", "pattern": pattern}
     )
+    return src
 
 
 def from_list_file(path: str | os.PathLike[str]) -> FileSource:

@@ -1,259 +1,174 @@
-"""The per-item writer: outputs, statistics, summary sums and manifest parts.
+"""The writer pool: the processes that run the :class:`~layerscope.batch.sink.ManifestSink`.
 
-It receives each explained (or failed) item as a plain dict (a *payload*), writes the item's
-files atomically, computes its statistics, and every ``commit_every`` items (or when told)
-commits one manifest part: first the chunk's summary sums, then the ``.parquet`` part. An
-item is done exactly when its part exists, so an interrupted run loses at most the chunk in
-progress (redone by the rerun, its files replaced) and never lists a file that is not whole.
-
-:func:`writer_process` runs it in a separate process fed by a bounded queue, so the capture
-never waits on Pillow, zlib or the disk; it dies with its parent (``PR_SET_PDEATHSIG`` on
-Linux), so a killed run leaves nothing behind that could still commit.
+:class:`WriterPool` forks ``count`` writer processes (one thread where there is no fork),
+each fed by a bounded queue, so the capture never waits on Pillow, zlib or the disk. A
+writer dies with its parent (``PR_SET_PDEATHSIG`` on Linux), so a killed run leaves nothing
+behind that could still commit. After a writer fails, the pool never waits on a queue
+nobody reads: the run ends within seconds with the writer's error.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import multiprocessing as mp
 import os
+import queue
 import signal
+import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
+from layerscope.batch import manifest
+from layerscope.batch.sink import ManifestSink, RunContext
+from layerscope.errors import LayerscopeError, OutputError
 
-from layerscope.batch import manifest, stats
+#: Batches waiting for a writer; a full queue makes the capture wait (bounded memory).
+WRITER_QUEUE = 4
 
-#: Output kinds of ``save``.
-SAVE_KINDS = ("npz", "gif", "html")
-#: Side of a report thumbnail, in pixels.
-THUMB_SIDE = 96
-
-
-def output_name(key: str) -> str:
-    """A relative file name (without extension) for an item key: POSIX separators kept as
-    folders, absolute anchors and ``..`` made harmless."""
-    parts = [p for p in key.replace("\\", "/").split("/") if p not in ("", ".")]
-    parts = ["__" if p == ".." else p.replace(":", "_") for p in parts]
-    return "/".join(parts) or "item"
+__all__ = ["WRITER_QUEUE", "WriterPool", "writer_loop", "writer_process"]
 
 
-@dataclass
-class RunContext:
-    """What every item of a run shares (known before the first item)."""
+class WriterPool:
+    """The writer stage: ``count`` forked processes where possible (else one thread), each fed
+    by a bounded queue; batches go to them in turn. Writer ``k`` numbers its manifest parts
+    ``base + k``, ``base + k + count`` … so the writers never pick the same name."""
 
-    run_dir: Path
-    layers: list[str]
-    method: str
-    class_names: list[str] | None
-    save: tuple[str, ...]
-    tag: str
-    shard_index: int = 0
-    render: Any = None
-    thumbs: bool = False
-    info: Any = None
-    method_options: dict[str, Any] = field(default_factory=dict)
-    commit_every: int = 256
-    part_start: int | None = None
-    part_step: int = 1
-    writer_id: int = 0
+    def __init__(self, ctx: RunContext, count: int = 1) -> None:
+        self.parent = os.getpid()
+        base = manifest.next_part_number(ctx.run_dir, ctx.tag)
+        fork = "fork" in mp.get_all_start_methods()
+        count = count if fork else 1
+        self.outbox: Any = mp.get_context("fork").Queue() if fork else queue.Queue()
+        self.inboxes: list[Any] = []
+        self.workers: list[Any] = []
+        for k in range(count):
+            wctx = dataclasses.replace(ctx, part_start=base + k, part_step=count, writer_id=k)
+            if fork:
+                mpc = mp.get_context("fork")
+                inbox: Any = mpc.Queue(maxsize=WRITER_QUEUE)
+                worker: Any = mpc.Process(
+                    target=writer_process, args=(wctx, inbox, self.outbox, self.parent), daemon=True
+                )
+            else:  # pragma: no cover - platforms without fork
+                inbox = queue.Queue(maxsize=WRITER_QUEUE)
+                worker = threading.Thread(
+                    target=writer_loop, args=(wctx, inbox, self.outbox, os.getppid()), daemon=True
+                )
+            worker.start()
+            self.inboxes.append(inbox)
+            self.workers.append(worker)
+        self.counts: dict[int, tuple[int, int]] = {}
+        self.stopped: dict[int, dict[str, float]] = {}
+        self.failed: dict[int, str] = {}
+        self._turn = 0
 
+    @property
+    def ok(self) -> int:
+        return sum(c[0] for c in self.counts.values())
 
-class ChunkWriter:
-    """Writes items and commits them in manifest parts (see the module)."""
+    @property
+    def errors(self) -> int:
+        return sum(c[1] for c in self.counts.values())
 
-    def __init__(self, ctx: RunContext) -> None:
-        self.ctx = ctx
-        self.rows: list[dict[str, Any]] = []
-        self.sums = stats.SummarySums()
-        start = ctx.part_start
-        self.next_part = start if start is not None else manifest.next_part_number(ctx.run_dir, ctx.tag)
-        self.ok = 0
-        self.errors = 0
-        self.seconds = {"render_write": 0.0, "commit": 0.0}
+    @property
+    def seconds(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for sec in self.stopped.values():
+            for k, v in sec.items():
+                out[k] = out.get(k, 0.0) + v
+        return out
 
-    # ------------------------------------------------------------------ items
-    def add(self, payload: Mapping[str, Any]) -> None:
-        """Write one item's files and keep its row for the next commit."""
-        t0 = time.perf_counter()
-        row = self._base_row(payload)
-        if payload.get("error") is None:
+    def _check(self) -> None:
+        while True:
             try:
-                row.update(self._write_ok(payload))
-                self.ok += 1
-            except Exception as e:
-                from layerscope.errors import LayerscopeError
+                msg = self.outbox.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(msg)
 
-                if not isinstance(e, (LayerscopeError, OSError, ValueError)):
-                    raise
-                row["status"] = f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-                row["outputs"] = []
-                self.errors += 1
-        else:
-            row["status"] = f"error: {payload['error']}"
-            self.errors += 1
-        self.rows.append(row)
-        self.seconds["render_write"] += time.perf_counter() - t0
-        if len(self.rows) >= self.ctx.commit_every:
-            self.commit()
+    def _handle(self, msg: Any) -> None:
+        kind, k = msg[0], msg[1]
+        if kind == "error":
+            self.failed[k] = msg[2]
+            raise OutputError(f"the writer failed: {msg[2]}")
+        if kind == "committed":
+            self.counts[k] = (msg[3], msg[4])
+        elif kind == "stopped":
+            self.stopped[k] = msg[2]
 
-    def _base_row(self, p: Mapping[str, Any]) -> dict[str, Any]:
-        names = self.ctx.class_names
-        label = p.get("label")
-        return {
-            "key": p["key"],
-            "source": p.get("source"),
-            "content_hash": p.get("content_hash"),
-            "shard": self.ctx.shard_index,
-            "status": "ok",
-            "label": label,
-            "label_name": _name(names, label),
-            "outputs": [],
-        }
-
-    def _write_ok(self, p: Mapping[str, Any]) -> dict[str, Any]:
-        ctx = self.ctx
-        names = ctx.class_names
-        label, predicted, target = p.get("label"), int(p["predicted"]), int(p["target"])
-        correct = None if label is None else bool(predicted == label)
-        row: dict[str, Any] = {
-            "predicted": predicted,
-            "predicted_name": _name(names, predicted),
-            "predicted_probability": float(p["predicted_probability"]),
-            "target": target,
-            "target_name": _name(names, target),
-            "target_probability": float(p["target_probability"]),
-            "target_score": float(p["target_score"]),
-            "correct": correct,
-        }
-        cams: Mapping[str, np.ndarray] = p["cams"]
-        mask = p.get("mask")
-        if mask is not None:
-            from layerscope.evaluate.localisation import pointing_game
-        group = "unlabelled" if label is None else ("correct" if correct else "wrong")
-        cls = predicted if label is None else int(label)
-        for layer in ctx.layers:
-            cam = np.asarray(cams[layer], dtype=np.float32)
-            s = stats.map_stats(cam)
-            for k, v in s.items():
-                row[f"{layer}/{k}"] = v
-            row[f"{layer}/flat"] = bool(p["flat"][layer])
-            row[f"{layer}/pointing"] = None if mask is None else bool(pointing_game(cam[None], mask[None])[0])
-            self.sums.add(layer, cls, group, cam)
-        row["outputs"] = self._outputs(p)
-        return row
-
-    def _outputs(self, p: Mapping[str, Any]) -> list[str]:
-        ctx = self.ctx
-        base = output_name(p["key"])
-        written = []
-        exp = None
-        for kind in ctx.save:
-            rel = f"items/{base}.{kind}"
-            path = ctx.run_dir / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if exp is None:
-                exp = self._one_explanation(p)
-            _save(exp, path, ctx.render)
-            written.append(rel)
-        if ctx.thumbs and p.get("image") is not None:
-            rel = f"thumbs/{base}.png"
-            path = ctx.run_dir / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _thumbnail(path, p["image"], p["cams"][ctx.layers[-1]], ctx.render)
-            written.append(rel)
-        return written
-
-    def _one_explanation(self, p: Mapping[str, Any]) -> Any:
-        from layerscope.explanation import Explanation
-        from layerscope.info import ModelInfo
-
-        ctx = self.ctx
-        image = p.get("image")
-        if image is None:
-            h, w = np.asarray(p["cams"][ctx.layers[0]]).shape
-            image = np.zeros((max(h, 1), max(w, 1), 3), np.uint8)
-        extra = {}
-        if p.get("outputs") is not None:
-            extra["outputs"] = np.asarray(p["outputs"], np.float32)[None]
-        return Explanation(
-            layers=list(ctx.layers),
-            cams={name: np.asarray(p["cams"][name], np.float32)[None] for name in ctx.layers},
-            shapes={name: tuple(p["shapes"][name]) for name in ctx.layers},
-            targets=np.asarray([int(p["target"])]),
-            scores=np.asarray([p["target_score"]], np.float32),
-            probabilities=np.asarray([p["target_probability"]], np.float32),
-            flat={name: np.asarray([bool(p["flat"][name])]) for name in ctx.layers},
-            images=[image],
-            method=ctx.method,
-            class_names=list(ctx.class_names) if ctx.class_names else None,
-            options=dict(ctx.method_options),
-            info=ctx.info if ctx.info is not None else ModelInfo(),
-            **extra,
-        )
-
-    # ------------------------------------------------------------------ commit
-    def commit(self) -> int:
-        """Commit the kept rows as one manifest part; returns how many rows it held."""
-        if not self.rows:
-            return 0
+    def _put_one(self, k: int, msg: Any) -> float:
         t0 = time.perf_counter()
-        d = self.ctx.run_dir / "manifest" / self.ctx.tag
-        d.mkdir(parents=True, exist_ok=True)
-        stem = f"part-{self.next_part:06d}"
-        from layerscope.atomic import write_bytes
+        while True:
+            self._check()
+            try:
+                self.inboxes[k].put(msg, timeout=0.5)
+                return time.perf_counter() - t0
+            except queue.Full:
+                if not self.workers[k].is_alive():
+                    self._check()
+                    raise OutputError("the writer stopped unexpectedly") from None
 
-        write_bytes(d / f"{stem}.sums.npz", self.sums.to_bytes(), overwrite=True)
-        manifest.write_part(d / f"{stem}.parquet", self.rows, self.ctx.layers)
-        n = len(self.rows)
-        self.rows = []
-        self.sums = stats.SummarySums()
-        self.next_part += self.ctx.part_step
-        self.seconds["commit"] += time.perf_counter() - t0
-        return n
+    def put(self, msg: Any) -> float:
+        """Hand a batch to the next writer, waiting while its queue is full; returns the seconds waited."""
+        k = self._turn
+        self._turn = (self._turn + 1) % len(self.workers)
+        return self._put_one(k, msg)
 
+    def stop(self, timeout: float | None = None) -> None:
+        """Tell every writer to commit what it holds and end; wait for them."""
+        for k in range(len(self.workers)):
+            if k not in self.stopped:
+                self._put_one(k, ("stop",))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self.stopped) < len(self.workers):
+            try:
+                msg = self.outbox.get(timeout=0.5)
+            except queue.Empty:
+                if any(not w.is_alive() for k, w in enumerate(self.workers) if k not in self.stopped):
+                    self._check()
+                    if len(self.stopped) == len(self.workers):
+                        break
+                    raise OutputError("a writer stopped before committing") from None
+                if deadline is not None and time.monotonic() > deadline:
+                    raise OutputError("the writers did not finish in time") from None
+                continue
+            self._handle(msg)
+        for w in self.workers:
+            w.join(timeout=10)
 
-def _name(names: Sequence[str] | None, index: Any) -> str | None:
-    if index is None:
-        return None
-    i = int(index)
-    return names[i] if names and 0 <= i < len(names) else f"class {i}"
+    def abort(self) -> None:
+        """After Ctrl-C or an error: commit what is whole, then end (a second failure, or a
+        writer that already failed, kills the writers at once)."""
+        if self.failed:
+            self.kill()
+            return
+        try:
+            self.stop(timeout=60)
+        except BaseException:
+            self.kill()
 
+    def account(self, result: Any, timings: dict[str, float]) -> None:
+        """The writers' counts and times into the run's result."""
+        result.errors = self.errors
+        result.done = self.ok + self.errors
+        timings.update(self.seconds)
+        result.timings = timings
 
-def _save(exp: Any, path: Path, render: Any) -> None:
-    """``exp.save`` with the run's render options, whichever way this layerscope takes them."""
-    import inspect
-
-    params = inspect.signature(exp.save).parameters
-    if render is None:
-        exp.save(path, index=0, overwrite=True)
-    elif "options" in params:
-        exp.save(path, index=0, overwrite=True, options=render)
-    else:
-        kw = {k: getattr(render, k) for k in ("colormap", "alpha", "scale", "caption", "duration") if k in params}
-        exp.save(path, index=0, overwrite=True, **kw)
-
-
-def _thumbnail(path: Path, image: np.ndarray, cam: np.ndarray, render: Any) -> None:
-    """A small picture of the image with its deepest layer's map over it."""
-    from PIL import Image
-
-    from layerscope.atomic import atomic_file
-    from layerscope.render import normalise, overlay
-
-    im = Image.fromarray(np.asarray(image, np.uint8))
-    im.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BILINEAR)
-    if max(im.size) < THUMB_SIDE:  # a tiny image (CIFAR-10) is shown larger
-        scale = THUMB_SIDE / max(im.size)
-        im = im.resize((max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale))), Image.Resampling.NEAREST)
-    norm, _ = normalise(np.asarray(cam, np.float32))
-    colormap = getattr(render, "colormap", "jet")
-    alpha = getattr(render, "alpha", 0.5)
-    pic = overlay(np.asarray(im.convert("RGB")), norm, colormap, alpha)
-    with atomic_file(path, overwrite=True) as f:
-        Image.fromarray(pic).save(f, format="PNG")
+    def kill(self) -> None:
+        """End the writers at once (after an error); never wait on a queue nobody reads (a
+        queue's feeder thread blocked on a dead writer's pipe would keep the run alive)."""
+        for w, inbox in zip(self.workers, self.inboxes, strict=True):
+            if isinstance(w, threading.Thread):
+                continue
+            with contextlib.suppress(Exception):
+                inbox.cancel_join_thread()
+            with contextlib.suppress(Exception):
+                if w.is_alive():
+                    w.terminate()
+                    w.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self.outbox.cancel_join_thread()
 
 
 # ---------------------------------------------------------------------- the process
@@ -269,16 +184,15 @@ def _die_with_parent() -> None:
 
 
 def writer_loop(ctx: RunContext, inbox: Any, outbox: Any, parent: int) -> None:
-    """Serve a :class:`ChunkWriter` from a queue until told to stop.
+    """Serve a :class:`~layerscope.batch.sink.ManifestSink` from a queue until told to stop.
 
     Messages in: ``("items", [payload, …])``, ``("flush",)``, ``("stop",)``. Out (``k`` is
     ``ctx.writer_id``): ``("committed", k, rows, ok, errors)`` after each part,
     ``("stopped", k, seconds)`` at the end, ``("error", k, message)`` when writing fails (the
     loop then ends).
     """
-    import queue
-
-    writer = ChunkWriter(ctx)
+    writer = ManifestSink(ctx)
+    writer.on_write_start()
     committed = 0
     try:
         while True:
@@ -289,12 +203,11 @@ def writer_loop(ctx: RunContext, inbox: Any, outbox: Any, parent: int) -> None:
                     return
                 continue
             if msg[0] == "items":
-                for p in msg[1]:
-                    writer.add(p)
+                writer.write(msg[1])
             elif msg[0] in ("flush", "stop"):
                 if os.getppid() != parent:
                     return
-                writer.commit()
+                writer.on_write_complete()
             n_rows = writer.ok + writer.errors
             if n_rows != committed and not writer.rows:
                 committed = n_rows
@@ -303,8 +216,7 @@ def writer_loop(ctx: RunContext, inbox: Any, outbox: Any, parent: int) -> None:
                 outbox.put(("stopped", ctx.writer_id, dict(writer.seconds)))
                 return
     except BaseException as e:
-        from layerscope.errors import LayerscopeError
-
+        writer.on_write_failed(e)
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
         if not isinstance(e, LayerscopeError):
             text = f"{type(e).__name__}: {text}"

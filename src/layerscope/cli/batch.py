@@ -35,7 +35,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--save",
         default="npz",
-        help="per-item outputs, comma-separated: npz (the maps, compressed), gif, html; or none (default: npz)",
+        help="per-item outputs, comma-separated: any output extension (npz: the maps, compressed; gif, png, webp, "
+        "mp4: the animation; html: the explorer; or one a plugin registered), or none (default: npz)",
+    )
+    p.add_argument(
+        "--retry-errors",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="on a rerun, explain again the items recorded as errors (default: on)",
     )
     p.add_argument("--report", action="store_true", help="write RUN_DIR/report.html (thumbnails, sortable) at the end")
     p.add_argument("--workers", type=_common.index, default=2, help="image reading processes (default: 2; 0: none)")
@@ -59,6 +66,8 @@ def add_parser(sub: Any) -> None:
     )
     _common.add_model_args(p)
     _common.add_method_args(p)
+    if not any("--batch-size" in a.option_strings for a in p._actions):  # perturbed copies are --perturb-batch
+        p.add_argument("--batch-size", type=_common.positive_int, default=32)
     for action in p._actions:
         if "--batch-size" in action.option_strings:
             action.help = "images per forward/backward pass (default: 32)"
@@ -95,20 +104,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"merged → {path}")
         return 0
 
-    from layerscope.batch import run_dataset
+    from layerscope.batch import RunConfig, SourceSpec
+    from layerscope.batch import run as run_batch
 
     _common.check_model_name(args)
     render = _common.render_options(args)
     images_per_batch = args.batch_size or 32
-    args.batch_size = None  # not a perturbation option here
+    if not hasattr(args, "perturb_batch"):
+        args.batch_size = None  # then --batch-size is also the perturbation methods' option: not here
     method_options = _common.method_options(args, [args.method])
     explain_options = _explain_options(args)
     layers = _common.csv_list(args.layers) or None if args.layers else None
     model = _common.load_model_from_args(args)
-    result = run_dataset(
-        args.source,
-        args.output,
-        model,
+    spec = SourceSpec(
+        source=args.source,
+        cifar10=args.cifar10,
+        split=args.split,
+        cifar10_path=args.cifar10_path,
+        shapes=args.shapes,
+        shapes_seed=args.shapes_seed,
+        limit=args.limit,
+    )
+    config = RunConfig(
+        out_dir=args.output,
         layers=layers,
         method=args.method,
         target=args.target,
@@ -121,12 +139,6 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         report=args.report,
         render=render,
-        cifar10=args.cifar10,
-        split=args.split,
-        cifar10_path=args.cifar10_path,
-        shapes=args.shapes,
-        shapes_seed=args.shapes_seed,
-        limit=args.limit,
         progress=args.progress,
         log_every=args.log_every,
         commit_every=args.commit_every,
@@ -134,7 +146,9 @@ def run(args: argparse.Namespace) -> int:
         explain_options=explain_options,
         ray_actors=args.ray_actors,
         ray_address=args.ray_address,
+        retry_errors=args.retry_errors,
     )
+    result = run_batch(config, spec, model)
     if result.merged:
         print(f"manifest: {result.manifest}")
     else:

@@ -1,0 +1,289 @@
+"""The run's sink: per-item outputs, statistics, summary sums and manifest parts.
+
+:class:`ManifestSink` is shaped like Ray Data's ``Datasink``: :meth:`~ManifestSink.on_write_start`,
+:meth:`~ManifestSink.write` (a batch of payloads — plain dicts, one per explained or failed
+item), :meth:`~ManifestSink.on_write_complete` and :meth:`~ManifestSink.on_write_failed`. It
+writes each item's files atomically through :mod:`layerscope.outputs` (the writer chosen by
+extension), computes its statistics, and every ``commit_every`` items (or when told)
+commits one manifest part: first the chunk's summary sums, then the ``.parquet`` part. An
+item is done exactly when its part exists, so an interrupted run loses at most the chunk in
+progress (redone by the rerun, its files replaced) and never lists a file that is not whole.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from layerscope.batch import manifest, stats
+from layerscope.errors import LayerscopeError, OutputError
+
+#: Side of a report thumbnail, in pixels.
+THUMB_SIDE = 96
+#: A write failing with one of these ends the run (every later item would fail the same way).
+FATAL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def output_name(key: str) -> str:
+    """A relative file name (without extension) for an item key: POSIX separators kept as
+    folders, absolute anchors and ``..`` made harmless.
+
+    Injective: a key that this normalisation changes (``x:y.png``, ``a\\b.png``,
+    ``./a.jpg``, ``/abs/a.png``) gets ``~`` and 10 hex digits of its SHA-256, so it never
+    shares a file with a key that is already a clean relative path (``x_y.png``,
+    ``a/b.png``, ``a.jpg``).
+    """
+    parts = [p for p in key.replace("\\", "/").split("/") if p not in ("", ".")]
+    parts = ["__" if p == ".." else p.replace(":", "_") for p in parts]
+    name = "/".join(parts) or "item"
+    if name != key:
+        name += "~" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    return name
+
+
+def is_fatal(e: BaseException) -> bool:
+    """Whether a write error is the disk's (full, over quota, read-only) rather than one item's."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, OSError) and cur.errno in FATAL_ERRNOS:
+            return True
+        if isinstance(cur, OutputError) and any(
+            s in str(cur) for s in ("no space left", "disk quota exceeded", "read-only file system")
+        ):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+@dataclass
+class RunContext:
+    """What every item of a run shares (known before the first item)."""
+
+    run_dir: Path
+    layers: list[str]
+    method: str
+    class_names: list[str] | None
+    save: tuple[str, ...]
+    tag: str
+    shard_index: int = 0
+    render: Any = None
+    thumbs: bool = False
+    info: Any = None
+    method_options: dict[str, Any] = field(default_factory=dict)
+    commit_every: int = 256
+    part_start: int | None = None
+    part_step: int = 1
+    writer_id: int = 0
+
+
+class ManifestSink:
+    """Writes items and commits them in manifest parts (see the module)."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.rows: list[dict[str, Any]] = []
+        self.sums = stats.SummarySums()
+        start = ctx.part_start
+        self.next_part = start if start is not None else manifest.next_part_number(ctx.run_dir, ctx.tag)
+        self.ok = 0
+        self.errors = 0
+        self.seconds = {"render_write": 0.0, "commit": 0.0}
+
+    # ------------------------------------------------------------------ Datasink
+    def on_write_start(self) -> None:
+        """Before the first batch: nothing to prepare (the run folder exists)."""
+
+    def write(self, payloads: Sequence[Mapping[str, Any]]) -> None:
+        """Write a batch of payloads (committing a part every ``commit_every`` items)."""
+        for p in payloads:
+            self.add(p)
+
+    def on_write_complete(self) -> int:
+        """Commit what is held; returns the rows committed."""
+        return self.commit()
+
+    def on_write_failed(self, error: BaseException) -> None:
+        """After a failure: keep nothing that is not committed (the rerun redoes it)."""
+        self.rows = []
+        self.sums = stats.SummarySums()
+
+    # ------------------------------------------------------------------ items
+    def add(self, payload: Mapping[str, Any]) -> None:
+        """Write one item's files and keep its row for the next commit."""
+        t0 = time.perf_counter()
+        row = self._base_row(payload)
+        if payload.get("error") is None:
+            try:
+                row.update(self._write_ok(payload))
+                self.ok += 1
+            except Exception as e:
+                if not isinstance(e, (LayerscopeError, OSError, ValueError)) or is_fatal(e):
+                    raise
+                row["status"] = f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                row["outputs"] = []
+                self.errors += 1
+        else:
+            row["status"] = f"error: {payload['error']}"
+            self.errors += 1
+        self.rows.append(row)
+        self.seconds["render_write"] += time.perf_counter() - t0
+        if len(self.rows) >= self.ctx.commit_every:
+            self.commit()
+
+    def _base_row(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        names = self.ctx.class_names
+        label = p.get("label")
+        return {
+            "key": p["key"],
+            "source": p.get("source"),
+            "content_hash": p.get("content_hash"),
+            "shard": self.ctx.shard_index,
+            "status": "ok",
+            "label": label,
+            "label_name": _name(names, label),
+            "outputs": [],
+        }
+
+    def _write_ok(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        ctx = self.ctx
+        names = ctx.class_names
+        label, predicted, target = p.get("label"), int(p["predicted"]), int(p["target"])
+        correct = None if label is None else bool(predicted == label)
+        row: dict[str, Any] = {
+            "predicted": predicted,
+            "predicted_name": _name(names, predicted),
+            "predicted_probability": float(p["predicted_probability"]),
+            "target": target,
+            "target_name": _name(names, target),
+            "target_probability": float(p["target_probability"]),
+            "target_score": float(p["target_score"]),
+            "correct": correct,
+        }
+        cams: Mapping[str, np.ndarray] = p["cams"]
+        mask = p.get("mask")
+        if mask is not None:
+            from layerscope.evaluate.localisation import pointing_game
+        group = "unlabelled" if label is None else ("correct" if correct else "wrong")
+        cls = predicted if label is None else int(label)
+        for layer in ctx.layers:
+            cam = np.asarray(cams[layer], dtype=np.float32)
+            s = stats.map_stats(cam)
+            for k, v in s.items():
+                row[f"{layer}/{k}"] = v
+            row[f"{layer}/flat"] = bool(p["flat"][layer])
+            row[f"{layer}/pointing"] = None if mask is None else bool(pointing_game(cam[None], mask[None])[0])
+            self.sums.add(layer, cls, group, cam)
+        row["outputs"] = self._outputs(p)
+        return row
+
+    def _outputs(self, p: Mapping[str, Any]) -> list[str]:
+        ctx = self.ctx
+        base = output_name(p["key"])
+        written = []
+        exp = None
+        for kind in ctx.save:
+            rel = f"items/{base}.{kind}"
+            path = ctx.run_dir / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if exp is None:
+                exp = self._one_explanation(p)
+            _save(exp, path, ctx.render)
+            written.append(rel)
+        if ctx.thumbs and p.get("image") is not None:
+            rel = f"thumbs/{base}.png"
+            path = ctx.run_dir / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _thumbnail(path, p["image"], p["cams"][ctx.layers[-1]], ctx.render)
+            written.append(rel)
+        return written
+
+    def _one_explanation(self, p: Mapping[str, Any]) -> Any:
+        from layerscope.explanation import Explanation
+        from layerscope.info import ModelInfo
+
+        ctx = self.ctx
+        image = p.get("image")
+        if image is None:
+            h, w = np.asarray(p["cams"][ctx.layers[0]]).shape
+            image = np.zeros((max(h, 1), max(w, 1), 3), np.uint8)
+        extra = {}
+        if p.get("outputs") is not None:
+            extra["outputs"] = np.asarray(p["outputs"], np.float32)[None]
+        return Explanation(
+            layers=list(ctx.layers),
+            cams={name: np.asarray(p["cams"][name], np.float32)[None] for name in ctx.layers},
+            shapes={name: tuple(p["shapes"][name]) for name in ctx.layers},
+            targets=np.asarray([int(p["target"])]),
+            scores=np.asarray([p["target_score"]], np.float32),
+            probabilities=np.asarray([p["target_probability"]], np.float32),
+            flat={name: np.asarray([bool(p["flat"][name])]) for name in ctx.layers},
+            images=[image],
+            method=ctx.method,
+            class_names=list(ctx.class_names) if ctx.class_names else None,
+            options=dict(ctx.method_options),
+            info=ctx.info if ctx.info is not None else ModelInfo(),
+            **extra,
+        )
+
+    # ------------------------------------------------------------------ commit
+    def commit(self) -> int:
+        """Commit the kept rows as one manifest part; returns how many rows it held."""
+        if not self.rows:
+            return 0
+        t0 = time.perf_counter()
+        d = self.ctx.run_dir / "manifest" / self.ctx.tag
+        d.mkdir(parents=True, exist_ok=True)
+        stem = f"part-{self.next_part:06d}"
+        from layerscope.atomic import write_bytes
+
+        write_bytes(d / f"{stem}.sums.npz", self.sums.to_bytes(), overwrite=True)
+        manifest.write_part(d / f"{stem}.parquet", self.rows, self.ctx.layers)
+        n = len(self.rows)
+        self.rows = []
+        self.sums = stats.SummarySums()
+        self.next_part += self.ctx.part_step
+        self.seconds["commit"] += time.perf_counter() - t0
+        return n
+
+
+def _name(names: Sequence[str] | None, index: Any) -> str | None:
+    if index is None:
+        return None
+    i = int(index)
+    return names[i] if names and 0 <= i < len(names) else f"class {i}"
+
+
+def _save(exp: Any, path: Path, render: Any) -> None:
+    """Write one item's explanation; the writer is chosen by extension (:func:`layerscope.outputs.write`)."""
+    from layerscope import outputs
+
+    outputs.write(exp, path, render, index=0, overwrite=True)
+
+
+def _thumbnail(path: Path, image: np.ndarray, cam: np.ndarray, render: Any) -> None:
+    """A small picture of the image with its deepest layer's map over it."""
+    from PIL import Image
+
+    from layerscope.atomic import atomic_file
+    from layerscope.render import normalise, overlay
+
+    im = Image.fromarray(np.asarray(image, np.uint8))
+    im.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BILINEAR)
+    if max(im.size) < THUMB_SIDE:  # a tiny image (CIFAR-10) is shown larger
+        scale = THUMB_SIDE / max(im.size)
+        im = im.resize((max(1, round(im.size[0] * scale)), max(1, round(im.size[1] * scale))), Image.Resampling.NEAREST)
+    norm, _ = normalise(np.asarray(cam, np.float32))
+    colormap = getattr(render, "colormap", "jet")
+    alpha = getattr(render, "alpha", 0.5)
+    pic = overlay(np.asarray(im.convert("RGB")), norm, colormap, alpha)
+    with atomic_file(path, overwrite=True) as f:
+        Image.fromarray(pic).save(f, format="PNG")
