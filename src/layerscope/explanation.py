@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from layerscope.capture import CaptureRequest, detect_framework, get_adapter
-from layerscope.errors import UsageError
+from layerscope.capture import CaptureRequest, adapter_for, check_supported, served_by
+from layerscope.errors import UsageError, unknown_name
 from layerscope.info import ModelInfo, info_for
 from layerscope.inputs import display_from_tensor, is_tensor, prepare_batch
-from layerscope.methods import check_framework, get_method
+from layerscope.methods import get_method
 from layerscope.methods._ops import softmax
 from layerscope.render import FrameText, RenderOptions, flat_mask
 
@@ -35,6 +34,8 @@ class Explanation:
         probabilities: ``(N,)`` the softmax probability of each target.
         flat: ``{layer: bool (N,)}``, maps that are flat (all zero after ReLU, say).
         images: the original RGB images (uint8 ``(H, W, 3)``) the maps are drawn over.
+        blocked: ``{layer: why}`` for layers the explained score does not depend on, whose
+            maps are flat for that reason (see :meth:`flat_reason`).
     """
 
     layers: list[str]
@@ -54,6 +55,7 @@ class Explanation:
     #: ``{layer: how its output became a map}`` for layers that are not ``(N, C, h, w)``
     #: feature maps, e.g. ``"tokens 197 → 14×14"`` for a vision transformer's block.
     grids: dict[str, str] = field(default_factory=dict)
+    blocked: dict[str, str] = field(default_factory=dict)
 
     def class_name(self, index: int = 0) -> str:
         """The explained class of image ``index``, by name where the model has names."""
@@ -61,6 +63,17 @@ class Explanation:
         if self.class_names and 0 <= t < len(self.class_names):
             return self.class_names[t]
         return f"class {t}"
+
+    def flat_reason(self, layer: str) -> str | None:
+        """Why ``layer``'s maps are flat when layerscope knows (``None`` otherwise): the
+        explained score does not depend on the layer's patch tokens (a CLS-token ViT's last
+        block: the class token's score does not read them) or on its output at all."""
+        why = self.blocked.get(layer)
+        if why == "patch tokens":
+            return "the class token's score does not depend on this block's patch tokens (their gradient is 0)"
+        if why is not None:
+            return "the explained score does not depend on this layer's output (its gradient is 0)"
+        return None
 
     @property
     def class_agnostic(self) -> bool:
@@ -100,9 +113,7 @@ class Explanation:
 
     def _check_layer(self, layer: str) -> str:
         if layer not in self.cams:
-            close = difflib.get_close_matches(str(layer), self.layers, n=4, cutoff=0.5)
-            hint = f"; close matches: {', '.join(close)}" if close else f"; the layers: {', '.join(self.layers)}"
-            raise UsageError(f"layer {layer!r} is not in this explanation{hint}")
+            raise UsageError(unknown_name("layer", layer, self.layers, valid="the layers of this explanation"))
         return layer
 
     def caption(self, layer: str, index: int = 0, style: str = "layerscope") -> list[str]:
@@ -133,7 +144,14 @@ class Explanation:
         else:
             second = f"Class: {self.class_name(index)} {p} · {method}"
         if self.flat[layer][index]:
-            second += " · flat map"
+            why = self.blocked.get(layer)
+            second += (
+                " · flat: score ignores its patch tokens"
+                if why == "patch tokens"
+                else " · flat: score ignores this layer"
+                if why
+                else " · flat map"
+            )
         return [f"Layer: {layer} · output {shape}", second]
 
     def frame_texts(self, index: int = 0, options: RenderOptions | None = None) -> list[FrameText]:
@@ -250,9 +268,7 @@ def resolve_target(target: Any, class_names: Sequence[str] | None) -> Any:
                 if t.lower() in lower:
                     out.append(lower[t.lower()])
                     continue
-                close = difflib.get_close_matches(t, class_names, n=4, cutoff=0.6)
-                hint = f"; close matches: {', '.join(close)}" if close else ""
-                raise UsageError(f"unknown class {t!r}{hint}")
+                raise UsageError(unknown_name("class", t, class_names, cutoff=0.6, valid=""))
             out.append(list(class_names).index(t))
         else:
             out.append(t)  # checked by the adapter: a whole number in range, never a bool
@@ -357,24 +373,25 @@ def explain(
         valid = ", ".join(m.options) or "none"
         raise UsageError(f"method {method!r} has no option {', '.join(sorted(unknown))}; its options: {valid}")
     opts = {**m.options, **method_options}
-    fw = framework or detect_framework(model)
-    check_framework(m, fw)
+    adapter = adapter_for(model, framework)
+    check_supported(m, adapter.name)
     facts = info_for(model, info)
     class_names = facts.class_names
-    adapter = get_adapter(fw)
     resolved = adapter.resolve_layers(model, layers, facts)
     prep = preprocess if preprocess is not None else facts.preprocessor()
     if _several_inputs(images):
-        if fw != "torch":
-            raise UsageError("several model inputs (a tuple or dict of tensors) are for PyTorch models")
+        if not adapter.supports.several_inputs:
+            raise UsageError(
+                "several model inputs (a tuple or dict of tensors) are for "
+                f"{served_by(lambda s: s.several_inputs)} models"
+            )
         x, originals = images, [display_from_tensor(a, prep) for a in _display_tensor(images)]
     else:
-        x, originals = prepare_batch(images, prep)
+        x, originals = prepare_batch(_image_tensor_as_pictures(images), prep)
     forward_passes = m.forward_passes
     request = CaptureRequest(
         fn=lambda a, g, **context: m.fn(a, g, **context, **opts),
         needs=m.needs,
-        layer_gradients=m.needs_gradients,
         output=facts.output,
         forward_passes=(lambda n, c: forward_passes(n, c, **opts)) if forward_passes is not None else None,
         label=method,
@@ -382,6 +399,7 @@ def explain(
         precision=precision,
         output_key=output,
         reshape=reshape,
+        size_hint=getattr(facts, "size_hint", None),
     )
     result = adapter.run(model, x, resolved, resolve_target(target, class_names), request)
     if facts.warning:
@@ -392,6 +410,7 @@ def explain(
             "or gradients); those values were set to 0",
             stacklevel=2,
         )
+    _warn_blocked(result.blocked)
     rows = np.arange(len(result.targets))
     flat = {name: flat_mask(result.cams[name]) for name in result.layers}
     return Explanation(
@@ -413,4 +432,52 @@ def explain(
         info=facts,
         outputs=np.asarray(result.outputs, dtype=np.float32),
         grids=dict(result.grids),
+        blocked=dict(result.blocked),
     )
+
+
+def _warn_blocked(blocked: dict[str, str]) -> None:
+    """One warning per reason for layers whose maps are flat because the explained score
+    does not depend on them, saying why (not just "flat")."""
+    tokens = [n for n, why in blocked.items() if why == "patch tokens"]
+    others = [n for n in blocked if n not in tokens]
+    if tokens:
+        whose = "that block's" if len(tokens) == 1 else "those blocks'"
+        warnings.warn(
+            f"the maps of {', '.join(tokens)} are flat because the class token's score does not depend on "
+            f"{whose} patch tokens (after the last block nothing mixes them back into the class token, so "
+            "their gradient is 0); explain an earlier block",
+            stacklevel=3,
+        )
+    if others:
+        whose = "that layer's" if len(others) == 1 else "those layers'"
+        warnings.warn(
+            f"the maps of {', '.join(others)} are flat because the explained score does not depend on {whose} "
+            "output (the gradient is 0)",
+            stacklevel=3,
+        )
+
+
+def _image_tensor_as_pictures(images: Any) -> Any:
+    """A framework tensor that is not floating point: ``uint8`` (what torchvision's
+    ``read_image`` gives, ``(C, H, W)`` or ``(N, C, H, W)``, or channels-last) becomes uint8
+    pictures, preprocessed as images are (scaled to [0, 1], then the model's preprocessing);
+    any other integer, bool or complex tensor is refused naming its dtype."""
+    if not is_tensor(images) or isinstance(images, np.ndarray):
+        return images
+    dtype = str(images.dtype).replace("torch.", "").replace("<dtype: '", "").replace("'>", "")
+    if "float" in dtype:
+        return images
+    if dtype != "uint8":
+        raise UsageError(
+            f"explain got a {dtype} tensor; give a floating-point tensor (the preprocessed input), a uint8 "
+            "image tensor (preprocessed like an image), or images (paths, PIL images, uint8 arrays)"
+        )
+    arr = images.detach().cpu().numpy() if hasattr(images, "detach") else np.asarray(images)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4:
+        raise UsageError(f"a uint8 image tensor must be (C, H, W) or (N, C, H, W), not {tuple(arr.shape)}")
+    if arr.shape[1] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+        arr = arr.transpose(0, 2, 3, 1)  # channels first, as read_image gives
+    return [a[..., 0] if a.shape[-1] == 1 else np.ascontiguousarray(a) for a in arr]

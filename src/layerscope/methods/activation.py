@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from layerscope.methods import Method, register
+from layerscope.methods._registry import Method, register
 from layerscope.methods.gradient import principal_map
 
 
@@ -36,8 +36,7 @@ register(
         title="Eigen-CAM",
         fn=eigencam,
         summary="Eigen-CAM: first principal component of the activations, class-agnostic (Muhammad & Yeasin 2020)",
-        needs_gradients=False,
-        kind="activation",
+        needs=frozenset({"activations"}),
         cost="1 forward, all layers together (no backward)",
     )
 )

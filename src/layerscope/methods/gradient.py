@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from layerscope.methods import Method, register
 from layerscope.methods._ops import finite_items, nan_to_zero, nan_where, safe_divide, sign, top_eigenvector
+from layerscope.methods._registry import Method, register
 
 
 def relu(x: Any) -> Any:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from layerscope.methods import Method, register
 from layerscope.methods._ops import amax, upsample
+from layerscope.methods._registry import Method, register
 from layerscope.methods.gradient import gradcam
 
 
@@ -63,8 +63,7 @@ register(
         fn=guided_backprop,
         summary="guided backpropagation: input gradient through ReLUs that pass only positive gradients "
         "(Springenberg et al. 2015); the same map at every layer",
-        needs_gradients=False,
-        kind="pixel",
+        needs=frozenset({"saliency"}),
         cost="2 forward + 1 backward (guided), all layers together",
     )
 )
@@ -74,8 +73,7 @@ register(
         title="Guided Grad-CAM",
         fn=guided_gradcam,
         summary="Guided Grad-CAM: guided backpropagation × upsampled Grad-CAM (Selvaraju et al. 2017)",
-        needs_gradients=True,
-        kind="pixel",
+        needs=frozenset({"activations", "gradients", "saliency"}),
         cost="2 forward + 2 backward (1 guided), all layers together",
     )
 )

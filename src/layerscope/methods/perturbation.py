@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from layerscope.errors import UsageError
-from layerscope.methods import Method, register
 from layerscope.methods._ops import (
     index,
     minmax_per_map,
@@ -32,6 +31,7 @@ from layerscope.methods._ops import (
     upsample,
     zeros,
 )
+from layerscope.methods._registry import Method, register
 from layerscope.methods.gradient import weighted_sum
 
 SCORECAM_SCORES = ("probability", "channel-softmax")
@@ -168,8 +168,7 @@ register(
         title="Score-CAM",
         fn=scorecam,
         summary="Score-CAM: each channel masks the input; weight = the masked input's score (Wang et al. 2020)",
-        needs_gradients=False,
-        kind="perturbation",
+        needs=frozenset({"activations", "perturbation"}),
         cost="1 forward + 1 forward per image, layer and channel (C, or top_k)",
         forward_passes=forward_passes,
     )
@@ -180,8 +179,7 @@ register(
         title="Ablation-CAM",
         fn=ablationcam,
         summary="Ablation-CAM: weight = relative score drop when the channel is zeroed (Desai & Ramaswamy 2020)",
-        needs_gradients=False,
-        kind="perturbation",
+        needs=frozenset({"activations", "perturbation"}),
         cost="1 forward + 1 forward per image, layer and channel (C, or top_k)",
         forward_passes=forward_passes,
     )

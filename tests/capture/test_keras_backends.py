@@ -16,13 +16,19 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
+TESTS = HERE.parent
+
+
+def _test_file(name: str) -> str:
+    """A test module by its (unique) file name, wherever it lives under tests/."""
+    return str(next(TESTS.rglob(name)))
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("keras") is None, reason="keras is not installed")
 
 
 def _run(args: list[str], backend: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run(
-        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=HERE.parent
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=TESTS.parent
     )
 
 
@@ -42,9 +48,9 @@ def _current_backend() -> str:
 @pytest.mark.parametrize(
     ("backend", "files", "select"),
     [
-        ("torch", ["test_keras_capture.py", "test_keras_zoo.py"], None),
-        ("tensorflow", ["test_keras_capture.py", "test_keras_zoo.py"], "not torch_backend_only"),
-        ("jax", ["test_keras_capture.py"], JAX_SUBSET),
+        ("torch", ["test_keras_adapter.py", "test_keras_zoo.py"], None),
+        ("tensorflow", ["test_keras_adapter.py", "test_keras_zoo.py"], "not torch_backend_only"),
+        ("jax", ["test_keras_adapter.py"], JAX_SUBSET),
     ],
 )
 def test_keras_tests_on_backend(backend: str, files: list[str], select: str | None) -> None:
@@ -52,7 +58,7 @@ def test_keras_tests_on_backend(backend: str, files: list[str], select: str | No
         pytest.skip(f"the Keras tests already run on {backend} in this process")
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed")
-    paths = [str(HERE / f) for f in files]
+    paths = [_test_file(f) for f in files]
     args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning", *paths]
     r = _run([*args, "-k", select] if select else args, backend)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]

@@ -478,8 +478,10 @@ def test_no_per_layer_host_copy(method: str, monkeypatch: pytest.MonkeyPatch) ->
         copies = []
         monkeypatch.setattr(ck.DeviceArray, "__array__", lambda self, *a, **k: copies.append(1) or 1 / 0)
         transfers = []
-        real = ck._device_maps_to_host
-        monkeypatch.setattr(ck, "_device_maps_to_host", lambda *a: transfers.append(1) or real(*a))
+        import layerscope.capture._maps as cm
+
+        real = cm.host_transfer
+        monkeypatch.setattr(cm, "host_transfer", lambda *a: transfers.append(1) or real(*a))
         got = layerscope.explain(model, _img(16), preprocess=PP16, method=method, target=1)
         assert copies == [] and transfers == [1]
     else:

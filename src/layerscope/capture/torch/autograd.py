@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from layerscope.capture import PRECISIONS
+from layerscope.capture._maps import Maps, host_transfer
+from layerscope.capture._request import PRECISIONS
 from layerscope.errors import ModelError, UsageError
 
 
@@ -75,6 +76,7 @@ def backward_to_maps(
     acts: dict[str, torch.Tensor],
     keep: Callable[[str, torch.Tensor, torch.Tensor], None],
     score: torch.Tensor | None = None,
+    blocked: dict[str, str] | None = None,
 ) -> None:
     """The one backward pass of the target scores ``Σ_i out[i, targets[i]]``.
 
@@ -83,6 +85,7 @@ def backward_to_maps(
     Autograd is asked only for the deepest activations, so the pass stops there and no
     ``.grad`` is written. A layer the score does not depend on gets a zero gradient.
     ``score``: a scalar to differentiate instead (a callable target's summed scores).
+    ``blocked``: gets the names of the layers the score does not depend on.
     """
     if score is None:
         score = target_scores(out, targets)
@@ -101,6 +104,8 @@ def backward_to_maps(
     torch.autograd.grad(score, deepest(acts), allow_unused=True)
     with torch.no_grad():
         for name in list(acts):  # a layer the score does not depend on
+            if blocked is not None:
+                blocked[name] = "output"
             act = acts.pop(name)
             keep(name, act, torch.zeros_like(act))
 
@@ -115,25 +120,38 @@ def fp32(t: torch.Tensor | None) -> torch.Tensor | None:
 def maps_to_host(
     maps: dict[str, torch.Tensor], outputs: torch.Tensor, targets: torch.Tensor
 ) -> tuple[dict[str, np.ndarray], list[str], np.ndarray, np.ndarray]:
-    """The one device→host transfer of a batch.
-
-    On the device: each map's "all finite" flag, NaN/inf set to 0, everything (maps, flags,
-    outputs, targets) flattened into one float32 buffer. Then one copy to the host (pinned
-    and asynchronous on CUDA), split back into numpy arrays.
+    """The one device→host transfer of a batch of torch maps
+    (:func:`layerscope.capture._maps.host_transfer`; pinned and asynchronous on CUDA).
 
     Returns:
         ``(maps, names of maps that had NaN/inf, outputs (N, K) float32, targets (N,) int64)``.
     """
-    names = list(maps)
     with torch.no_grad():
-        parts = [maps[n].float() for n in names]
-        flags = [torch.isfinite(p).all() for p in parts]
-        pieces = [torch.nan_to_num(p, nan=0.0, posinf=0.0, neginf=0.0).reshape(-1) for p in parts]
-        if flags:
-            pieces.append(torch.stack(flags).float())
-        pieces.append(outputs.detach().float().reshape(-1))
-        pieces.append(targets.float().reshape(-1))
-        buf = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+        return host_transfer(maps, outputs, targets, TORCH_OPS)
+
+
+class TorchOps:
+    """:class:`~layerscope.capture._maps.ArrayOps` for torch tensors."""
+
+    def f32(self, t: torch.Tensor) -> torch.Tensor:
+        return t.detach().float()
+
+    def all_finite(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.isfinite(t).all()
+
+    def zeroed_flat(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0).reshape(-1)
+
+    def stack(self, flags: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(flags).float()
+
+    def flat(self, t: torch.Tensor) -> torch.Tensor:
+        return t.detach().float().reshape(-1)
+
+    def cat(self, pieces: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(pieces)
+
+    def to_numpy(self, buf: torch.Tensor) -> np.ndarray:
         if buf.device.type == "cuda":
             host = torch.empty(buf.shape, dtype=buf.dtype, pin_memory=True)
             host.copy_(buf, non_blocking=True)
@@ -142,21 +160,29 @@ def maps_to_host(
             host = buf
         else:
             host = buf.to("cpu")
-        flat = host.numpy()
-    out_maps: dict[str, np.ndarray] = {}
-    at = 0
-    for n, p in zip(names, parts, strict=True):
-        size = p.numel()
-        out_maps[n] = flat[at : at + size].reshape(tuple(p.shape)).copy()
-        at += size
-    ok = flat[at : at + len(names)]
-    at += len(names)
-    nonfinite = [n for n, good in zip(names, ok, strict=True) if not good]
-    k = outputs.numel()
-    out_np = flat[at : at + k].reshape(tuple(outputs.shape)).copy()
-    at += k
-    tgt = flat[at : at + targets.numel()].astype(np.int64)
-    return out_maps, nonfinite, out_np, tgt
+        return host.numpy()
+
+    def shape(self, t: torch.Tensor) -> tuple[int, ...]:
+        return tuple(int(s) for s in t.shape)
+
+
+TORCH_OPS = TorchOps()
+
+
+def torch_maps(
+    fn: Callable[..., Any], context: dict[str, Any] | None = None, layouts: dict[str, Any] | None = None
+) -> Maps:
+    """The maps collector of a torch run (:class:`~layerscope.capture._maps.Maps`)."""
+    return Maps(fn, TORCH_OPS, context=context, layouts=layouts, prepare=_detach, fp32=fp32, guard=torch.no_grad)
+
+
+def _detach(t: torch.Tensor) -> torch.Tensor:
+    return t.detach()
+
+
+def join_scores(out: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """A callable target's scores as one more output column (split off on the host)."""
+    return torch.cat([out.float(), scores.detach()[:, None]], dim=1)
 
 
 def _tf32_flags() -> list[tuple[Any, str, Any]]:

@@ -1,0 +1,53 @@
+"""Layer specs (names, glob patterns, lists) matched against a model's layer names; shared
+by the adapters."""
+
+from __future__ import annotations
+
+from layerscope.errors import UsageError, unknown_name
+
+
+def match_layers(
+    specs: str | list[str] | tuple[str, ...] | None,
+    names: dict[str, str],
+    default: list[str],
+) -> list[tuple[str, str]]:
+    """Resolve layer specs against the known names; shared by the adapters.
+
+    Args:
+        specs: ``None`` (the default layers), one name or glob pattern, a comma-separated
+            string of them, or a list.
+        names: every addressable name (friendly names first) → framework path.
+        default: the display names chosen when ``specs`` is ``None``.
+
+    Returns:
+        ``(display name, path)`` pairs, without duplicates, in the order found.
+    """
+    import fnmatch
+
+    if specs is None:
+        return [(n, names[n]) for n in default]
+    if isinstance(specs, str):
+        specs = [s.strip() for s in specs.split(",") if s.strip()]
+    if not specs:
+        raise UsageError("no layer given: pass layer names, glob patterns, or nothing for every conv layer")
+    chosen: dict[str, str] = {}
+    for spec in specs:
+        if spec in names:
+            found = [spec]
+        elif any(ch in spec for ch in "*?["):
+            found = fnmatch.filter(names, spec)
+            if not found:
+                raise UsageError(f"layer pattern {spec!r} matches no layer; {_listing(default or list(names))}")
+        else:
+            raise UsageError(
+                unknown_name("layer", spec, names, cutoff=0.6, n=5, valid="", also=" (`layerscope layers` lists them)")
+            )
+        for n in found:
+            chosen.setdefault(n, names[n])
+    return list(chosen.items())
+
+
+def _listing(layers: list[str], most: int = 16) -> str:
+    """``"the layers: a, b, … (N in all; `layerscope layers` lists them)"``, shortened."""
+    shown = layers if len(layers) <= most else [*layers[: most // 2], "…", *layers[-most // 2 :]]
+    return f"the layers: {', '.join(shown)} ({len(layers)} in all; `layerscope layers` lists them)"

@@ -1,0 +1,117 @@
+"""The registry of CAM methods: :class:`Method` (one descriptor of what a method needs),
+:func:`register`, :func:`get_method`, :func:`list_methods`."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from layerscope.errors import UsageError, unknown_name
+
+CamFn = Callable[..., Any]
+
+#: Keyword parameters the capture hands to a method (never user options).
+CONTEXT = ("probe", "saliency")
+
+#: What a method can need from the capture (the same names as ``layerscope.capture.NEEDS``).
+NEEDS = ("activations", "gradients", "perturbation", "saliency")
+
+#: The needs every adapter serves (one forward, one backward).
+ONE_PASS = frozenset({"activations", "gradients"})
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered CAM method.
+
+    Attributes:
+        name: registry name, as given to ``explain(method=...)`` and ``--method``.
+        title: display name for captions, e.g. "Grad-CAM".
+        fn: ``fn(activations, gradients, **options) -> cam``. Its keyword parameters after
+            the first two, with their defaults, are the method's options (:attr:`options`):
+            written once, in the signature. ``probe`` and ``saliency`` are what the capture
+            hands over, not options.
+        summary: one line for ``layerscope methods``.
+        needs: what the capture must compute for it, some of :data:`NEEDS`:
+            ``"activations"`` (the layer's output), ``"gradients"`` (of the target w.r.t.
+            it: a backward pass), ``"perturbation"`` (the method re-runs the model through
+            a probe), ``"saliency"`` (guided backpropagation's input gradient). The one
+            descriptor: :attr:`kind` and :attr:`needs_gradients` are read from it.
+        cost: what one call costs, in passes, for ``layerscope methods``.
+        forward_passes: for perturbation methods, ``(images, channels, **options) -> int``,
+            the extra forward passes one layer will cost (announced before starting).
+    """
+
+    name: str
+    title: str
+    fn: CamFn
+    summary: str
+    needs: frozenset[str] = frozenset({"activations", "gradients"})
+    cost: str = "1 forward + 1 backward, all layers together"
+    forward_passes: Callable[..., int] | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The method's options and their defaults, read from ``fn``'s signature."""
+        params = list(inspect.signature(self.fn).parameters.values())[2:]
+        return {
+            p.name: p.default
+            for p in params
+            if p.name not in CONTEXT
+            and p.default is not inspect.Parameter.empty
+            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        }
+
+    def __post_init__(self) -> None:
+        needs = frozenset([self.needs] if isinstance(self.needs, str) else self.needs)
+        bad = sorted(needs - set(NEEDS))
+        if bad or not needs:
+            raise ValueError(f"method {self.name!r}: unknown needs {bad or '(none)'}; expected some of {NEEDS}")
+        object.__setattr__(self, "needs", needs)
+
+    @property
+    def kind(self) -> str:
+        """The needs in one word, for listings: ``"pixel"`` (saliency), ``"perturbation"``,
+        ``"gradient"`` or ``"activation"``."""
+        if "saliency" in self.needs:
+            return "pixel"
+        if "perturbation" in self.needs:
+            return "perturbation"
+        return "gradient" if "gradients" in self.needs else "activation"
+
+    @property
+    def needs_gradients(self) -> bool:
+        """Whether ``fn`` gets the layer gradients (the capture runs a backward pass)."""
+        return "gradients" in self.needs
+
+    @property
+    def frameworks(self) -> tuple[str, ...]:
+        """The frameworks whose adapter serves the method's needs (the one-pass methods run
+        everywhere; perturbation and saliency need PyTorch)."""
+        return ("torch", "keras") if self.needs <= ONE_PASS else ("torch",)
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add a method to the registry (an existing name is an error)."""
+    if method.name in _REGISTRY:
+        raise ValueError(f"CAM method {method.name!r} is already registered")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def list_methods() -> list[str]:
+    """Names of the registered CAM methods, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_method(name: str) -> Method:
+    """The method called ``name``; an unknown name raises an error listing the valid ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UsageError(unknown_name("CAM method", name, _REGISTRY, n=3, valid="Valid methods")) from None
