@@ -66,7 +66,7 @@ def test_batch_folder_gif_html_and_corrupt(tmp_path: Path, capsys: pytest.Captur
 
 
 def test_batch_bad_arguments_fail_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_cli(capsys, "batch", "--shapes", "3", "-o", str(tmp_path / "r"), "--save", "mp4")
+    code, _, err = run_cli(capsys, "batch", "--shapes", "3", "-o", str(tmp_path / "r"), "--save", "mp5")
     assert code != 0 and "--save" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(capsys, "batch", "-o", str(tmp_path / "r"))
     assert code != 0 and "exactly one source" in err

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers_batch import tiny_model
 
 from layerscope.batch import run_dataset
-from test_batch import tiny_model
 
 ray = pytest.importorskip("ray")
 

@@ -282,11 +282,11 @@ def test_shards_split_by_hash_and_merge(tmp_path: Path, tiny) -> None:
 def test_bad_options_fail_before_work(tmp_path: Path, tiny) -> None:
     model, info = tiny
     for kw, match in (
-        ({"save": "gif,mp4"}, "--save"),
+        ({"save": "gif,mp5"}, r"unknown --save kind 'mp5'. Did you mean mp4"),  # kinds: the output registry
         ({"engine": "spark"}, "engine"),
         ({"shard": "3/2"}, "shard"),
         ({"batch_size": 0}, "batch_size"),
-        ({"method_options": {"nope": 1}}, "no option"),
+        ({"method_options": {"nope": 1}}, "unknown option of method 'gradcam' 'nope'"),
         ({"explain_options": {"device": "cuda:99"}}, "not available"),
     ):
         with pytest.raises(UsageError, match=match):

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["RunConfig", "RunResult", "SourceSpec", "merge_run", "read_manifest", "run", "run_dataset"]
+__all__ = ["RunConfig", "RunResult", "SourceSpec", "merge_run", "read_manifest", "run_config", "run_dataset"]
 
 _LAZY = {
     "run_dataset": "layerscope.batch.run",
     "merge_run": "layerscope.batch.merge",
     "RunResult": "layerscope.batch.run",
-    "run": "layerscope.batch.run",
+    "run_config": "layerscope.batch.run",
     "RunConfig": "layerscope.batch.config",
     "SourceSpec": "layerscope.batch.config",
     "read_manifest": "layerscope.batch.manifest",
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from layerscope.batch.config import RunConfig, SourceSpec
     from layerscope.batch.manifest import read_manifest
     from layerscope.batch.merge import merge_run
-    from layerscope.batch.run import RunResult, run, run_dataset
+    from layerscope.batch.run import RunResult, run_config, run_dataset
 
 
 def __getattr__(name: str) -> Any:

@@ -350,9 +350,9 @@ class RunLock:
 
 
 @contextlib.contextmanager
-def shard_lock(run_dir: Path, tag: str, wait: float = 30.0) -> Iterator[None]:
+def shard_lock(run_dir: Path, tag: str, wait: float = 2.0) -> Iterator[None]:
     """Hold the lock of one shard of a run: a second process on the same shard waits up to
-    ``wait`` seconds (a killed run's helpers take a moment to go), then is refused.
+    ``wait`` seconds, then is refused.
 
     A POSIX record lock belongs to this process only (a forked worker does not hold it) and
     goes when the process dies, so a killed run never leaves a stale lock.
@@ -369,8 +369,8 @@ def shard_lock(run_dir: Path, tag: str, wait: float = 30.0) -> Iterator[None]:
             except OSError:
                 if time.monotonic() > deadline:
                     raise UsageError(
-                        f"{run_dir}: another layerscope batch is running on this folder ({tag}); "
-                        "wait for it to end or choose another folder"
+                        f"{run_dir}: another layerscope batch is running in this folder ({tag}); "
+                        "wait for it to end or choose another folder (--overwrite does not stop it)"
                     ) from None
                 time.sleep(0.2)
         yield

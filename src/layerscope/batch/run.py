@@ -39,7 +39,7 @@ from layerscope.errors import UsageError, unknown_name
 
 log = logging.getLogger("layerscope.batch")
 
-__all__ = ["RunConfig", "RunResult", "SourceSpec", "merge_run", "run", "run_dataset", "weights_hash"]
+__all__ = ["RunConfig", "RunResult", "SourceSpec", "merge_run", "run_config", "run_dataset", "weights_hash"]
 
 
 def plural(n: int, word: str) -> str:
@@ -208,7 +208,7 @@ def run_dataset(
     config = RunConfig(out_dir=out_dir, **options)
     config.method_options = dict(config.method_options or {})
     config.explain_options = dict(config.explain_options or {})
-    return run(config, spec, model)
+    return run_config(config, spec, model)
 
 
 def _placement(model: Any, device: Any) -> tuple[Any, Any]:
@@ -219,7 +219,7 @@ def _placement(model: Any, device: Any) -> tuple[Any, Any]:
     return adapter, adapter.placed(model, adapter.resolve_device(device))
 
 
-def run(config: RunConfig, spec: SourceSpec, model: Any = None) -> RunResult:
+def run_config(config: RunConfig, spec: SourceSpec, model: Any = None) -> RunResult:
     """Run ``config`` over the items of ``spec`` (see :func:`run_dataset`)."""
     from layerscope.info import info_for
     from layerscope.methods import get_method

@@ -104,8 +104,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"merged → {path}")
         return 0
 
-    from layerscope.batch import RunConfig, SourceSpec
-    from layerscope.batch import run as run_batch
+    from layerscope.batch import RunConfig, SourceSpec, run_config
 
     _common.check_model_name(args)
     render = _common.render_options(args)
@@ -148,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         retry_errors=args.retry_errors,
     )
-    result = run_batch(config, spec, model)
+    result = run_config(config, spec, model)
     if result.merged:
         print(f"manifest: {result.manifest}")
     else:
