@@ -26,6 +26,10 @@ from layerscope.errors import InputImageError, UsageError
 #: Largest image accepted, in pixels (Pillow's own default limit is about 89 M); a decoded
 #: image of this size is 192 MB of RGB. Override with ``LAYERSCOPE_MAX_PIXELS`` or ``max_pixels=``.
 MAX_PIXELS = 64_000_000
+#: Longest side accepted, in pixels (JPEG's own limit): a 1×60,000,000 strip is refused before
+#: it is decoded (Pillow's PNG decoder holds two full rows). Override with
+#: ``LAYERSCOPE_MAX_IMAGE_SIDE``.
+MAX_IMAGE_SIDE = 65_535
 #: Largest image file accepted, in bytes (512 MiB), checked before a byte is read. Override
 #: with ``LAYERSCOPE_MAX_FILE_BYTES`` or ``max_bytes=``.
 MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -285,6 +289,12 @@ def load_image(
                     raise InputImageError(
                         f"{p}: {w}×{h} pixels is more than the {limit:,} allowed (a decompression bomb?)"
                     )
+                side = _limit(None, "LAYERSCOPE_MAX_IMAGE_SIDE", MAX_IMAGE_SIDE)
+                if max(w, h) > side:
+                    raise InputImageError(
+                        f"{p}: {w}×{h} pixels: a side longer than the {side:,} allowed "
+                        "(set LAYERSCOPE_MAX_IMAGE_SIDE to allow more)"
+                    )
                 frames = getattr(im, "n_frames", 1)
                 if frames > 1:
                     warnings.warn(f"{p} is animated ({frames} frames); only the first is explained", stacklevel=2)
@@ -383,13 +393,19 @@ def image_files(folder: str | os.PathLike[str], *, recursive: bool = True) -> Im
     return found
 
 
+#: Pixels converted at a time by :func:`to_rgb` (tiles of whole rows, or of a row's columns).
+TILE_PIXELS = 1 << 20
+
+
 def to_rgb(im: Image.Image) -> np.ndarray:
     """An upright 8-bit RGB array from any Pillow image mode.
 
     Transparent pixels are composited over white; 16- and 32-bit grey images are scaled
-    down by their range, not clipped.
+    down by their range, not clipped. The array is filled in tiles of :data:`TILE_PIXELS`,
+    so converting costs the decoded image plus the array, never a second full-size copy.
     """
-    im = ImageOps.exif_transpose(im)
+    if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation: rotate (a copy) only when it says so
+        im = ImageOps.exif_transpose(im)
     if im.width == 0 or im.height == 0:
         raise InputImageError(f"the image is empty ({im.width}×{im.height} pixels)")
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -400,6 +416,17 @@ def to_rgb(im: Image.Image) -> np.ndarray:
         lo = 0.0 if im.mode.startswith("I;16") else min(float(a.min()), 0.0)
         g = np.clip((a - lo) / (hi - lo) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(g[:, :, None], 3, axis=2)
+    w, h = im.width, im.height
+    out = np.empty((h, w, 3), np.uint8)
+    rows, cols = max(1, TILE_PIXELS // w), min(w, TILE_PIXELS)
+    for y in range(0, h, rows):
+        for x in range(0, w, cols):
+            tile = im.crop((x, y, min(w, x + cols), min(h, y + rows)))
+            out[y : y + tile.height, x : x + tile.width] = _band_rgb(tile)
+    return out
+
+
+def _band_rgb(im: Image.Image) -> np.ndarray:
     if im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
     if im.mode in ("La", "RGBa"):  # premultiplied alpha: Pillow converts these only to LA / RGBA
@@ -408,7 +435,7 @@ def to_rgb(im: Image.Image) -> np.ndarray:
         im = im.convert("RGBA")
         bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(bg, im)
-    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    return np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
 
 
 def as_rgb_array(image: Any) -> np.ndarray:

@@ -1,0 +1,70 @@
+"""Memory on hostile images is bounded (issue 18 item 8): a 186 KB PNG of 7,999² pixels
+decodes within 600 MB peak RSS; a 1×60,000,000 strip is refused before it is decoded; a
+batch payload keeps the display image at its drawn size, never the full image."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from layerscope.batch.capture import display_image
+from layerscope.errors import InputImageError
+from layerscope.inputs import load_image
+
+PEAK = textwrap.dedent(
+    """
+    import resource, sys
+    from layerscope.inputs import load_image
+    a = load_image(sys.argv[1])
+    assert a.shape == (7999, 7999, 3) and a.dtype.name == "uint8"
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    """
+)
+
+
+def test_a_7999_square_png_decodes_within_600_mb(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.png"
+    Image.new("RGB", (7999, 7999)).save(bomb, optimize=True)
+    assert bomb.stat().st_size < 250_000
+    out = subprocess.run([sys.executable, "-c", PEAK, str(bomb)], capture_output=True, text=True, check=True)
+    peak_mb = int(out.stdout.split()[-1]) / 1024
+    print(f"peak RSS decoding 7999² PNG: {peak_mb:.0f} MB")
+    assert peak_mb < 600  # was 1,130 MB (three full-size copies while converting)
+
+
+def test_a_long_strip_is_refused_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (70_000, 1)).save(strip)
+    with pytest.raises(InputImageError, match=r"70000×1 pixels: a side longer than the 65,535 allowed"):
+        load_image(strip)
+    monkeypatch.setenv("LAYERSCOPE_MAX_IMAGE_SIDE", "70000")
+    assert load_image(strip).shape == (1, 70_000, 3)
+
+
+def test_to_rgb_in_tiles_equals_pillow(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from layerscope import inputs
+
+    monkeypatch.setattr(inputs, "TILE_PIXELS", 7)  # many tiles, rows split into columns
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (5, 9, 4), dtype=np.uint8)
+    p = tmp_path / "x.png"
+    Image.fromarray(rgba, "RGBA").save(p)
+    got = load_image(p)
+    bg = Image.new("RGBA", (9, 5), (255, 255, 255, 255))
+    want = np.asarray(Image.alpha_composite(bg, Image.fromarray(rgba, "RGBA")).convert("RGB"))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_payload_image_is_the_drawn_size() -> None:
+    big = np.zeros((3000, 1200, 3), np.uint8)
+    small = display_image(big, 512)
+    assert small.shape == (512, 205, 3)  # 3000→512, 1200·512/3000 = 204.8 → 205
+    tiny = np.zeros((32, 32, 3), np.uint8)
+    assert display_image(tiny, 512) is tiny  # never enlarged (the renderer enlarges when drawing)
+    assert display_image(big, None) is big
