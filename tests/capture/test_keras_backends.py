@@ -22,6 +22,8 @@ TESTS = HERE.parent
 def _test_file(name: str) -> str:
     """A test module by its (unique) file name, wherever it lives under tests/."""
     return str(next(TESTS.rglob(name)))
+
+
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("keras") is None, reason="keras is not installed")
 
 

@@ -134,7 +134,7 @@ class TorchOps:
     """:class:`~layerscope.capture._maps.ArrayOps` for torch tensors."""
 
     def f32(self, t: torch.Tensor) -> torch.Tensor:
-        return t.detach().float()
+        return t.detach().float() if isinstance(t, torch.Tensor) else torch.as_tensor(np.asarray(t)).float()
 
     def all_finite(self, t: torch.Tensor) -> torch.Tensor:
         return torch.isfinite(t).all()
