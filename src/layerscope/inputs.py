@@ -217,15 +217,11 @@ IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM", "TGA", "ICO
 
 
 def _limit(value: int | None, env: str, default: int) -> int:
-    if value is not None:
-        return int(value)
-    text = os.environ.get(env, "").strip()
-    if text:
-        try:
-            return int(float(text))
-        except ValueError:
-            raise UsageError(f"{env}={text!r}: expected a whole number") from None
-    return default
+    text = os.environ.get(env, "").strip() if value is None else str(value)
+    try:
+        return int(float(text)) if text else default
+    except ValueError:
+        raise UsageError(f"{env}={text!r}: expected a whole number") from None
 
 
 def check_image_file(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> int:
@@ -320,8 +316,7 @@ def load_image(
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).splitlines()[0] if str(e) else ""
-    return text or type(e).__name__
+    return (str(e).splitlines() or [type(e).__name__])[0]
 
 
 @dataclass
@@ -340,18 +335,16 @@ class ImageFiles:
 
 
 def is_image_name(path: str | os.PathLike[str]) -> bool:
-    """Whether a file name is an image's by the folder rule: an extension of
-    :data:`IMAGE_EXTENSIONS` (any case), not hidden."""
+    """Whether a file name is an image's: an extension of :data:`IMAGE_EXTENSIONS`, not hidden."""
     name = os.path.basename(os.fspath(path))
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith(".")
 
 
 def image_files(folder: str | os.PathLike[str], *, recursive: bool = True) -> ImageFiles:
     """The image files in ``folder`` by the one folder rule of every command: by extension
-    (:data:`IMAGE_EXTENSIONS`), hidden files skipped, sorted by relative POSIX
-    path; with ``recursive``, subfolders too, each real folder visited once (a directory
-    symlink loop is not followed round). Non-image files are counted and unreadable
-    subfolders listed, never silently dropped.
+    (:data:`IMAGE_EXTENSIONS`), hidden files skipped, sorted by relative POSIX path; with
+    ``recursive``, subfolders too, each real folder once (a symlink loop is not followed).
+    Non-image files are counted and unreadable subfolders listed, never silently dropped.
 
     Raises:
         UsageError: ``folder`` is not a folder.
