@@ -1,4 +1,5 @@
-"""The Ray Data engine gives the local engine's manifest and maps (local Ray, 2 CPUs)."""
+"""The Ray Data engine gives the local engine's manifest and maps (local Ray, 2 CPUs); what a
+killed run started does not outlive it."""
 
 from __future__ import annotations
 
@@ -13,12 +14,9 @@ from layerscope.batch import run_dataset
 
 ray = pytest.importorskip("ray")
 
-pytestmark = [
-    pytest.mark.slow,  # starting Ray and its workers takes 30-70 s on 2 cores
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),  # Ray Data's own settings
-]
 
-
+@pytest.mark.slow  # starting Ray and its workers takes 30-70 s on 2 cores
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray Data's own settings
 def test_ray_engine_matches_local(tmp_path: Path) -> None:
     model, info = tiny_model()
     common = {"shapes": 100, "model": model, "info": info, "target": "label", "progress": "none", "batch_size": 16}
@@ -44,3 +42,42 @@ def test_ray_engine_matches_local(tmp_path: Path) -> None:
     with np.load(tmp_path / "local/summary/mean_maps.npz") as za, np.load(tmp_path / "ray/summary/mean_maps.npz") as zb:
         assert za.files == zb.files
         np.testing.assert_allclose(za["correct/2"], zb["correct/2"], rtol=1e-4, atol=1e-6)
+
+
+REAPED = """
+import os, subprocess, sys, time
+from layerscope.batch.ray_engine import start_reaper
+start_reaper(os.getpid())
+agent = subprocess.Popen(["sleep", "60"], start_new_session=True)  # like Ray's agents: its own session
+time.sleep(1.0)  # the watchdog has seen it
+print(agent.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+def test_processes_below_a_killed_run_are_reaped() -> None:
+    """Issue 18 item 11: SIGKILL the run; what it started (Ray's agents) does not outlive it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = subprocess.Popen([sys.executable, "-c", REAPED], stdout=subprocess.PIPE, text=True)
+    agent = int(run.stdout.readline())
+    assert _alive(agent)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 5
+    while _alive(agent) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(agent)

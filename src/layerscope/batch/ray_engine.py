@@ -14,8 +14,11 @@ an earlier killed run is not reused. Ray is imported only here (``pip install "l
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import signal
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -67,9 +70,61 @@ class _Explain:
         return {"result": np.asarray([pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)], dtype=object)}
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children …), read from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    out, stack = [], [pid]
+    while stack:
+        for c in children.get(stack.pop(), []):
+            out.append(c)
+            stack.append(c)
+    return out
+
+
+def start_reaper(parent: int) -> int | None:
+    """Fork a watchdog that keeps a list of ``parent``'s descendants and, when ``parent``
+    dies (a SIGKILL included), kills them: Ray's agents, which the raylet starts and which
+    would otherwise outlive a killed run. Returns its pid (``None`` where there is no
+    ``/proc``); :func:`stop_reaper` ends it after a normal shutdown."""
+    if not os.path.isdir("/proc"):
+        return None
+    pid = os.fork()
+    if pid:
+        return pid
+    try:  # the watchdog: plain os calls only (forked from a process that may run threads)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        me, known = os.getpid(), []
+        while os.getppid() == parent:
+            known = [p for p in _descendants(parent) if p != me]
+            time.sleep(0.5)
+        for p in known:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+    finally:
+        os._exit(0)
+
+
+def stop_reaper(pid: int | None) -> None:
+    """End the watchdog of :func:`start_reaper` (Ray was shut down normally)."""
+    if pid is None:
+        return
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
 def _init_ray(address: str | None) -> bool:
-    """Connect to ``address`` / ``RAY_ADDRESS``, else start a local Ray whose processes die
-    with this one; returns whether it was started here."""
+    """Connect to ``address`` / ``RAY_ADDRESS``, else start a fresh local Ray (never one a
+    killed run left); returns whether it was started here."""
     try:
         import ray
     except ImportError:
@@ -80,11 +135,7 @@ def _init_ray(address: str | None) -> bool:
     kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False, "include_dashboard": False}
     if address is None:
         kwargs["num_cpus"] = max(2, min(os.cpu_count() or 2, 8))
-        # A fresh local Ray, never one a killed run left (``address="local"``); its raylet and
-        # agents get PR_SET_PDEATHSIG through Ray's own flag, so they end with this process.
         address = "local"
-        os.environ.setdefault("RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper", "true")
-        os.environ.setdefault("RAY_process_group_cleanup_enabled", "true")
     ray.init(address=address, **kwargs)
     return True
 
@@ -93,7 +144,10 @@ def batches(job: Job) -> Iterator[Explained]:
     """Run the pending items through Ray Data (see the module); yields each explained batch."""
     cfg = job.config
     started = False
+    reaper = None
     try:
+        local = not (cfg.ray_address or os.environ.get("RAY_ADDRESS"))
+        reaper = start_reaper(os.getpid()) if local else None  # before Ray starts its threads
         started = _init_ray(cfg.ray_address)
         import ray
         import ray.data
@@ -136,3 +190,4 @@ def batches(job: Job) -> Iterator[Explained]:
             import ray
 
             ray.shutdown()
+        stop_reaper(reaper)
