@@ -57,7 +57,7 @@ def test_unreadable_subfolder_is_reported(tmp_path: Path, monkeypatch: pytest.Mo
     real = os.scandir
 
     def scandir(path):  # what a chmod 000 folder does for a non-root user
-        if Path(path).name == "locked":
+        if isinstance(path, (str, os.PathLike)) and Path(path).name == "locked":
             raise PermissionError(13, "Permission denied", str(path))
         return real(path)
 

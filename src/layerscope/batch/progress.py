@@ -13,6 +13,11 @@ log = logging.getLogger("layerscope.batch")
 MODES = ("auto", "bar", "log", "none")
 
 
+def plural(n: int, word: str) -> str:
+    """``1 error``, ``0 errors``, ``2 errors``: the plural only when ``n`` is not 1."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 class Progress:
     """Counts items as they are explained; ``mode``: ``auto`` (a bar when stderr is a
     terminal, else log lines), ``bar``, ``log`` or ``none``."""
@@ -48,11 +53,11 @@ class Progress:
             rate = self.count / max(time.monotonic() - self._t0, 1e-9)
             eta = (self.total - self.count) / rate if rate > 0 else float("inf")
             log.info(
-                "%d/%d items (%.1f items/s, %d errors, about %.0f s left)",
+                "%d/%s (%.1f items/s, %s, about %.0f s left)",
                 self.count,
-                self.total,
+                plural(self.total, "item"),
                 rate,
-                self.errors,
+                plural(self.errors, "error"),
                 eta,
             )
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from layerscope.atomic import write_bytes
+from layerscope.batch.progress import plural
 
 #: Rows shown at most (the manifest holds them all).
 MAX_ROWS = 20_000
@@ -45,7 +46,7 @@ def write_report(run_dir: Path, table: Any, record: dict[str, Any]) -> Path:
     """Write ``run_dir/report.html`` from the merged manifest ``table`` and the run file."""
     rows = table.slice(0, MAX_ROWS).to_pylist()
     fp = record.get("fingerprint") or {}
-    title = f"layerscope batch: {fp.get('model')} · {fp.get('method')} · {table.num_rows} items"
+    title = f"layerscope batch: {fp.get('model')} · {fp.get('method')} · {plural(table.num_rows, 'item')}"
     ok = sum(1 for r in rows if r["status"] == "ok")
     labelled = [r for r in rows if r["correct"] is not None]
     acc = f"{sum(r['correct'] for r in labelled) / len(labelled):.1%}" if labelled else "n/a"
@@ -53,7 +54,7 @@ def write_report(run_dir: Path, table: Any, record: dict[str, Any]) -> Path:
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f"<p>{ok} explained, {len(rows) - ok} errors; accuracy on labelled items: {acc}. "
+        f"<p>{ok} explained, {plural(len(rows) - ok, 'error')}; accuracy on labelled items: {acc}. "
         "Click a column title to sort.</p>",
     ]
     if table.num_rows > MAX_ROWS:

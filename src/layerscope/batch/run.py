@@ -33,18 +33,13 @@ from layerscope.batch import manifest
 from layerscope.batch.config import RunConfig, SourceSpec, draws_image
 from layerscope.batch.engine import Job, run_engine
 from layerscope.batch.merge import all_shards_finished, merge_run, now
-from layerscope.batch.progress import Progress
+from layerscope.batch.progress import Progress, plural
 from layerscope.batch.sink import RunContext
 from layerscope.errors import UsageError, unknown_name
 
 log = logging.getLogger("layerscope.batch")
 
 __all__ = ["RunConfig", "RunResult", "SourceSpec", "merge_run", "run_config", "run_dataset", "weights_hash"]
-
-
-def plural(n: int, word: str) -> str:
-    """``1 error``, ``2 errors``, ``0 errors``."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 @dataclass
