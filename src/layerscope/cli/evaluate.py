@@ -7,14 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from layerscope.cli import _common
-from layerscope.errors import UsageError
+from layerscope.errors import UsageError, unknown_name
 
-#: Image files taken from a folder.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+#: The most images an evaluation takes unless --max-images says more: each image's values are kept
+#: (about 160 bytes per layer and method; 100,000 images of 13 layers, one method: ~210 MB).
+MAX_IMAGES = 100_000
+#: Images captured and scored together (bounds memory).
+IMAGES_PER_BATCH = 64
 
 
 def add_parser(sub: Any) -> None:
-    from layerscope.evaluate import METRICS
+    from layerscope.evaluate import default_metrics, registered
 
     p = sub.add_parser(
         "evaluate",
@@ -47,8 +50,9 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--metrics",
-        default="deletion,insertion,road,drop,pointing,energy,sanity",
-        help=f"comma-separated metrics: {', '.join(METRICS)} (default: all; pointing and energy need --shapes)",
+        default=",".join(default_metrics()),
+        help=f"comma-separated metrics: {', '.join(m.name for m in registered())} (default: all; pointing and "
+        "energy need --shapes)",
     )
     p.add_argument("--steps", type=_common.positive_int, default=20, help="deletion/insertion steps (default: 20)")
     p.add_argument(
@@ -81,12 +85,20 @@ def add_parser(sub: Any) -> None:
         metavar="B",
         help="perturbed images per forward pass (default: 256)",
     )
+    p.add_argument(
+        "--max-images",
+        type=_common.positive_int,
+        default=MAX_IMAGES,
+        metavar="N",
+        help=f"refuse more images than this, before any work (default: {MAX_IMAGES:,})",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common.add_output_args(
         p,
         "evaluation",
-        "output prefix: writes PREFIX.csv, PREFIX.png, PREFIX.svg (and PREFIX.parquet if pyarrow is installed); "
-        "a name ending in .csv/.parquet/.png/.svg writes that file only (default: evaluation)",
+        "output prefix: writes PREFIX.csv, PREFIX.png, PREFIX.svg, PREFIX.html (and PREFIX.parquet if pyarrow is "
+        "installed), all or none; a folder (ending in / or existing) writes evaluation.* inside it; a name ending in "
+        ".csv/.parquet/.png/.svg writes that file only (default: evaluation)",
     )
 
 
@@ -94,7 +106,9 @@ def _outputs(prefix: str) -> list[Path]:
     from layerscope.evaluate.report import FORMATS
 
     p = Path(prefix)
-    if p.suffix.lower() in FORMATS:
+    if prefix.endswith(("/", "\\")) or p.is_dir():
+        p = p / "evaluation"  # a folder: the files go inside it
+    elif p.suffix.lower() in FORMATS:
         return [p]
     out = [p.with_name(p.name + ext) for ext in (".csv", ".png", ".svg", ".html")]
     try:
@@ -107,18 +121,24 @@ def _outputs(prefix: str) -> list[Path]:
 
 
 def _folder_images(folder: Path) -> list[Path]:
-    files = sorted(q for q in folder.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and not q.name.startswith("."))
-    if not files:
-        raise UsageError(f"{folder}: holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-    return files
+    from layerscope.inputs import IMAGE_EXTENSIONS, image_files
+
+    found = image_files(folder, recursive=False)
+    if not found.files:
+        raise UsageError(f"{folder}: holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return found.files
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from layerscope.atomic import check_writable
-    from layerscope.evaluate import evaluate
-    from layerscope.evaluate.tour import check_metrics
+    from layerscope.evaluate import BASELINES, check_metrics, evaluate_batches
+    from layerscope.evaluate.report import save_all
     from layerscope.methods import get_method
 
     # Everything that can be checked is checked before the model is loaded.
@@ -135,15 +155,18 @@ def run(args: argparse.Namespace) -> int:
     baseline = _common.csv_list(args.baseline)
     if len(baseline) not in (1, 2):
         raise UsageError("--baseline takes one substrate or a deletion,insertion pair, e.g. zero,blur")
-    from layerscope.evaluate import BASELINES
-
     for b in baseline:
         if b not in BASELINES:
-            raise UsageError(f"unknown --baseline {b!r}; expected {', '.join(BASELINES)}")
+            raise UsageError(unknown_name("--baseline", b, BASELINES, valid="expected"))
     if args.shapes and args.source:
         raise UsageError("give SOURCE or --shapes N, not both")
     if args.seed is not None and not args.shapes:
         raise UsageError("--seed applies to --shapes only")
+    if args.shapes and args.shapes > args.max_images:
+        raise UsageError(
+            f"--shapes {args.shapes:,} is more than --max-images {args.max_images:,} (each image's values are kept); "
+            "pass --max-images N to allow more"
+        )
     paths = _outputs(args.output)
     for q in paths:
         check_writable(q, args.overwrite)
@@ -157,91 +180,123 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{src}: no such file or folder")
         else:
             files = [src]
+        if len(files) > args.max_images:
+            raise UsageError(
+                f"{src}: {len(files):,} images, more than --max-images {args.max_images:,}; pass --max-images N "
+                "to allow more"
+            )
 
     model = _common.load_model_from_args(args)
-    if args.framework == "torch":
-        from layerscope.capture.torch import resolve_device
+    from layerscope.capture.torch import resolve_device
 
-        model = model.to(resolve_device(args.device))  # the metrics run where the model is
-    elif args.device not in ("auto", None):
-        raise UsageError("--device is for PyTorch models; a Keras model runs where Keras placed it")
+    model = model.to(resolve_device(args.device))  # the metrics run where the model is
+    from layerscope.explanation import resolve_target
     from layerscope.info import info_for
 
     info = info_for(model)
-    masks = None
     target: Any = args.target
+    if isinstance(target, str) and "," in target:
+        target = _common.csv_list(target)
+    target = resolve_target(target, info.class_names)
+    prep = info.preprocessor()
+    bs = IMAGES_PER_BATCH
     if args.shapes:
-        from layerscope.datasets import make_dataset
+        from layerscope.datasets.shapes import iter_dataset
         from layerscope.models import demo
 
         seed = demo.EVAL_SEED if args.seed is None else args.seed
-        images, labels, masks = make_dataset(args.shapes, seed, demo.IMAGE_SIZE)
-        x = np.asarray(info.preprocessor()(list(images)))
-        if target is None:
-            target = labels.tolist()  # the true class: the pointing games ask about the object
-        what = f"{args.shapes} fresh shapes images"
-    else:
-        x = _load(files, info, progress=not args.no_progress) if files else None
-        if x is None:
-            from layerscope.inputs import as_rgb_array
+        n = args.shapes
+        what = f"{_plural(n, 'fresh shapes image')}"
 
-            sample = as_rgb_array(_common.sample_image(_common.model_name(args)))
-            x = np.asarray(info.preprocessor()([sample]))
-        what = f"{len(x)} image(s)" + (f" from {args.source}" if args.source else " (the built-in sample)")
-    if isinstance(target, str) and "," in target:
-        target = _common.csv_list(target)
-    ev = evaluate(
-        model,
-        x,
-        methods,
-        metrics,
-        layers=args.layers,
-        target=target,
-        masks=masks,
-        steps=args.steps,
-        baseline=tuple(baseline) if len(baseline) == 2 else baseline[0],
-        energy_region=args.energy_region,
-        random_baseline=not args.no_random_baseline,
-        cascade=args.cascade,
-        batch_size=args.perturb_batch,
-        info=info,
-        progress=not args.no_progress,
-        method_options=options,
-    )
-    print(f"{what}, {len(ev.layers)} layers, {len(methods)} method(s)\n")
+        def batches() -> Any:
+            for images, labels, masks in iter_dataset(n, seed, demo.IMAGE_SIZE, batch=bs):
+                # The true class by default: the pointing games ask about the object.
+                t = labels.tolist() if target is None else _slice(target, 0, len(labels))
+                yield np.asarray(prep(list(images))), t, masks
+    else:
+        n = max(1, len(files))
+        what = _plural(n, "image") + (f" from {args.source}" if args.source else " (the built-in sample)")
+
+        def batches() -> Any:
+            if not files:
+                from layerscope.inputs import as_rgb_array
+
+                sample = as_rgb_array(_common.sample_image(_common.model_name(args)))
+                yield np.asarray(prep([sample])), _slice(target, 0, 1), None
+                return
+            for s in range(0, len(files), bs):
+                yield _load(files[s : s + bs], prep), _slice(target, s, min(s + bs, len(files))), None
+
+    first: list[Any] = []
+
+    def kept(stream: Any) -> Any:
+        for xb, tb, mb in stream:
+            if not first:
+                first.append(xb[:1])  # the explorer shows the first image
+            yield xb, tb, mb
+
+    progress = not args.no_progress
+    bar_files = None
+    if progress and len(files) > 1:
+        from tqdm.auto import tqdm
+
+        bar_files = tqdm(total=len(files), desc="loading", unit="image", leave=False)
+    try:
+        ev = evaluate_batches(
+            model, kept(_counted(batches(), bar_files)), n, methods, metrics, layers=args.layers,
+            has_masks=bool(args.shapes), info=info, progress=progress, random_baseline=not args.no_random_baseline,
+            cascade=args.cascade, method_options=options, steps=args.steps,
+            baseline=tuple(baseline) if len(baseline) == 2 else baseline[0], energy_region=args.energy_region,
+            perturb_batch=args.perturb_batch,
+        )  # fmt: skip
+    finally:
+        if bar_files is not None:
+            bar_files.close()
+    # Every file first, as one set (all or none), then the table: a reader that leaves
+    # (`| head -1`) or a closed stdout never loses a file.
+    writers = {
+        q: _explorer_writer(model, first[0], methods, ev, args, options, info) for q in paths if q.suffix == ".html"
+    }
+    save_all(ev, paths, overwrite=args.overwrite, writers=writers)
+    print(f"{what}, {_plural(len(ev.layers), 'layer')}, {_plural(len(methods), 'method')}\n")
     print(ev.table(), end="")
-    for q in paths:
-        if q.suffix == ".html":
-            _explorer(q, model, x[:1], methods, ev, args, options, info)
-        else:
-            ev.save(q, overwrite=args.overwrite)
     print(f"wrote {', '.join(str(q) for q in paths)}")
     return 0
 
 
-def _explorer(
-    path: Path, model: Any, x: Any, methods: list[str], ev: Any, args: argparse.Namespace, options: Any, info: Any
-) -> None:
-    """The first image's interactive explorer, its per-layer chart showing each method's
-    metrics (the means over all the images evaluated)."""
-    from layerscope.grid import explain_many
-    from layerscope.outputs import write_html
-
-    exps = explain_many(model, x, methods, layers=args.layers, info=info, **options)
-    series = {m: ev.series(m) for m in methods}
-    write_html(exps, path, overwrite=args.overwrite, title="layerscope evaluate", series=series)
+def _slice(target: Any, start: int, stop: int) -> Any:
+    """The targets of images ``start … stop-1`` (one target for all stays one)."""
+    return target[start:stop] if isinstance(target, list) else target
 
 
-def _load(files: list[Path], info: Any, progress: bool) -> Any:
-    """Each file decoded and preprocessed as it is read (a plain loop with a progress bar)."""
+def _counted(stream: Any, bar: Any) -> Any:
+    for item in stream:
+        if bar is not None:
+            bar.update(len(item[0]))
+        yield item
+
+
+def _explorer_writer(
+    model: Any, x: Any, methods: list[str], ev: Any, args: argparse.Namespace, options: Any, info: Any
+) -> Any:
+    """Writes the first image's interactive explorer to a given (temporary) path: its
+    per-layer chart shows each method's metrics (the means over all the images evaluated)."""
+
+    def write(path: Path) -> None:
+        from layerscope.grid import explain_many
+        from layerscope.outputs import write_html
+
+        exps = explain_many(model, x, methods, layers=args.layers, info=info, **options)
+        series = {m: ev.series(m) for m in methods}
+        write_html(exps, path, overwrite=True, title="layerscope evaluate", series=series)
+
+    return write
+
+
+def _load(files: list[Path], prep: Any) -> Any:
+    """Files decoded and preprocessed, one batch."""
     import numpy as np
 
     from layerscope.inputs import load_image
 
-    prep = info.preprocessor()
-    it: Any = files
-    if progress and len(files) > 1:
-        from tqdm.auto import tqdm
-
-        it = tqdm(files, desc="loading", unit="image", leave=False)
-    return np.concatenate([np.asarray(prep([load_image(f)])) for f in it])
+    return np.concatenate([np.asarray(prep([load_image(f)])) for f in files])

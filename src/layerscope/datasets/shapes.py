@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -275,6 +276,32 @@ def make_sample(seed: int, index: int, size: int = 64) -> tuple[np.ndarray, int,
     return image, label, mask
 
 
+def iter_dataset(
+    n: int, seed: int, size: int = 64, *, batch: int = 64, start: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Samples ``start … start+n-1`` of the dataset with seed ``seed``, ``batch`` at a time:
+    the arrays of :func:`make_dataset` for each run of ``batch`` samples (the last may be
+    shorter), made as they are asked for. Only one batch is held, whatever ``n``.
+
+    Args:
+        n: number of samples.
+        seed: the dataset's seed (non-negative).
+        size: image side in pixels.
+        batch: samples per batch (at least 1).
+        start: index of the first sample.
+
+    Yields:
+        ``(images, labels, masks)``: uint8 ``(b, size, size, 3)``, int64 ``(b,)``, bool
+        ``(b, size, size)``.
+    """
+    if n < 0:
+        raise ValueError(f"n must be non-negative, got {n}")
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    for first in range(start, start + n, batch):
+        yield make_dataset(min(batch, start + n - first), seed, size, start=first)
+
+
 def make_dataset(n: int, seed: int, size: int = 64, *, start: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Make samples ``start … start+n-1`` of the dataset with seed ``seed``.
 
@@ -286,7 +313,7 @@ def make_dataset(n: int, seed: int, size: int = 64, *, start: int = 0) -> tuple[
 
     Returns:
         ``(images, labels, masks)``: uint8 ``(n, size, size, 3)``, int64 ``(n,)`` and bool
-        ``(n, size, size)``.
+        ``(n, size, size)``, allocated at once (for a large ``n``, :func:`iter_dataset`).
     """
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")

@@ -12,9 +12,11 @@ definition and conventions:
 * :func:`randomisation_check`, :func:`rank_correlation` — the cascading model-randomisation
   sanity check (Adebayo et al. 2018).
 
-:func:`evaluate` runs the chosen metrics at every layer of a tour, for several methods, from
-one capture per method, with the fully randomised model's maps as a baseline; its
-:class:`Evaluation` prints as a table and saves as CSV, Parquet, PNG or SVG.
+Each metric of the suite is a :class:`Metric` in a registry (``_registry.py``): its module
+calls :func:`register`. :func:`evaluate` (``suite.py``) runs the chosen metrics at every layer,
+for several methods, from one capture per method, with the fully randomised model's maps as
+a baseline; its :class:`Evaluation` (``result.py``) prints as a table and saves as CSV,
+Parquet, PNG or SVG (``report.py``, ``plot.py``).
 
 Importing this package imports no framework; torch is imported by the functions that run a
 model.
@@ -22,24 +24,34 @@ model.
 
 from __future__ import annotations
 
+from layerscope.evaluate._registry import (
+    RANDOM,
+    TRAINED,
+    Batch,
+    Column,
+    Metric,
+    check_metrics,
+    default_metrics,
+    get_metric,
+    register,
+    registered,
+    unregister,
+)
+from layerscope.evaluate.deletion import (
+    BASELINES,
+    DeletionInsertion,
+    baseline_input,
+    deletion_insertion,
+)
+from layerscope.evaluate.drop import DropIncrease, average_drop_increase
 from layerscope.evaluate.localisation import (
     boxes_from_masks,
     energy_pointing_game,
     pointing_game,
     upsample_bilinear,
 )
-from layerscope.evaluate.perturbation import (
-    BASELINES,
-    ROAD_FRACTIONS,
-    DeletionInsertion,
-    DropIncrease,
-    Road,
-    average_drop_increase,
-    baseline_input,
-    deletion_insertion,
-    linear_imputation,
-    road,
-)
+from layerscope.evaluate.result import Evaluation, Plan
+from layerscope.evaluate.road import ROAD_FRACTIONS, Road, linear_imputation, road
 from layerscope.evaluate.sanity import (
     Randomisation,
     cascading_randomisation,
@@ -48,25 +60,19 @@ from layerscope.evaluate.sanity import (
     randomised_model,
     rank_correlation,
 )
-from layerscope.evaluate.tour import (
-    DEFAULT_METRICS,
-    HIGHER_IS_BETTER,
-    METRICS,
-    Evaluation,
-    Plan,
-    evaluate,
-    plan,
-)
+from layerscope.evaluate.suite import evaluate, evaluate_batches, plan
 
 __all__ = [
     "BASELINES",
-    "DEFAULT_METRICS",
-    "HIGHER_IS_BETTER",
-    "METRICS",
+    "RANDOM",
     "ROAD_FRACTIONS",
+    "TRAINED",
+    "Batch",
+    "Column",
     "DeletionInsertion",
     "DropIncrease",
     "Evaluation",
+    "Metric",
     "Plan",
     "Randomisation",
     "Road",
@@ -74,9 +80,13 @@ __all__ = [
     "baseline_input",
     "boxes_from_masks",
     "cascading_randomisation",
+    "check_metrics",
+    "default_metrics",
     "deletion_insertion",
     "energy_pointing_game",
     "evaluate",
+    "evaluate_batches",
+    "get_metric",
     "linear_imputation",
     "plan",
     "pointing_game",
@@ -84,6 +94,9 @@ __all__ = [
     "randomisation_check",
     "randomised_model",
     "rank_correlation",
+    "register",
+    "registered",
     "road",
+    "unregister",
     "upsample_bilinear",
 ]

@@ -116,17 +116,17 @@ def run_jobs(
     n_jobs: int,
     make: Callable[[slice], tuple[Any, Any]],
     ctx: Context,
-    batch_size: int,
+    perturb_batch: int,
     bar: Any = None,
     predict: bool = False,
 ) -> Any:
-    """Score ``n_jobs`` perturbed inputs, ``batch_size`` per forward pass.
+    """Score ``n_jobs`` perturbed inputs, ``perturb_batch`` per forward pass.
 
     Args:
         n_jobs: number of perturbed inputs.
         make: ``make(slice) -> (inputs (B, C, H, W), image index (B,))`` builds a chunk.
         ctx: the images' context.
-        batch_size: inputs per forward pass.
+        perturb_batch: inputs per forward pass.
         bar: a tqdm bar to advance by the inputs scored (or ``None``).
         predict: also return whether the model's top-1 class is the target.
 
@@ -135,12 +135,12 @@ def run_jobs(
     """
     import torch
 
-    if batch_size < 1:
-        raise UsageError(f"batch_size must be at least 1, not {batch_size}")
+    if perturb_batch < 1:
+        raise UsageError(f"perturb_batch must be at least 1, not {perturb_batch}")
     out = torch.empty(n_jobs, dtype=torch.float32, device=ctx.x.device)
     hit = torch.empty(n_jobs, dtype=torch.bool, device=ctx.x.device)
-    for start in range(0, n_jobs, batch_size):
-        sl = slice(start, min(start + batch_size, n_jobs))
+    for start in range(0, n_jobs, perturb_batch):
+        sl = slice(start, min(start + perturb_batch, n_jobs))
         xb, index = make(sl)
         with torch.inference_mode():
             raw = ctx.model(xb)

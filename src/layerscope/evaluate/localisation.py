@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from layerscope.evaluate._registry import Batch, Column, Metric, register
 from layerscope.resize import resize_bilinear
 
 
@@ -135,3 +136,21 @@ def energy_pointing_game(cams: np.ndarray, masks: np.ndarray, region: str = "box
         if np.isfinite(total) and total > 0:
             out[i] = float(up[i][inside[i]].sum() / total)
     return out
+
+
+# --------------------------------------------------------------------------- the suite's entries
+
+
+def _pointing(batch: Batch) -> dict[str, list[np.ndarray]]:
+    return {"pointing_game": [pointing_game(m, batch.masks).astype(np.float64) for m in batch.maps]}
+
+
+def _energy(batch: Batch) -> dict[str, list[np.ndarray]]:
+    region = batch.options["energy_region"]
+    return {"energy_pointing_game": [energy_pointing_game(m, batch.masks, region) for m in batch.maps]}
+
+
+register(Metric("pointing", (Column("pointing_game", "Pointing game"),), _pointing, needs_masks=True, order=50))
+register(
+    Metric("energy", (Column("energy_pointing_game", "Energy pointing game"),), _energy, needs_masks=True, order=60)
+)

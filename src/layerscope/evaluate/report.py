@@ -1,19 +1,20 @@
-"""An :class:`~layerscope.evaluate.tour.Evaluation` as a terminal table, a CSV or Parquet file
-of metric × layer × method, and a plot of each metric against layer depth."""
+"""An :class:`~layerscope.evaluate.result.Evaluation` as a terminal table, a CSV or Parquet
+file of metric × layer × method, and a plot (:mod:`layerscope.evaluate.plot`); several files
+written as one set, all or none (:func:`save_all`)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from layerscope.atomic import atomic_file, atomic_path, check_writable
+from layerscope.atomic import atomic_path, check_writable
 from layerscope.errors import UsageError
-from layerscope.evaluate.tour import HIGHER_IS_BETTER, RANDOM, TITLES, TRAINED
+from layerscope.evaluate._registry import RANDOM, TRAINED, column
 
 #: The columns of the CSV/Parquet rows.
 COLUMNS = ("model", "method", "layer", "depth", "metric", "value", "sem", "n")
@@ -32,8 +33,9 @@ def format_table(ev: Any, model: str = TRAINED, digits: int = 3) -> str:
     lines = []
     w = max([len(layer) for layer in ev.layers] + [5])
     for metric in ev.metrics:
-        arrow = "→0" if metric == "randomisation_rank_corr" else ("↑" if HIGHER_IS_BETTER[metric] else "↓")
-        lines.append(f"{TITLES[metric]} {arrow}  ({ev.count(metric)} image(s))")
+        col = column(metric)
+        n = ev.count(metric)
+        lines.append(f"{col.title} {col.arrow}  ({n} image{'' if n == 1 else 's'})")
         try:
             best = ev.best(metric, model)[:2]
         except UsageError:
@@ -65,17 +67,18 @@ def _csv_bytes(rows: list[dict[str, Any]]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def save(ev: Any, path: str | Path, overwrite: bool = False) -> Path:
-    """Write ``ev`` by extension: ``.csv`` / ``.parquet`` (one row per model, method, layer
-    and metric: :data:`COLUMNS`), ``.png`` / ``.svg`` (:func:`plot`). Atomic."""
+def _check(path: str | Path) -> Path:
     p = Path(path)
-    ext = p.suffix.lower()
-    if ext not in FORMATS:
+    if p.suffix.lower() not in FORMATS:
         raise UsageError(f"cannot write {p.name!r}: the evaluation is written as {', '.join(FORMATS)}")
-    check_writable(p, overwrite)
+    return p
+
+
+def write_to(ev: Any, ext: str, target: Path) -> None:
+    """Write ``ev`` as ``ext`` (one of :data:`FORMATS`) to ``target`` as it is (not atomic:
+    :func:`save` and :func:`save_all` give it a temporary path)."""
     if ext == ".csv":
-        with atomic_file(p, overwrite) as f:
-            f.write(_csv_bytes(ev.rows()))
+        target.write_bytes(_csv_bytes(ev.rows()))
     elif ext == ".parquet":
         try:
             import pyarrow as pa
@@ -83,59 +86,64 @@ def save(ev: Any, path: str | Path, overwrite: bool = False) -> Path:
         except ImportError:
             raise UsageError("writing .parquet needs pyarrow (pip install pyarrow); .csv needs nothing") from None
         rows = ev.rows()
-        table = pa.table({k: [r[k] for r in rows] for k in COLUMNS})
-        with atomic_path(p, overwrite, suffix=".parquet") as tmp:
-            pq.write_table(table, str(tmp))
+        pq.write_table(pa.table({k: [r[k] for r in rows] for k in COLUMNS}), str(target))
     else:
+        from layerscope.evaluate.plot import plot
+
         fig = plot(ev)  # a bare Figure (no pyplot state): nothing to close
-        with atomic_file(p, overwrite) as f:
+        with open(target, "wb") as f:
             fig.savefig(f, format=ext[1:], dpi=110, bbox_inches="tight", metadata=_metadata(ext))
+
+
+def save(ev: Any, path: str | Path, overwrite: bool = False) -> Path:
+    """Write ``ev`` by extension: ``.csv`` / ``.parquet`` (one row per model, method, layer
+    and metric: :data:`COLUMNS`), ``.png`` / ``.svg`` (:func:`layerscope.evaluate.plot.plot`).
+    Atomic."""
+    p = _check(path)
+    check_writable(p, overwrite)
+    with atomic_path(p, overwrite, suffix=p.suffix.lower()) as tmp:
+        write_to(ev, p.suffix.lower(), tmp)
     return p
+
+
+def save_all(
+    ev: Any,
+    paths: Sequence[str | Path],
+    overwrite: bool = False,
+    writers: dict[Path, Callable[[Path], None]] | None = None,
+) -> list[Path]:
+    """Write several files as one set: all of them or none.
+
+    Each file is written to a temporary file beside it; only when every one is written are
+    they renamed to their names. A failure (a full disk, a writer's error, an interrupt)
+    removes every temporary and leaves no file of the set under its name.
+
+    Args:
+        ev: the evaluation.
+        paths: the files, each with an extension of :data:`FORMATS` or a key of ``writers``.
+        overwrite: replace existing files.
+        writers: ``{path: write(temporary path)}`` for files of other kinds (the explorer page).
+
+    Returns:
+        The paths written.
+    """
+    writers = dict(writers or {})
+    ps = [Path(p) for p in paths]
+    for p in ps:
+        if p not in writers:
+            _check(p)
+        check_writable(p, overwrite)
+    with contextlib.ExitStack() as stack:
+        for p in ps:
+            tmp = stack.enter_context(atomic_path(p, overwrite, suffix=p.suffix.lower()))
+            if p in writers:
+                writers[p](tmp)
+            else:
+                write_to(ev, p.suffix.lower(), tmp)
+    # Leaving the stack renamed every temporary to its name; an error removed them all.
+    return ps
 
 
 def _metadata(ext: str) -> dict[str, Any]:
     # Reproducible files: no creation date in the SVG / PNG.
     return {"Date": None} if ext == ".svg" else {"Software": None}
-
-
-def plot(ev: Any) -> Any:
-    """A figure: one panel per metric, the metric against layer depth, one line per method;
-    the random-model baseline of each method dashed in the same colour. Returns the
-    matplotlib ``Figure`` (made without pyplot)."""
-    from matplotlib.figure import Figure
-
-    metrics = list(ev.metrics)
-    cols = min(3, len(metrics))
-    rows = -(-len(metrics) // cols)
-    fig = Figure(figsize=(4.6 * cols, 3.4 * rows), layout="constrained")
-    depth = np.arange(1, len(ev.layers) + 1)
-    colours = [f"C{i % 10}" for i in range(len(ev.methods))]
-    for k, metric in enumerate(metrics):
-        ax = fig.add_subplot(rows, cols, k + 1)
-        for m, colour in zip(ev.methods, colours, strict=True):
-            y = [ev.mean(metric, m, layer, TRAINED) for layer in ev.layers]
-            ax.plot(depth, y, marker="o", ms=3, color=colour, label=m)
-            yr = [ev.mean(metric, m, layer, RANDOM) for layer in ev.layers]
-            if any(math.isfinite(v) for v in yr):
-                ax.plot(depth, yr, ls="--", lw=1, color=colour, alpha=0.7)
-        if metric == "randomisation_rank_corr":
-            ax.axhline(0.0, color="grey", lw=0.8, ls=":")
-        arrow = "higher is better" if HIGHER_IS_BETTER[metric] else "lower is better"
-        if metric == "randomisation_rank_corr":
-            arrow = "nearer 0 is better"
-        ax.set_title(f"{TITLES[metric]} ({arrow}; {ev.count(metric)} images)", fontsize=9)
-        ax.set_xticks(depth)
-        ax.set_xticklabels(
-            [layer.replace("block", "b").replace("_conv", "c") for layer in ev.layers], fontsize=6, rotation=90
-        )
-        ax.tick_params(axis="y", labelsize=7)
-        ax.grid(alpha=0.3)
-    handles, labels = fig.axes[0].get_legend_handles_labels()
-    from matplotlib.lines import Line2D
-
-    if any(key[0] == RANDOM for key in ev.values):
-        handles.append(Line2D([], [], color="grey", ls="--", lw=1))
-        labels.append("random-model maps")
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(6, len(labels)), fontsize=8, frameon=False)
-    fig.suptitle("Faithfulness by layer depth", fontsize=10)
-    return fig

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from layerscope.errors import UsageError
+from layerscope.evaluate._registry import Batch, Column, Metric, register
 
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:
@@ -219,3 +220,22 @@ def randomisation_check(
         steps.append(name)
         rows.append(per_layer)
     return Randomisation(method, names, steps, np.asarray(rows, dtype=np.float64))
+
+
+def _score(batch: Batch) -> dict[str, list[np.ndarray]]:
+    assert batch.random_maps is not None  # needs_random: the suite gives them
+    return {
+        "randomisation_rank_corr": [rank_correlation(a, b) for a, b in zip(batch.maps, batch.random_maps, strict=True)]
+    }
+
+
+register(
+    Metric(
+        "sanity",
+        (Column("randomisation_rank_corr", "Rank corr. with random model", "zero"),),
+        _score,
+        needs_random=True,
+        baseline=False,  # the random model's maps against themselves would say nothing
+        order=70,
+    )
+)

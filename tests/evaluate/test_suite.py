@@ -66,7 +66,7 @@ def result(data):
         target=labels.tolist(),
         masks=masks,
         steps=4,
-        chunk=2,
+        batch_size=2,
         info=info,
     )
 
