@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from layerscope._version import __version__
 
 __all__ = [
     "Explanation",
@@ -51,9 +51,9 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from layerscope.batch import run_dataset
-    from layerscope.grid import explain_many, grid
     from layerscope.errors import LayerscopeError
     from layerscope.explanation import Explanation, explain
+    from layerscope.grid import explain_many, grid
     from layerscope.info import ModelInfo, model_info
     from layerscope.methods import get_method, list_methods
     from layerscope.models import list_models, load_model

@@ -10,40 +10,20 @@ sizes, the layerscope, numpy and framework versions). Read it back with
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from layerscope._version import versions
 from layerscope.atomic import atomic_file
 from layerscope.outputs.base import Writer
 from layerscope.render.options import RenderOptions
 
 #: Bumped when the manifest's fields change meaning.
 MANIFEST_VERSION = 1
-
-
-@functools.lru_cache(maxsize=1)  # a metadata lookup costs ~8 ms; a dataset run saves thousands of files
-def _layerscope_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("layerscope")
-    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
-        return "unknown"
-
-
-def _versions() -> dict[str, str]:
-    out = {"layerscope": _layerscope_version(), "numpy": np.__version__, "python": sys.version.split()[0]}
-    for name in ("torch", "keras", "tensorflow", "jax"):
-        mod = sys.modules.get(name)  # only frameworks in use: never import one to ask
-        if mod is not None and isinstance(getattr(mod, "__version__", None), str):
-            out[name] = mod.__version__
-    return out
 
 
 def manifest(exp: Any, indices: list[int]) -> dict[str, Any]:
@@ -66,7 +46,7 @@ def manifest(exp: Any, indices: list[int]) -> dict[str, Any]:
         "model": getattr(info, "name", None),
         "note": getattr(info, "note", None),
         "warning": getattr(info, "warning", None),
-        "versions": _versions(),
+        "versions": versions(),
     }
 
 
