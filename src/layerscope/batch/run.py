@@ -15,7 +15,6 @@ without losing or repeating an item.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from layerscope._version import versions
 from layerscope.batch import manifest
 from layerscope.batch.config import RunConfig, SourceSpec, draws_image
 from layerscope.batch.engine import Job, run_engine
@@ -110,22 +110,6 @@ def weights_hash(model: Any) -> str:
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()
     return "unknown"
-
-
-def _versions() -> dict[str, str]:
-    try:  # engineer-E module landing in parallel; see report
-        from layerscope._version import versions
-    except ImportError:  # pragma: no cover
-        import importlib.metadata as md
-
-        from layerscope import __version__
-
-        out = {"layerscope": __version__, "python": platform.python_version(), "numpy": np.__version__}
-        for name in ("torch", "keras", "pyarrow", "pillow", "ray"):
-            with contextlib.suppress(md.PackageNotFoundError):
-                out[name] = md.version(name)
-        return out
-    return versions()
 
 
 def _render_dict(render: Any) -> dict[str, Any]:
@@ -279,7 +263,7 @@ def run_config(config: RunConfig, spec: SourceSpec, model: Any = None) -> RunRes
     }
     meta = {
         "started": now(),
-        "versions": _versions(),
+        "versions": versions(),
         "class_names": class_names,
         "layers": layer_names,
         "report": bool(config.report),
