@@ -177,7 +177,7 @@ def test_nested_base_names_and_paths() -> None:
     assert ck.resolve_layers(km, "block5_conv3") == [("block5_conv3", "vgg16/block5_conv3")]
     assert ck.resolve_layers(km, "vgg16/block1_conv1") == [("vgg16/block1_conv1", "vgg16/block1_conv1")]
     assert [n for n, _ in ck.resolve_layers(km, "*conv1")] == [f"block{b}_conv1" for b in range(1, 6)]
-    with pytest.raises(UsageError, match="close matches: block5_conv3"):
+    with pytest.raises(UsageError, match="Did you mean block5_conv3"):
         ck.resolve_layers(km, "block5_cnv3")
 
 
