@@ -73,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             old = gif_facts(README_GIF) if README_GIF.is_file() else None
             if old != new:
-                print(f"{README_GIF}: {old} but `layerscope tour` writes {new}; "
-                      "run python scripts/regenerate_readme_gif.py", file=sys.stderr)
+                print(
+                    f"{README_GIF}: {old} but `layerscope tour` writes {new}; "
+                    "run python scripts/regenerate_readme_gif.py",
+                    file=sys.stderr,
+                )
                 return 1
             print(f"{README_GIF}: up to date ({new[0][0]}x{new[0][1]}, {new[1]} frames)")
             return 0

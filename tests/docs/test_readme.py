@@ -45,7 +45,19 @@ def test_relative_links_resolve(page):
 
 def test_docs_pages_exist():
     names = {p.name for p in DOCS}
-    for page in ("index.md", "own-model.md", "gpu.md", "datasets.md", "faithfulness.md", "demo-model.md",
-                 "keras.md", "how-it-works.md", "input-checks.md", "performance.md", "verification.md",
-                 "cli.md", "api.md"):
+    for page in (
+        "index.md",
+        "own-model.md",
+        "gpu.md",
+        "datasets.md",
+        "faithfulness.md",
+        "demo-model.md",
+        "keras.md",
+        "how-it-works.md",
+        "input-checks.md",
+        "performance.md",
+        "verification.md",
+        "cli.md",
+        "api.md",
+    ):
         assert page in names, page
