@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -24,7 +22,6 @@ def test_readme_shows_the_committed_gif():
     assert "docs/grad_cam.gif" in readme
 
 
-@pytest.mark.slow
 def test_committed_gif_matches_what_tour_writes(tmp_path):
     script = _script()
     gif = script.run_tour(tmp_path)
