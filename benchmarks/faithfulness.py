@@ -36,9 +36,9 @@ TABLE = ("deletion_auc", "insertion_auc", "road_combined", "pointing_game")
 
 
 def one_pass_methods() -> list[str]:
-    from layerscope.methods import _REGISTRY
+    from layerscope.methods import ONE_PASS, get_method, list_methods
 
-    return [name for name, m in _REGISTRY.items() if m.kind in ("gradient", "activation")]
+    return [name for name in list_methods() if get_method(name).needs <= ONE_PASS]
 
 
 def run_part(args: argparse.Namespace, groups: Sequence[str], n: int) -> list[dict]:
@@ -62,8 +62,8 @@ def run_part(args: argparse.Namespace, groups: Sequence[str], n: int) -> list[di
         masks=masks,
         steps=args.steps,
         cascade="sanity" in groups,
+        perturb_batch=args.perturb_batch,
         batch_size=args.batch_size,
-        chunk=args.chunk,
         progress=True,
     )
     print(f"# part {','.join(groups)}: {n} images, {ev.plan.describe()}, {time.perf_counter() - t0:.0f} s")
@@ -79,8 +79,11 @@ def read_rows(paths: Sequence[str]) -> list[dict]:
 
 
 def report(ev, plot: str | None) -> None:
-    from layerscope.evaluate import HIGHER_IS_BETTER, rank_correlation
-    from layerscope.evaluate.tour import RANDOM, TITLES
+    from layerscope.evaluate import RANDOM, rank_correlation
+    from layerscope.evaluate._registry import column
+
+    def title(metric: str) -> str:
+        return column(metric).title
 
     def cell(metric: str, m: str, layer: str) -> str:
         v = ev.mean(metric, m, layer)
@@ -89,8 +92,7 @@ def report(ev, plot: str | None) -> None:
     counts = {metric: max(v[2] for k, v in ev.summary.items() if k[3] == metric) for metric in ev.metrics}
     print("## Per layer and method (trained model)\n")
     for metric in [m for m in TABLE if m in ev.metrics] + [m for m in ev.metrics if m not in TABLE]:
-        arrow = "↑" if HIGHER_IS_BETTER[metric] else "↓"
-        print(f"### {TITLES[metric]} {arrow} ({counts[metric]} images)\n")
+        print(f"### {title(metric)} {column(metric).arrow} ({counts[metric]} images)\n")
         print("| layer | " + " | ".join(ev.methods) + " |")
         print("|---|" + "---:|" * len(ev.methods))
         for layer in ev.layers:
@@ -102,18 +104,18 @@ def report(ev, plot: str | None) -> None:
     for metric in ev.metrics:
         m, layer, v = ev.best(metric)
         r = ev.mean(metric, m, layer, RANDOM)
-        print(f"| {TITLES[metric]} | {m} | {layer} | {v:.3f} | {'—' if not np.isfinite(r) else f'{r:.3f}'} |")
+        print(f"| {title(metric)} | {m} | {layer} | {v:.3f} | {'—' if not np.isfinite(r) else f'{r:.3f}'} |")
     print()
     # Agreement between metrics: Spearman over the (method, layer) cells, oriented so that
     # higher is better for every metric.
     cells = [(m, layer) for m in ev.methods for layer in ev.layers]
-    mets = [m for m in ev.metrics if m != "randomisation_rank_corr"]
+    mets = [m for m in ev.metrics if column(m).direction != "zero"]
     vec = {}
     for metric in mets:
-        sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+        sign = 1.0 if column(metric).direction == "higher" else -1.0
         vec[metric] = np.asarray([sign * ev.mean(metric, m, layer) for m, layer in cells])
     print("## Agreement between metrics (Spearman over the method × layer cells, each oriented higher = better)\n")
-    print("| | " + " | ".join(TITLES[m] for m in mets) + " |")
+    print("| | " + " | ".join(title(m) for m in mets) + " |")
     print("|---|" + "---:|" * len(mets))
     for a in mets:
         row = []
@@ -121,7 +123,7 @@ def report(ev, plot: str | None) -> None:
             ok = np.isfinite(vec[a]) & np.isfinite(vec[b])
             rho = rank_correlation(vec[a][ok][None], vec[b][ok][None])[0] if ok.sum() > 2 else np.nan
             row.append("—" if not np.isfinite(rho) else f"{rho:+.2f}")
-        print(f"| {TITLES[a]} | " + " | ".join(row) + " |")
+        print(f"| {title(a)} | " + " | ".join(row) + " |")
     print()
     if plot:
         ev.save(plot, overwrite=True)
@@ -136,8 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--methods", default=None, help="comma-separated methods (default: every one-pass method)")
     p.add_argument("--steps", type=int, default=20, help="deletion/insertion steps (default: 20)")
     p.add_argument("--seed", type=int, default=None, help="dataset seed (default: the demo's EVAL_SEED)")
-    p.add_argument("--batch-size", type=int, default=256, help="perturbed inputs per forward pass")
-    p.add_argument("--chunk", type=int, default=32, help="images captured and scored together")
+    p.add_argument("--perturb-batch", type=int, default=256, help="perturbed inputs per forward pass")
+    p.add_argument("--batch-size", type=int, default=32, help="images captured and scored together")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     p.add_argument("--part", choices=("all", "main", "road"), default="all", help="which metrics to run")
     p.add_argument("--rows", help="also write this part's rows to this CSV")
@@ -167,10 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"- {method}: {steps}")
                 print()
         if args.rows:
-            from layerscope.evaluate.report import _csv_bytes
+            from layerscope.evaluate.report import csv_bytes
 
             with open(args.rows, "wb") as f:
-                f.write(_csv_bytes(rows))
+                f.write(csv_bytes(rows))
     report(Evaluation.from_rows(rows), args.plot)
     return 0
 

@@ -35,8 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import layerscope
     from layerscope.datasets import make_dataset
-    from layerscope.info import model_info
     from layerscope.evaluate import pointing_game
+    from layerscope.info import model_info
     from layerscope.models import demo
 
     torch.set_num_threads(args.threads)

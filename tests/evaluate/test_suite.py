@@ -169,3 +169,18 @@ def test_cli_evaluate_shapes(capsys, tmp_path) -> None:
     assert code != 0 and "already exists" in stderr  # checked before any work
     code, _, stderr = run_cli(capsys, "evaluate", "--metrics", "speed", "-o", str(tmp_path / "x"))
     assert code == 2 and "unknown metric 'speed'" in stderr
+
+
+def test_best_takes_the_names_metrics_takes(result: Evaluation) -> None:
+    # Issue 18 item 17: best() raised TypeError and best("deletion") said "not measured".
+    assert result.best() == result.best("deletion") == result.best("deletion_auc")
+    _, _, v = result.best("deletion")
+    assert v == min(result.mean("deletion_auc", mm, ll) for mm in result.methods for ll in result.layers)
+    assert result.best("drop") == result.best("average_drop")  # the metric's headline column
+    assert result.best("sanity")[2] == min(
+        (result.mean("randomisation_rank_corr", mm, ll) for mm in result.methods for ll in result.layers), key=abs
+    )
+    with pytest.raises(UsageError, match=r"unknown metric 'delet'\. Did you mean deletion"):
+        result.best("delet")
+    with pytest.raises(UsageError, match="'road_combined' was not measured"):
+        result.best("road")

@@ -107,7 +107,7 @@ def _outputs(prefix: str) -> list[Path]:
 
     p = Path(prefix)
     if prefix.endswith(("/", "\\")) or p.is_dir():
-        p = p / "evaluation"  # a folder: the files go inside it
+        p = p / "evaluation"  # a folder (made if it ends in a slash): the files go inside it
     elif p.suffix.lower() in FORMATS:
         return [p]
     out = [p.with_name(p.name + ext) for ext in (".csv", ".png", ".svg", ".html")]
@@ -168,6 +168,11 @@ def run(args: argparse.Namespace) -> int:
             "pass --max-images N to allow more"
         )
     paths = _outputs(args.output)
+    if args.output.endswith(("/", "\\")):
+        try:
+            paths[0].parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"{args.output}: cannot make the folder: {e.strerror or e}") from None
     for q in paths:
         check_writable(q, args.overwrite)
     options = _common.method_options(args, methods)

@@ -58,7 +58,7 @@ def format_table(ev: Any, model: str = TRAINED, digits: int = 3) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _csv_bytes(rows: list[dict[str, Any]]) -> bytes:
+def csv_bytes(rows: list[dict[str, Any]]) -> bytes:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -78,7 +78,7 @@ def write_to(ev: Any, ext: str, target: Path) -> None:
     """Write ``ev`` as ``ext`` (one of :data:`FORMATS`) to ``target`` as it is (not atomic:
     :func:`save` and :func:`save_all` give it a temporary path)."""
     if ext == ".csv":
-        target.write_bytes(_csv_bytes(ev.rows()))
+        target.write_bytes(csv_bytes(ev.rows()))
     elif ext == ".parquet":
         try:
             import pyarrow as pa
