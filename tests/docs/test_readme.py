@@ -61,3 +61,24 @@ def test_docs_pages_exist():
         "api.md",
     ):
         assert page in names, page
+
+
+def quick_start_commands(text: str) -> list[str]:
+    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S)]
+
+
+def test_quick_start_is_exactly_two_commands_and_ci_runs_the_second():
+    commands = quick_start_commands((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert len(commands) == 2 and all("\n" not in c for c in commands), commands
+    run, test = commands
+    assert run.endswith("&& layerscope tour")  # the main job on the built-in default
+    assert test.endswith("&& python -m pytest -q")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()[-1]
+    assert ci == test, "the README's test command and .ci/run's differ"
+
+
+def test_docs_home_repeats_the_readme_quick_start():
+    readme = quick_start_commands((ROOT / "README.md").read_text(encoding="utf-8"))
+    home = quick_start_commands((ROOT / "docs" / "index.md").read_text(encoding="utf-8"))
+    assert home == readme
