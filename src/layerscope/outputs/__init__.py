@@ -2,12 +2,13 @@
 
 ``outputs.write(explanation, "tour.gif")`` picks the writer from the extension; every write
 goes through :mod:`layerscope.atomic` (a temporary file renamed over the target only when
-complete; an existing file refused unless ``overwrite``). :func:`check_output` does every
+complete; an existing file refused unless ``overwrite``). :func:`check_path` does every
 cheap check — the extension is known, the places are writable, the frames fit the
 format — so that a command can fail *before* loading a model.
 
-Adding a format is one module with a :class:`~layerscope.outputs.base.Writer` and one line
-in :data:`WRITERS`.
+Adding a format is one module with a :class:`~layerscope.outputs.base.Writer` and one
+:func:`register` call (``register(".toy", Writer("toy text", write_toy))``); the CLI's
+help and checks and batch's ``--save`` kinds are read from :data:`WRITERS`.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from layerscope.atomic import atomic_file, atomic_path, check_writable, write_bytes, write_with
+from layerscope.atomic import check_writable
 from layerscope.errors import UsageError
-from layerscope.outputs import animation, arrays, html, video
+from layerscope.outputs import animation, arrays, html, video  # noqa: F401  (each registers its writers)
+from layerscope.outputs._registry import WRITERS, extensions, register, writer_for
 from layerscope.outputs.animation import shared_palette, write_animation, write_gif
 from layerscope.outputs.arrays import read_manifest, write_npz
 from layerscope.outputs.base import Writer
@@ -30,68 +32,31 @@ from layerscope.outputs.video import write_mp4
 from layerscope.render.drawing import frame_bound
 from layerscope.render.options import RenderOptions
 
-#: Extension → writer. One line per format.
-WRITERS: dict[str, Writer] = {
-    ".gif": animation.GIF,
-    ".png": animation.APNG,
-    ".webp": animation.WEBP,
-    ".npz": arrays.NPZ,
-    ".html": html.HTML,
-    ".mp4": video.MP4,
-}
-
-#: Kept for compatibility: the animation extensions.
-ANIMATION_EXTENSIONS = tuple(animation.ANIMATIONS)
-
 log = logging.getLogger("layerscope")
 
 __all__ = [
-    "ANIMATION_EXTENSIONS",
     "IMAGE_FORMATS",
     "WRITERS",
     "Writer",
-    "atomic_file",
-    "atomic_path",
     "check_image_output",
-    "check_output",
-    "check_writable",
+    "check_path",
     "explorer_assets",
     "explorer_fragment",
     "explorer_page",
     "extensions",
     "output_paths",
     "read_manifest",
+    "register",
     "shared_palette",
     "write",
     "write_animation",
-    "write_bytes",
     "write_gif",
     "write_html",
     "write_image",
     "write_mp4",
     "write_npz",
-    "write_with",
     "writer_for",
 ]
-
-
-def extensions() -> list[str]:
-    """The extensions a result can be written as."""
-    return list(WRITERS)
-
-
-def writer_for(path: str | os.PathLike[str]) -> Writer:
-    """The writer of ``path``'s extension; a :class:`~layerscope.errors.UsageError` listing
-    the known extensions for an unknown or missing one."""
-    p = Path(path)
-    ext = p.suffix.lower()
-    w = WRITERS.get(ext)
-    if w is None:
-        raise UsageError(
-            f"{p}: unsupported output type {ext or '(no extension)'}; use one of {', '.join(WRITERS)}"
-            " (the writer is chosen by extension)"
-        )
-    return w
 
 
 def output_paths(path: str | os.PathLike[str], n_images: int = 1, index: int | None = None) -> list[Path]:
@@ -104,7 +69,7 @@ def output_paths(path: str | os.PathLike[str], n_images: int = 1, index: int | N
     return [p.with_name(f"{p.stem}_{i}{p.suffix}") for i in range(n_images)]
 
 
-def check_output(
+def check_path(
     path: str | os.PathLike[str],
     options: RenderOptions | None = None,
     overwrite: bool = False,
@@ -168,7 +133,7 @@ def write(
     if index is not None:
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
             raise UsageError(f"image index {index!r} is out of range for {n} image{'s' if n != 1 else ''}")
-    paths = check_output(path, opts, overwrite, n, index=index)
+    paths = check_path(path, opts, overwrite, n, index=index)
     if w.per_image:
         indices: Iterable[int | None] = [index] if index is not None else range(n)
     else:

@@ -23,6 +23,7 @@ from PIL import Image
 
 from layerscope.atomic import atomic_file
 from layerscope.errors import UsageError
+from layerscope.outputs._registry import register
 from layerscope.outputs.base import Writer
 from layerscope.render.options import MAX_DURATION_MS, MIN_DURATION_MS, RenderOptions
 
@@ -235,8 +236,9 @@ def _webp(exp: Any, path: Path, options: RenderOptions, index: int | None, overw
     return path
 
 
-GIF = Writer("GIF animation (256 colours, one shared palette)", _gif, max_side=GIF_MAX_SIDE)
-APNG = Writer("APNG animation (full colour, lossless)", _apng, max_side=2**31 - 1)
-WEBP = Writer("WebP animation (full colour, lossless)", _webp, max_side=WEBP_MAX_SIDE)
+GIF = register(".gif", Writer("GIF animation (256 colours, one shared palette)", _gif, max_side=GIF_MAX_SIDE))
+APNG = register(".png", Writer("APNG animation (full colour, lossless)", _apng, max_side=2**31 - 1))
+WEBP = register(".webp", Writer("WebP animation (full colour, lossless)", _webp, max_side=WEBP_MAX_SIDE))
 
-ANIMATIONS = {".gif": GIF, ".png": APNG, ".webp": WEBP}
+#: The extensions :func:`write_animation` takes.
+ANIMATIONS = (".gif", ".png", ".webp")

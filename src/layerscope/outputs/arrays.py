@@ -19,6 +19,7 @@ import numpy as np
 
 from layerscope._version import versions
 from layerscope.atomic import atomic_file
+from layerscope.outputs._registry import register
 from layerscope.outputs.base import Writer
 from layerscope.render.options import RenderOptions
 
@@ -85,4 +86,4 @@ def read_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
         return json.loads(str(z["manifest"]))
 
 
-NPZ = Writer("raw maps (.npz with a JSON manifest)", _npz, per_image=False, draws_frames=False)
+NPZ = register(".npz", Writer("raw maps (.npz with a JSON manifest)", _npz, per_image=False, draws_frames=False))

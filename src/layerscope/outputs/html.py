@@ -39,6 +39,7 @@ from PIL import Image
 
 from layerscope.atomic import atomic_file
 from layerscope.errors import UsageError
+from layerscope.outputs._registry import register
 from layerscope.outputs.base import Writer
 from layerscope.render.colors import colormap_lut
 from layerscope.render.drawing import base_image, display_size
@@ -322,7 +323,7 @@ def explorer_page(
     """A complete, self-contained HTML page with one explorer (see :func:`explorer_fragment`)."""
     from markupsafe import Markup
 
-    from layerscope.outputs.arrays import _layerscope_version
+    from layerscope._version import __version__
 
     exps = [explanations] if hasattr(explanations, "cams") else list(explanations)
     first = exps[0]
@@ -330,7 +331,7 @@ def explorer_page(
     fragment = explorer_fragment(exps, index, options, title=heading, series=series, assets=False)
     css, js = explorer_assets()
     return _template("explorer_page.html.j2").render(
-        title=heading, version=_layerscope_version(), css=Markup(css), js=Markup(js), fragment=Markup(fragment)
+        title=heading, version=__version__, css=Markup(css), js=Markup(js), fragment=Markup(fragment)
     )
 
 
@@ -362,4 +363,4 @@ def _html(exp: Any, path: Path, options: RenderOptions, index: int | None, overw
     return write_html([exp], path, options, index=index or 0, overwrite=overwrite)
 
 
-HTML = Writer("interactive HTML explorer", _html, draws_frames=False)
+HTML = register(".html", Writer("interactive HTML explorer", _html, draws_frames=False))

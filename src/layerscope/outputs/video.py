@@ -12,6 +12,7 @@ import numpy as np
 
 from layerscope.atomic import atomic_path
 from layerscope.errors import OutputError, UsageError
+from layerscope.outputs._registry import register
 from layerscope.outputs.base import Writer
 from layerscope.render.options import RenderOptions
 
@@ -73,10 +74,13 @@ def _mp4(exp: Any, path: Path, options: RenderOptions, index: int | None, overwr
     return path
 
 
-MP4 = Writer(
-    "MP4 video (H.264)",
-    _mp4,
-    max_side=MP4_MAX_SIDE,
-    even=True,
-    requires=(("av", 'pip install av (or "layerscope[video]")'),),
+MP4 = register(
+    ".mp4",
+    Writer(
+        "MP4 video (H.264)",
+        _mp4,
+        max_side=MP4_MAX_SIDE,
+        even=True,
+        requires=(("av", 'pip install av (or "layerscope[video]")'),),
+    ),
 )

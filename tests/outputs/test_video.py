@@ -63,4 +63,4 @@ def test_mp4_odd_sizes_long_durations_and_errors(tmp_path: Path) -> None:
         outputs.write_mp4(tmp_path / "b.mp4", [])
     assert not (tmp_path / "b.mp4").exists() and not list(tmp_path.glob(".*part*"))
     with pytest.raises(UsageError, match=r"MP4 video allows \(8,192 per side\)"):
-        outputs.check_output(tmp_path / "c.mp4", RenderOptions(max_side=8192))
+        outputs.check_path(tmp_path / "c.mp4", RenderOptions(max_side=8192))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from layerscope import outputs, render
+from layerscope import atomic, outputs, render
 from layerscope.errors import OutputError, UsageError
 from layerscope.explanation import Explanation
 from layerscope.info import ModelInfo
@@ -66,18 +66,18 @@ def test_writer_for_lists_the_extensions(tmp_path: Path) -> None:
 
 
 def test_check_output_does_every_cheap_check_and_writes_nothing(tmp_path: Path) -> None:
-    assert outputs.check_output(tmp_path / "a.gif") == [tmp_path / "a.gif"]
-    assert outputs.check_output(tmp_path / "a.gif", n_images=2) == [tmp_path / "a_0.gif", tmp_path / "a_1.gif"]
-    assert outputs.check_output(tmp_path / "a.npz", n_images=2) == [tmp_path / "a.npz"]
+    assert outputs.check_path(tmp_path / "a.gif") == [tmp_path / "a.gif"]
+    assert outputs.check_path(tmp_path / "a.gif", n_images=2) == [tmp_path / "a_0.gif", tmp_path / "a_1.gif"]
+    assert outputs.check_path(tmp_path / "a.npz", n_images=2) == [tmp_path / "a.npz"]
     (tmp_path / "a_1.gif").write_bytes(b"x")
     with pytest.raises(OutputError, match=r"a_1\.gif already exists"):
-        outputs.check_output(tmp_path / "a.gif", n_images=2)
+        outputs.check_path(tmp_path / "a.gif", n_images=2)
     with pytest.raises(OutputError, match="does not exist"):
-        outputs.check_output(tmp_path / "no" / "a.gif")
+        outputs.check_path(tmp_path / "no" / "a.gif")
     big = RenderOptions(max_side=8192, side_by_side=True)
     with pytest.raises(UsageError, match=r"WebP animation allows \(16,383 per side\); lower max_side"):
-        outputs.check_output(tmp_path / "a.webp", big)
-    outputs.check_output(tmp_path / "a.gif", big)  # GIF allows 65,535
+        outputs.check_path(tmp_path / "a.webp", big)
+    outputs.check_path(tmp_path / "a.gif", big)  # GIF allows 65,535
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_1.gif"]
 
 
@@ -145,7 +145,7 @@ def test_existing_output_is_refused_and_untouched(tmp_path: Path) -> None:
 
 def test_failed_write_leaves_no_partial_file(tmp_path: Path) -> None:
     p = tmp_path / "x.gif"
-    with pytest.raises(RuntimeError), outputs.atomic_file(p) as f:
+    with pytest.raises(RuntimeError), atomic.atomic_file(p) as f:
         f.write(b"half")
         raise RuntimeError("interrupted")
     assert os.listdir(tmp_path) == []
@@ -153,14 +153,14 @@ def test_failed_write_leaves_no_partial_file(tmp_path: Path) -> None:
 
 def test_unwritable_or_missing_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(OutputError, match="does not exist"):
-        outputs.check_writable(tmp_path / "no" / "x.gif")
+        atomic.check_writable(tmp_path / "no" / "x.gif")
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(OutputError, match="does not exist"):
-        outputs.check_writable(tmp_path / "file.txt" / "x.gif")
+        atomic.check_writable(tmp_path / "file.txt" / "x.gif")
     # Tests run as root in CI, where permission bits are not enforced: simulate the check.
     monkeypatch.setattr(os, "access", lambda *a, **k: False)
     with pytest.raises(OutputError, match="not writable"):
-        outputs.check_writable(tmp_path / "x.gif")
+        atomic.check_writable(tmp_path / "x.gif")
     monkeypatch.undo()
     with pytest.raises(UsageError, match="unsupported"):
         outputs.write_animation(tmp_path / "x.bmp", [Image.new("RGB", (2, 2))])

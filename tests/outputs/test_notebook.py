@@ -61,5 +61,5 @@ def test_show_draws_the_layers_frame_with_matplotlib() -> None:
     assert np.array_equal(shown, np.asarray(exp.frames(0)[1]))
     shared = np.asarray(exp.show(layer="conv_a", scale="shared").get_images()[0].get_array())
     assert np.array_equal(shared, np.asarray(exp.frames(0, scale="shared")[0]))
-    with pytest.raises(UsageError, match="close matches: conv_b"):
+    with pytest.raises(UsageError, match="Did you mean conv_b"):
         exp.show(layer="conv_bb")
