@@ -23,6 +23,9 @@ from layerscope.errors import UsageError
 #: ``ModelInfo.output`` values: raw scores, or an output that already is a probability.
 OUTPUT_KINDS = ("logits", "probabilities")
 
+#: How many class names and layers ``repr(ModelInfo)`` shows before "…".
+_REPR_FIRST = 3
+
 #: The warning of a model with random weights; shown on every explanation and drawn on frames.
 RANDOM_WEIGHTS = "the weights are RANDOM: the maps show the architecture, not anything learned"
 
@@ -44,6 +47,9 @@ class ModelInfo:
             untrained head).
         note: a short label drawn on every frame when the model is not a general-purpose
             classifier, e.g. ``"demo model (10 synthetic shapes)"`` or ``"RANDOM WEIGHTS"``.
+        input_size: ``(height, width)`` when the model accepts only that input size (a
+            Hugging Face ViT's ``image_size``), ``None`` when any size works;
+            :meth:`size_hint` says it in a sentence for an error message.
     """
 
     name: str | None = None
@@ -53,6 +59,7 @@ class ModelInfo:
     output: str | None = None
     warning: str | None = None
     note: str | None = None
+    input_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.output is not None and self.output not in OUTPUT_KINDS:
@@ -60,6 +67,35 @@ class ModelInfo:
         object.__setattr__(self, "layers", dict(self.layers))
         if self.class_names is not None:
             object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
+        if self.input_size is not None:
+            object.__setattr__(self, "input_size", (int(self.input_size[0]), int(self.input_size[1])))
+
+    def __repr__(self) -> str:
+        """Short: class names and layers as a count and the first few (not 1,000 names)."""
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None or value == {} or value == f.default:
+                continue
+            if f.name == "class_names":
+                head = ", ".join(repr(c) for c in value[:_REPR_FIRST])
+                value = f"<{len(value)} names: {head}{', …' if len(value) > _REPR_FIRST else ''}>"
+            elif f.name == "layers":
+                head = ", ".join(list(value)[:_REPR_FIRST])
+                value = f"<{len(value)} layers: {head}{', …' if len(value) > _REPR_FIRST else ''}>"
+            else:
+                value = repr(value)
+            parts.append(f"{f.name}={value}")
+        return f"ModelInfo({', '.join(parts)})"
+
+    def size_hint(self) -> str | None:
+        """``"this model expects 64×64 input: --size 64"`` when the model takes one input size
+        only (:attr:`input_size`), else ``None``."""
+        if self.input_size is None:
+            return None
+        h, w = self.input_size
+        flag = f"--size {h}" if h == w else f"--size {h} {w}"
+        return f"this model expects {h}×{w} input: {flag}"
 
     def replace(self, **changes: Any) -> ModelInfo:
         """A copy with some fields changed."""

@@ -126,7 +126,7 @@ def build(weights: str | os.PathLike[str] | None = "default", seed: int = 0) -> 
     Raises:
         layerscope.errors.WeightsError: the weights file is missing, unreadable or does not fit.
     """
-    from layerscope.models import load_model
+    from layerscope.models.registry import load_model
 
     return load_model("demo", weights="random" if weights is None else weights, seed=seed)
 
@@ -159,7 +159,7 @@ def sample_image(seed: int = 0) -> tuple[Image.Image, int, np.ndarray]:
     return Image.fromarray(image), label, mask
 
 
-def evaluate(model: nn.Module, n: int = 1000, seed: int = EVAL_SEED, batch_size: int = 250) -> float:
+def accuracy(model: nn.Module, n: int = 1000, seed: int = EVAL_SEED, batch_size: int = 250) -> float:
     """Top-1 accuracy of ``model`` on ``n`` fresh samples of dataset seed ``seed``."""
     correct = 0
     with torch.no_grad():

@@ -26,26 +26,32 @@ override it.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import importlib
 import os
 import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-from layerscope.errors import UsageError, WeightsError
+from layerscope.errors import UsageError, unknown_name
 from layerscope.info import RANDOM_WEIGHTS, ModelInfo, model_info
-from layerscope.inputs import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from layerscope.inputs import Preprocess
+from layerscope.models._build import from_file, offline_error, on_meta, require, seeded
 
 PACKAGES = ("torchvision", "timm", "hf")
-#: The pip package behind each prefix.
-PIP_NAMES = {"torchvision": "torchvision", "timm": "timm", "hf": "transformers"}
 
 
-def load(spec: str, weights: Any, *, seed: int = 0, listing: bool = False) -> tuple[Any, ModelInfo]:
+def load(
+    spec: str,
+    weights: Any,
+    *,
+    seed: int = 0,
+    listing: bool = False,
+    trust_model: bool = False,
+    size: tuple[int, int] | None = None,
+) -> tuple[Any, ModelInfo]:
     """The model named by ``spec`` and its info (see the module); ``listing``: no weights
-    needed (the architecture on the ``meta`` device where the package allows)."""
+    needed (the architecture on the ``meta`` device where the package allows);
+    ``trust_model``: an ``hf:`` model may run its own code (``auto_map``); ``size``: the
+    input size the caller asked for (a Hugging Face config's own size is then not capped)."""
     prefix, _, rest = spec.partition(":")
     if not rest:
         raise UsageError(f"{spec!r}: give a name after the colon, e.g. torchvision:resnet50 or my_module:build")
@@ -55,7 +61,9 @@ def load(spec: str, weights: Any, *, seed: int = 0, listing: bool = False) -> tu
     elif prefix == "timm":
         model, info = _timm(rest, kind, weights, seed, listing)
     elif prefix == "hf":
-        model, info = _hf(rest, kind, weights, seed, listing)
+        from layerscope.models import hf
+
+        model, info = hf.load(rest, kind, weights, seed, listing, trust_model=trust_model, size=size)
     else:
         model, info = _callable(spec, kind, weights, listing)
     info = info.replace(name=spec)
@@ -70,56 +78,6 @@ def _weights_kind(weights: Any) -> str:
     if weights == "random":
         return "random"
     return "file"
-
-
-def _require(package: str, spec_prefix: str) -> Any:
-    try:
-        return importlib.import_module(package)
-    except ImportError as e:
-        pip = PIP_NAMES.get(spec_prefix, package)
-        missing = f" (missing: {e.name})" if e.name and e.name != package else ""
-        raise UsageError(
-            f"{spec_prefix}: models need the {pip!r} package, which is not installed{missing}; pip install {pip}"
-        ) from None
-
-
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed torch's global generator for a package's own initialisation, then restore it."""
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-def _from_file(build: Callable[[], Any], path: Any, seed: int) -> Any:
-    """The architecture built without weights, then ``path``'s state dict (checked first).
-
-    On the ``meta`` device (no wasted init) unless the model has non-persistent buffers,
-    whose values only its constructor knows."""
-    from layerscope.models.registry import materialise, on_meta
-    from layerscope.models.weights import apply_state_dict, read_state_dict
-
-    state = read_state_dict(path)
-    model = on_meta(build)
-    persistent = set(model.state_dict())
-    if any(name not in persistent for name, _ in model.named_buffers()):
-        with _seeded(seed):
-            model = build()
-        apply_state_dict(model, state, str(path))
-        return model
-    return materialise(model, state, str(path), None, seed)
-
-
-def _offline(what: str, e: BaseException, example: str) -> WeightsError:
-    text = " ".join(str(e).split()) or type(e).__name__
-    if len(text) > 300:
-        text = text[:300].rsplit(" ", 1)[0] + " …"
-    return WeightsError(
-        f"cannot get {what} ({type(e).__name__}: {text}). Offline? Pass a local state dict with --weights PATH "
-        f"(weights=PATH){example}, or --weights random"
-    )
 
 
 # --------------------------------------------------------------------------- module:callable
@@ -141,9 +99,8 @@ def _callable(spec: str, kind: str, weights: Any, listing: bool) -> tuple[Any, M
             obj = getattr(obj, part)
         except AttributeError:
             names = [n for n in dir(module) if not n.startswith("_")]
-            close = difflib.get_close_matches(part, names, n=3, cutoff=0.5)
-            hint = f"; close matches: {', '.join(close)}" if close else ""
-            raise UsageError(f"{spec}: module {module_name!r} has no {attr!r}{hint}") from None
+            hint = unknown_name("name", part, names, n=3, cutoff=0.5, valid="")
+            raise UsageError(f"{spec}: module {module_name!r} has no {attr!r}: {hint}") from None
     if not callable(obj):
         raise UsageError(f"{spec}: {attr!r} is a {type(obj).__name__}, not something to call")
     try:
@@ -194,21 +151,17 @@ def _import_user_module(name: str, spec: str) -> Any:
 
 
 def _torchvision(name: str, kind: str, weights: Any, seed: int, listing: bool) -> tuple[Any, ModelInfo]:
-    _require("torchvision", "torchvision")
+    require("torchvision", "torchvision")
     models = importlib.import_module("torchvision.models")
     available = list(models.list_models())
     if name not in available:
-        close = difflib.get_close_matches(name, available, n=4, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UsageError(f"torchvision has no model {name!r}.{hint}")
+        raise UsageError(unknown_name("torchvision model", name, available, n=4, cutoff=0.5, valid=""))
     default = models.get_model_weights(name).DEFAULT
 
     def build() -> Any:
         return models.get_model(name, weights=None)
 
     if listing:
-        from layerscope.models.registry import on_meta
-
         model = on_meta(build)
     elif kind == "pretrained":
         try:
@@ -216,12 +169,12 @@ def _torchvision(name: str, kind: str, weights: Any, seed: int, listing: bool) -
         except (OSError, RuntimeError, ValueError) as e:
             url = str(getattr(default, "url", "") or "")
             example = f", e.g. {url.rsplit('/', 1)[-1]} from {url}" if url else ""
-            raise _offline(f"torchvision's {name} weights", e, example) from None
+            raise offline_error(f"torchvision's {name} weights", e, example) from None
     elif kind == "random":
-        with _seeded(seed):
+        with seeded(seed):
             model = build()
     else:
-        model = _from_file(build, weights, seed)
+        model = from_file(build, weights, seed)
     meta = getattr(default, "meta", {}) or {}
     categories = meta.get("categories")
     outputs = _outputs(model)
@@ -268,30 +221,26 @@ def _block_layers(model: Any) -> dict[str, str]:
 
 
 def _timm(name: str, kind: str, weights: Any, seed: int, listing: bool) -> tuple[Any, ModelInfo]:
-    timm = _require("timm", "timm")
+    timm = require("timm", "timm")
     is_model = getattr(timm, "is_model", None)
     if is_model is not None and not is_model(name):
-        close = difflib.get_close_matches(name, list(timm.list_models()), n=4, cutoff=0.6)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UsageError(f"timm has no model {name!r}.{hint}")
+        raise UsageError(unknown_name("timm model", name, list(timm.list_models()), n=4, cutoff=0.6, valid=""))
 
     def build() -> Any:
         return timm.create_model(name, pretrained=False)
 
     if listing:
-        from layerscope.models.registry import on_meta
-
         model = on_meta(build)
     elif kind == "pretrained":
         try:
             model = timm.create_model(name, pretrained=True)
         except Exception as e:  # timm and the Hub raise many types when offline
-            raise _offline(f"timm's pretrained {name}", e, "") from None
+            raise offline_error(f"timm's pretrained {name}", e, "") from None
     elif kind == "random":
-        with _seeded(seed):
+        with seeded(seed):
             model = build()
     else:
-        model = _from_file(build, weights, seed)
+        model = from_file(build, weights, seed)
     prep = None
     with contextlib.suppress(Exception):
         data = timm.data.resolve_data_config({}, model=model)
@@ -306,97 +255,3 @@ def _imagenet_if(outputs: int | None) -> tuple[str, ...] | None:
     from layerscope.models.classes import imagenet_classes
 
     return imagenet_classes()
-
-
-# --------------------------------------------------------------------------- Hugging Face
-
-
-@contextlib.contextmanager
-def _quiet(transformers: Any) -> Iterator[None]:
-    """No transformers progress bars while loading (restored afterwards)."""
-    log = getattr(getattr(transformers, "utils", None), "logging", None)
-    enabled = getattr(log, "is_progress_bar_enabled", lambda: False)()
-    if enabled:
-        log.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            log.enable_progress_bar()
-
-
-def _hf(repo: str, kind: str, weights: Any, seed: int, listing: bool) -> tuple[Any, ModelInfo]:
-    transformers = _require("transformers", "hf")
-    with _quiet(transformers):
-        return _hf_load(transformers, repo, kind, weights, seed, listing)
-
-
-def _hf_load(transformers: Any, repo: str, kind: str, weights: Any, seed: int, listing: bool) -> tuple[Any, ModelInfo]:
-    auto_model = transformers.AutoModelForImageClassification
-    where = f"{repo} from the Hugging Face Hub" if not Path(repo).is_dir() else repo
-    example = ", or a local folder written by save_pretrained (hf:/path/to/folder)"
-
-    def config() -> Any:
-        try:
-            return transformers.AutoConfig.from_pretrained(repo)
-        except Exception as e:  # OSError offline, ValueError for a repo that is not a model
-            raise _offline(f"the config of {where}", e, example) from None
-
-    if kind == "pretrained" and not listing:
-        try:
-            model = auto_model.from_pretrained(repo)
-        except Exception as e:
-            raise _offline(where, e, example) from None
-    else:
-        cfg = config()
-
-        def build() -> Any:
-            return auto_model.from_config(cfg)
-
-        if listing:
-            from layerscope.models.registry import on_meta
-
-            model = on_meta(build)
-        elif kind == "random":
-            with _seeded(seed):
-                model = build()
-        else:
-            model = _from_file(build, weights, seed)
-    cfg = model.config
-    labels = getattr(cfg, "id2label", None) or {}
-    names = [str(labels[k]) for k in sorted(labels, key=int)] if labels else []
-    generic = all(n == f"LABEL_{i}" for i, n in enumerate(names))
-    return model, ModelInfo(
-        class_names=tuple(names) if names and not generic else None,
-        preprocess=_hf_preprocess(transformers, repo, cfg),
-        output="logits",
-    )
-
-
-def _hf_preprocess(transformers: Any, repo: str, cfg: Any) -> Preprocess:
-    """The image processor's size, mean and std, read from the local cache only (no network);
-    else the config's ``image_size`` with ImageNet's normalisation."""
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
-    size = getattr(cfg, "image_size", None) or 224
-    hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    try:
-        proc = transformers.AutoImageProcessor.from_pretrained(repo, local_files_only=True)
-    except Exception:
-        return Preprocess(hw, mean, std)
-    s = getattr(proc, "size", None)
-    if isinstance(s, dict):
-        if "height" in s and "width" in s:
-            hw = (int(s["height"]), int(s["width"]))
-        elif "shortest_edge" in s:
-            hw = (int(s["shortest_edge"]), int(s["shortest_edge"]))
-    elif isinstance(s, int):
-        hw = (s, s)
-    crop = getattr(proc, "crop_size", None)
-    if getattr(proc, "do_center_crop", False) and isinstance(crop, dict) and "height" in crop:
-        hw = (int(crop["height"]), int(crop["width"]))
-    if getattr(proc, "do_normalize", True):
-        mean = tuple(getattr(proc, "image_mean", None) or mean)
-        std = tuple(getattr(proc, "image_std", None) or std)
-    else:
-        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    return Preprocess(hw, mean, std)

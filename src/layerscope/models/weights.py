@@ -26,40 +26,69 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
 
     Raises:
         WeightsError: missing file, a pickled whole model or other non-tensor content
-            (refused by ``weights_only=True``; never retried unsafely), unreadable data.
+            (refused by ``weights_only=True``; never retried unsafely), unreadable or corrupt
+            data (whatever the reader raises), sparse tensors, or no floating-point tensor
+            at all (an integer state dict would give flat maps).
     """
-    import torch
-
     p = Path(path)
     if not p.is_file():
         raise WeightsError(f"{p}: no such weights file")
-    if p.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+    obj = _read_safetensors(p) if p.suffix == ".safetensors" else _read_pickled(p)
+    return _checked(p, obj)
 
-        try:
-            return dict(load_file(str(p)))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise WeightsError(f"{p}: not a readable safetensors file: {e}") from None
+
+def _read_safetensors(p: Path) -> Any:
+    from safetensors.torch import load_file
+
+    try:
+        return dict(load_file(str(p)))
+    except Exception as e:  # SafetensorError, OSError, ValueError … on a corrupt file
+        raise WeightsError(f"{p}: not a readable safetensors file: {_one_line(e)}") from None
+
+
+def _read_pickled(p: Path) -> Any:
+    import torch
+
     try:
         try:  # memory-mapped: nothing is copied until the tensors are used
-            obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
+            return torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as e:
             if "mmap" not in str(e):  # a legacy (non-zip) file cannot be mapped; anything else is an error
                 raise
-            obj = torch.load(str(p), map_location="cpu", weights_only=True)
+            return torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise WeightsError(
             f"{p}: refused: not a plain state dict of tensors{_refused_global(str(e))} (a pickled whole model "
             "or arbitrary code?); save `model.state_dict()` (or a .safetensors file) instead"
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise WeightsError(f"{p}: cannot read the weights file: {e}") from None
+    except Exception as e:  # RuntimeError, EOFError, struct.error, IndexError … on a corrupt file
+        raise WeightsError(f"{p}: cannot read the weights file ({type(e).__name__}: {_one_line(e)})") from None
+
+
+def _checked(p: Path, obj: Any) -> dict[str, Any]:
+    """``obj`` if it is a usable state dict: names (str) → dense tensors, some floating."""
+    import torch
+
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+    if (
+        not isinstance(obj, dict)
+        or not all(isinstance(k, str) for k in obj)
+        or not all(isinstance(v, torch.Tensor) for v in obj.values())
+    ):
         raise WeightsError(f"{p}: does not hold a state dict (a mapping of names to tensors)")
+    for k, v in obj.items():
+        if v.layout != torch.strided:
+            raise WeightsError(f"{p}: refused: {k!r} is a sparse tensor ({v.layout}); save dense weights instead")
+    if obj and not any(v.is_floating_point() for v in obj.values()):
+        kinds = ", ".join(sorted({str(v.dtype).removeprefix("torch.") for v in obj.values()}))
+        raise WeightsError(f"{p}: refused: no floating-point tensor ({kinds} only); weights must be float")
     return obj
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
 
 
 def _refused_global(message: str) -> str:
@@ -93,9 +122,16 @@ def check_state_dict(model: Any, state: dict[str, Any], source: str, strict: boo
         for k in own
         if k in state and tuple(state[k].shape) != tuple(own[k].shape)
     ]
+    dtypes = [
+        f"{k}: file {state[k].dtype} vs model {own[k].dtype}"
+        for k in own
+        if k in state and own[k].is_floating_point() and not state[k].is_floating_point()
+    ]
     problems = []
     if shapes:
         problems.append("shapes differ: " + "; ".join(shapes[:5]) + (" …" if len(shapes) > 5 else ""))
+    if dtypes:
+        problems.append("not floating-point: " + "; ".join(dtypes[:5]) + (" …" if len(dtypes) > 5 else ""))
     if unexpected:
         problems.append("unexpected keys: " + _listed(unexpected))
     if missing and strict:
@@ -109,7 +145,10 @@ def apply_state_dict(model: Any, state: dict[str, Any], source: str, strict: boo
     """Load ``state`` into ``model`` after :func:`check_state_dict` (nothing is changed when it
     does not fit). With ``strict=False`` missing keys are allowed and returned."""
     missing = check_state_dict(model, state, source, strict)
-    model.load_state_dict(_normalise(state), strict=False)
+    try:
+        model.load_state_dict(_normalise(state), strict=False)
+    except Exception as e:  # a tensor torch cannot copy in (checked above, so rare)
+        raise WeightsError(f"{source} does not load into {type(model).__name__}: {_one_line(e)}") from None
     return missing
 
 

@@ -31,8 +31,8 @@ from layerscope.models.demo import (
     TRAIN_SEED,
     WIDTHS,
     DemoNet,
+    accuracy,
     build,
-    evaluate,
     init_demo_,
     preprocess,
 )
@@ -215,7 +215,7 @@ def _train(
             bar.set_postfix(loss=f"{avg:.3f}")
         if eval_every and (step + 1) % eval_every == 0:
             net.eval()
-            bar.write(f"step {step + 1}: loss {avg:.3f}, accuracy {evaluate(net, 250):.1%}")
+            bar.write(f"step {step + 1}: loss {avg:.3f}, accuracy {accuracy(net, 250):.1%}")
             net.train()
     # Re-estimate the batch-norm statistics with the final weights (a plain average).
     with torch.no_grad():
@@ -283,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         weights = str(args.out)
     if args.eval:
         torch.set_num_threads(args.threads)
-        acc = evaluate(build(weights), args.n)
+        acc = accuracy(build(weights), args.n)
         print(f"accuracy of {weights} on {args.n} fresh samples (dataset seed {EVAL_SEED}): {acc:.2%}")
     return 0
 

@@ -15,9 +15,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from layerscope.errors import WeightsError
+from layerscope.errors import UsageError, WeightsError
 from layerscope.info import RANDOM_WEIGHTS, ModelInfo
 from layerscope.inputs import CaffePreprocess, Preprocess, caffe_preprocess
+from layerscope.models._build import RANDOM_NOTE
+from layerscope.models._registry import KerasTwin, ModelEntry, get_entry
 from layerscope.models.keras_zoo.architecture import (
     RECIPE_BASE,
     RECIPE_HEAD,
@@ -25,7 +27,6 @@ from layerscope.models.keras_zoo.architecture import (
     build_vgg16,
     init_random_,
     keras_module,
-    recipe_head,
 )
 from layerscope.models.keras_zoo.weights import (
     VGG16_NOTOP_URL,
@@ -44,21 +45,23 @@ KERAS_MODELS = {
 }
 
 
-def builtin_info(name: str, size: tuple[int, int] = (224, 224), warning: str | None = None) -> ModelInfo:
+def _twin(model: ModelEntry | str) -> tuple[str, KerasTwin]:
+    entry = model if isinstance(model, ModelEntry) else get_entry(model)
+    if entry.keras is None:
+        raise UsageError(f"{entry.name} has no Keras twin (PyTorch only)")
+    return entry.name, entry.keras
+
+
+def builtin_info(model: ModelEntry | str, size: tuple[int, int] = (224, 224), warning: str | None = None) -> ModelInfo:
     """The facts of a Keras built-in model: class names, Caffe preprocessing at ``size``,
     probabilities (both end in a softmax), and the warning and frame note of its weights."""
-    from layerscope.models.classes import (
-        CIFAR10_CLASSES,
-        UNTRAINED_HEAD,
-        UNTRAINED_HEAD_NOTE,
-        imagenet_classes,
-    )
-    from layerscope.models.registry import RANDOM_NOTE
+    from layerscope.models.classes import UNTRAINED_HEAD, UNTRAINED_HEAD_NOTE
 
+    name, twin = _twin(model)
     notes = {RANDOM_WEIGHTS: RANDOM_NOTE, UNTRAINED_HEAD: UNTRAINED_HEAD_NOTE}
     return ModelInfo(
         name=name,
-        class_names=imagenet_classes() if name == "vgg16" else CIFAR10_CLASSES,
+        class_names=twin.class_names(),
         preprocess=CaffePreprocess(tuple(size)),
         output="probabilities",
         warning=warning,
@@ -67,7 +70,7 @@ def builtin_info(name: str, size: tuple[int, int] = (224, 224), warning: str | N
 
 
 def load_builtin(
-    name: str,
+    model: ModelEntry | str,
     weights: str | os.PathLike[str] | None = None,
     *,
     seed: int = 0,
@@ -78,7 +81,8 @@ def load_builtin(
     initialisation, no weights read, for listing layers).
 
     Args:
-        name: ``"vgg16-cifar10"`` (the recipe) or ``"vgg16"`` (ImageNet, 1000 classes).
+        model: a built-in model with a Keras twin (its entry or its name):
+            ``"vgg16-cifar10"`` (the recipe) or ``"vgg16"`` (ImageNet, 1000 classes).
         weights: ``None``/``"default"``/``"imagenet"`` (Keras' published file, from Keras'
             cache or downloaded once; offline, an error names the file to pass);
             ``"random"`` (seeded); or a path: a legacy ``.h5`` or Keras 3 ``.weights.h5``
@@ -90,36 +94,29 @@ def load_builtin(
     """
     from layerscope.models.classes import UNTRAINED_HEAD
 
+    name, twin = _twin(model)
     shape = (int(size[0]), int(size[1]), 3)
     w = "imagenet" if weights in (None, "default") else weights
     path: Path | None = None
     if listing:
-        model = build_vgg16(shape, include_top=True) if name == "vgg16" else build_recipe(shape)
-        return model, builtin_info(name, size)
+        return twin.build(shape), builtin_info(name, size)
     if w == "imagenet":  # fetched (or failed) before anything is built
-        path = vgg16_imagenet_file(include_top=name == "vgg16")
+        path = vgg16_imagenet_file(include_top=twin.include_top)
     elif w != "random":
         path = Path(w)
         if not path.is_file():
             raise WeightsError(f"{path}: no such weights file")
     warning = None
-    if name == "vgg16":
-        model = build_vgg16(shape, include_top=True)
-        if path is None:
-            init_random_(model, seed)
-            warning = RANDOM_WEIGHTS
-        else:
-            load_weights(model, path)
-    else:
-        model = build_recipe(shape)
-        base = model.get_layer(RECIPE_BASE)
-        if path is None:
-            init_random_(model, seed)
-            warning = RANDOM_WEIGHTS
-        elif load_weights(model, path, base=base) == "base":
-            init_random_(recipe_head(model), seed)
-            warning = UNTRAINED_HEAD
-    return model, builtin_info(name, size, warning)
+    keras_model = twin.build(shape)
+    if path is None:
+        init_random_(keras_model, seed)
+        warning = RANDOM_WEIGHTS
+    elif twin.base is None:
+        load_weights(keras_model, path)
+    elif load_weights(keras_model, path, base=keras_model.get_layer(twin.base)) == "base":
+        init_random_(twin.head(keras_model) if twin.head is not None else keras_model, seed)
+        warning = UNTRAINED_HEAD
+    return keras_model, builtin_info(name, size, warning)
 
 
 def file_info(model: Any) -> ModelInfo:

@@ -336,7 +336,7 @@ def test_dependency_floors_are_safe() -> None:
     tomllib = pytest.importorskip("tomllib")
     from packaging.requirements import Requirement
 
-    text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    text = (Path(__file__).parents[2] / "pyproject.toml").read_text()
     extras = tomllib.loads(text)["project"]["optional-dependencies"]
     specs = {req.name: req.specifier for group in ("torch", "keras") for req in map(Requirement, extras[group])}
     assert not any(v in specs["torch"] for v in ("2.1.0", "2.5.1", "2.6.0", "2.9.1"))
