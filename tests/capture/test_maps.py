@@ -52,7 +52,7 @@ def test_host_transfer_is_one_copy_whatever_the_number_of_maps() -> None:
 
 def test_torch_transfer_equals_the_numpy_one() -> None:
     torch = pytest.importorskip("torch")
-    from layerscope.capture.torch.autograd import maps_to_host
+    from layerscope.capture._autograd import maps_to_host
 
     rng = np.random.default_rng(0)
     maps = {"a": rng.random((2, 4, 4)).astype(np.float32), "b": rng.random((2, 7, 7)).astype(np.float32)}

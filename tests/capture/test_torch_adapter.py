@@ -464,7 +464,7 @@ def test_whole_number_targets_of_any_type() -> None:
 
 
 def test_deepest_captured_activations() -> None:
-    from layerscope.capture.torch.autograd import deepest
+    from layerscope.capture._autograd import deepest
 
     x = torch.randn(1, 2, requires_grad=True)
     a = x * 2
@@ -480,7 +480,7 @@ def test_deepest_captured_activations() -> None:
 def test_deepest_walk_visits_each_node_once() -> None:
     # 300 captured branches over one shared 300-op trunk: a walk per layer would expand the
     # trunk 300 times (~90,000 expansions); one shared memo expands each node about twice.
-    from layerscope.capture.torch.autograd import _children, deepest
+    from layerscope.capture._autograd import _children, deepest
 
     x = torch.randn(3, requires_grad=True)
     h = x
@@ -541,7 +541,7 @@ def test_precision_modes(monkeypatch: pytest.MonkeyPatch) -> None:
     for n in ref.layers:
         assert fast.cams[n].dtype == np.float32
         assert np.corrcoef(fast.cams[n].ravel(), ref.cams[n].ravel())[0, 1] > 0.99
-    from layerscope.capture.torch.autograd import precision_mode
+    from layerscope.capture._autograd import precision_mode
 
     with precision_mode("fast", torch.device("cuda")) as dtype:  # the dtype only; nothing runs on CUDA
         assert dtype == torch.float16

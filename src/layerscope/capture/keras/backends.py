@@ -34,7 +34,7 @@ def _precision(precision: str, backend: str) -> Iterator[None]:
     if backend == "torch":
         import torch
 
-        from layerscope.capture.torch.autograd import precision_mode
+        from layerscope.capture._autograd import precision_mode
 
         with precision_mode("highest", torch.device("cpu")):
             yield
@@ -101,7 +101,7 @@ def _ops_for(maps: dict[str, Any], outputs: Any) -> Any:
     """The transfer's array ops for the maps a backend made: torch tensors (the torch
     backend), :class:`DeviceArray` (TensorFlow, JAX) or numpy arrays."""
     if any(hasattr(m, "detach") for m in maps.values()) or hasattr(outputs, "detach"):
-        from layerscope.capture.torch.autograd import TORCH_OPS
+        from layerscope.capture._autograd import TORCH_OPS
 
         return TORCH_OPS
     xp = next((m.xp for m in maps.values() if isinstance(m, DeviceArray)), None)
@@ -115,7 +115,7 @@ def _run_torch(
     import keras
     import torch
 
-    from layerscope.capture.torch.autograd import backward_to_maps
+    from layerscope.capture._autograd import backward_to_maps
 
     xin = x if isinstance(x, torch.Tensor) else keras.ops.convert_to_tensor(x)
     xin = xin.detach().clone().requires_grad_(need_gradients)

@@ -7,7 +7,7 @@
 * :mod:`~layerscope.capture.torch.model_io`: inputs, the forward call, the scores and targets;
 * :mod:`~layerscope.capture.torch.layouts`: token and channels-last outputs as feature maps;
 * :mod:`~layerscope.capture.torch.hooks`: the forward hooks and the capturing forward pass;
-* :mod:`~layerscope.capture.torch.autograd`: the one backward pass and the one transfer;
+* :mod:`~layerscope.capture._autograd`: the one backward pass and the one transfer;
 * :mod:`~layerscope.capture.torch.guided`: guided backpropagation;
 * :mod:`~layerscope.capture.torch.probe`: the perturbation methods' probe;
 * :mod:`~layerscope.capture.torch.adapter`: the adapter and the one-pass runner.

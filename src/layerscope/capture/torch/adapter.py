@@ -39,8 +39,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from layerscope.capture._autograd import backward_to_maps, join_scores, precision_mode, torch_maps
 from layerscope.capture._request import CaptureRequest, CaptureResult, LayerShape, Supports
-from layerscope.capture.torch.autograd import backward_to_maps, join_scores, precision_mode, torch_maps
 from layerscope.capture.torch.device import eval_mode, model_dtype, placed, resolve_device
 from layerscope.capture.torch.guided import guided_saliency
 from layerscope.capture.torch.hooks import _Hooks, capture_forward, input_hw

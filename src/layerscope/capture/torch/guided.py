@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from layerscope.capture._autograd import fp32, target_scores
 from layerscope.capture._request import CaptureRequest
-from layerscope.capture.torch.autograd import fp32, target_scores
 from layerscope.capture.torch.device import eval_mode
 from layerscope.capture.torch.model_io import check_scores, forward, resolve_targets, select_output
 from layerscope.errors import ModelError

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from layerscope.capture._autograd import torch_maps
 from layerscope.capture._request import CaptureRequest, CaptureResult
-from layerscope.capture.torch.autograd import torch_maps
 from layerscope.capture.torch.device import eval_mode
 from layerscope.capture.torch.hooks import _Hooks, capture_forward, input_hw
 from layerscope.capture.torch.model_io import forward, resolve_targets, select_output
