@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
-from layerscope import __version__
+from layerscope._version import __version__
 from layerscope.errors import LayerscopeError
 
 #: The subcommand modules, in the order ``--help`` lists them; each registers its own parsers.
@@ -33,14 +33,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def _modules() -> list[Any]:
-    found = []
-    for name in COMMANDS:
-        try:
-            found.append(importlib.import_module(f"layerscope.cli.{name}"))
-        except ModuleNotFoundError as e:  # a subcommand module that is not there (yet)
-            if e.name != f"layerscope.cli.{name}":
-                raise
-    return found
+    return [importlib.import_module(f"layerscope.cli.{name}") for name in COMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends the command like Ctrl-C: cleanup runs, one line, exit 143."""
+    """SIGTERM ends the command like Ctrl-C: cleanup runs, one line, exit 143. SIGINT
+    interrupts even when the shell started the command with it ignored (``cmd &``,
+    ``nohup``): a command stopped with ``kill -INT`` still cleans up and exits 130."""
 
     class Terminated(KeyboardInterrupt):
         pass
@@ -78,10 +73,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     except ValueError:  # not the main thread
         yield
         return
+    old_int = signal.getsignal(signal.SIGINT)
+    if old_int == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
+        if old_int == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, old_int)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
 import socket
 import sys
@@ -14,11 +15,31 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from layerscope.errors import UsageError
+from layerscope.errors import UsageError, unknown_name
 
 DEFAULT_MODEL = "demo"
 #: Seconds a download may stall before it fails (set for a command, restored after it).
 SOCKET_TIMEOUT = 30.0
+#: The largest ``--size`` side without ``--allow-large-size``: a 4096² input already needs
+#: gigabytes of activations in a VGG16; 20000² would fail deep inside with a MemoryError.
+MAX_INPUT_SIDE = 4096
+
+
+# --------------------------------------------------------------------------- what is printed
+
+
+def shown(value: object) -> str:
+    """A user-given name (a path, a layer) safe to print: control characters and ANSI
+    escapes as ``\\x1b``-style escapes, everything else as it is."""
+    text = os.fsdecode(value) if isinstance(value, (bytes, os.PathLike)) else str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """``1 method``, ``2 methods``, ``0 images`` (``nouns``: an irregular plural)."""
+    return f"{n} {noun if n == 1 else nouns or noun + 's'}"
 
 
 # --------------------------------------------------------------------------- argument types
@@ -64,6 +85,17 @@ def size(values: Sequence[int] | None) -> tuple[int, int] | None:
     if len(values) > 2:
         raise UsageError("--size takes one number (square) or two (height width)")
     return (values[0], values[-1])
+
+
+def check_size(args: argparse.Namespace) -> None:
+    """``--size`` at most :data:`MAX_INPUT_SIDE` per side unless ``--allow-large-size``;
+    checked before any model is loaded."""
+    wanted = size(getattr(args, "size", None))
+    if wanted and max(wanted) > MAX_INPUT_SIDE and not getattr(args, "allow_large_size", False):
+        raise UsageError(
+            f"--size {max(wanted)} is more than {MAX_INPUT_SIDE} pixels per side: the activations of such an "
+            "input need more memory than most machines have; pass --allow-large-size to try anyway"
+        )
 
 
 def csv_list(text: str | None) -> list[str]:
@@ -115,7 +147,13 @@ def add_model_args(p: argparse.ArgumentParser, weights_default: str | None = Non
         nargs="+",
         default=None,
         metavar="PX",
-        help="model input size: one number (square) or height width (default: the model's own)",
+        help=f"model input size: one number (square) or height width (default: the model's own; at most "
+        f"{MAX_INPUT_SIDE} unless --allow-large-size)",
+    )
+    p.add_argument(
+        "--allow-large-size",
+        action="store_true",
+        help=f"allow --size above {MAX_INPUT_SIDE} pixels per side (memory grows with its square)",
     )
     p.add_argument(
         "--mean",
@@ -148,7 +186,7 @@ def output_key(text: str) -> str | int:
 
 
 def add_method_args(p: argparse.ArgumentParser, several: bool = False) -> None:
-    """``--layers``, ``--method`` (or ``--methods``), ``--guided-grads``, ``--batch-size``, ``--top-k``,
+    """``--layers``, ``--method`` (or ``--methods``), ``--guided-grads``, ``--perturb-batch``, ``--top-k``,
     ``--target``."""
     from layerscope.methods import list_methods
 
@@ -179,8 +217,9 @@ def add_method_args(p: argparse.ArgumentParser, several: bool = False) -> None:
         "activation is positive (default: on for the recipe, --model vgg16-cifar10 --cifar10 N; off otherwise)",
     )
     p.add_argument(
-        "--batch-size",
+        "--perturb-batch",
         type=positive_int,
+        metavar="N",
         help="perturbation methods (scorecam, ablationcam): perturbed copies per forward pass (default: 32)",
     )
     p.add_argument(
@@ -244,7 +283,7 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
 
 
 def method_options(args: argparse.Namespace, methods: Sequence[str], recipe: bool = False) -> dict[str, Any]:
-    """The method options the arguments give (``--guided-grads``, ``--batch-size``, ``--top-k``); an
+    """The method options the arguments give (``--guided-grads``, ``--perturb-batch``, ``--top-k``); an
     option no chosen method has is an error."""
     from layerscope.methods import get_method
 
@@ -257,13 +296,14 @@ def method_options(args: argparse.Namespace, methods: Sequence[str], recipe: boo
         if not any("guided_grads" in m.options for m in chosen):
             raise UsageError("--guided-grads applies to --method gradcam only")
         options["guided_grads"] = True
-    for key in ("batch_size", "top_k"):
-        value = getattr(args, key, None)
+    for flag, names in (("perturb_batch", ("perturb_batch", "batch_size")), ("top_k", ("top_k",))):
+        value = getattr(args, flag, None)
         if value is None:
             continue
-        if not any(key in m.options for m in chosen):
-            flag = "--" + key.replace("_", "-")
-            raise UsageError(f"{flag} applies to perturbation methods only (scorecam, ablationcam)")
+        # the methods' name for perturbed copies per pass (perturb_batch; batch_size before it was renamed)
+        key = next((n for n in names if any(n in m.options for m in chosen)), None)
+        if key is None:
+            raise UsageError(f"--{flag.replace('_', '-')} applies to perturbation methods only (scorecam, ablationcam)")
         options[key] = value
     return options
 
@@ -304,11 +344,7 @@ def check_model_name(args: argparse.Namespace) -> None:
     name = model_name(args)
     if getattr(args, "model_file", None) or ":" in name or name in MODELS:
         return
-    import difflib
-
-    close = difflib.get_close_matches(name, MODELS, n=3, cutoff=0.4)
-    hint = f" Did you mean {', '.join(close)}?" if close else ""
-    raise UsageError(f"unknown model {name!r}.{hint} Built-in models: {', '.join(MODELS)}")
+    raise UsageError(unknown_name("model", name, MODELS, cutoff=0.4, n=3, valid="Built-in models"))
 
 
 def check_target(args: argparse.Namespace) -> None:
@@ -346,6 +382,7 @@ def load_model_from_args(args: argparse.Namespace, listing: bool = False) -> Any
         name = args.model_file
     else:
         name = model_name(args)
+    check_size(args)
     wanted = size(getattr(args, "size", None))
     if listing:
         return build_for_listing(name, framework=args.framework, size=wanted)
@@ -360,13 +397,25 @@ def load_model_from_args(args: argparse.Namespace, listing: bool = False) -> Any
     )
 
 
+def check_model_args(args: argparse.Namespace) -> None:
+    """The model arguments that need no model: the name, ``--target``, ``--size`` (capped),
+    ``--mean`` / ``--std`` (finite; std > 0). Every command calls it before loading a model."""
+    check_model_name(args)
+    check_target(args)
+    check_size(args)
+    _floats(getattr(args, "mean", None), "--mean")
+    _floats(getattr(args, "std", None), "--std")
+
+
 def _floats(values: Sequence[float] | None, flag: str) -> tuple[float, ...] | None:
     if values is None:
         return None
     if len(values) not in (1, 3):
         raise UsageError(f"{flag} takes one number (all channels) or three (R G B), not {len(values)}")
+    if not all(math.isfinite(v) for v in values):
+        raise UsageError(f"{flag} values must be finite numbers, not {' '.join(map(str, values))}")
     if flag == "--std" and any(v <= 0 for v in values):
-        raise UsageError(f"{flag} values must be positive")
+        raise UsageError(f"{flag} values must be positive, not {' '.join(map(str, values))}")
     return tuple(float(v) for v in values) * (3 if len(values) == 1 else 1)
 
 

@@ -32,8 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from layerscope.outputs import check_image_output, write_image
 
     path = check_image_output(args.output, args.overwrite)
-    _common.check_model_name(args)
-    _common.check_target(args)
+    _common.check_model_args(args)
     options = _common.render_options(args)
     methods = _common.csv_list(args.methods)
     if not methods:
@@ -56,5 +55,5 @@ def run(args: argparse.Namespace) -> int:
         **method_options,
     )
     write_image(path, img, args.overwrite)
-    print(f"{path}: {len(methods)} methods × layers grid, {img.width}×{img.height} px")
+    print(f"{_common.shown(path)}: {_common.plural(len(methods), 'method')} × layers grid, {img.width}×{img.height} px")
     return 0

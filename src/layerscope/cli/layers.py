@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from layerscope.capture import detect_framework, get_adapter
     from layerscope.info import info_for
 
-    _common.check_model_name(args)
+    _common.check_model_args(args)
     size = _common.size(args.size)
     model = _common.load_model_from_args(args, listing=True)
     info = info_for(model)

@@ -7,10 +7,7 @@ from typing import Any
 
 from layerscope.cli import _common
 from layerscope.errors import UsageError
-
-#: The notebook recipe's model: with ``--cifar10 N`` its settings apply (guided gradients,
-#: the recipe's captions).
-RECIPE_MODEL = "vgg16-cifar10"
+from layerscope.recipe import RECIPE_MODEL
 
 
 def add_parser(sub: Any) -> None:
@@ -63,11 +60,11 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--split", choices=["test", "train"], default="test", help="CIFAR-10 split (default: test)")
     _common.add_device_args(p)
+    from layerscope.outputs import WRITERS
+
+    formats = "; ".join(f"{ext}: {w.name}" for ext, w in WRITERS.items())
     _common.add_output_args(
-        p,
-        "grad_cam.gif",
-        "output file: .gif, .webp, .png (APNG), .mp4 (H.264 video), .html (the interactive explorer: one "
-        "self-contained file) or .npz for the raw maps (default: grad_cam.gif)",
+        p, "grad_cam.gif", f"output file, its format chosen by extension ({formats}) (default: grad_cam.gif)"
     )
 
 
@@ -84,12 +81,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--cifar10-path needs --cifar10 N (the image to explain)")
     if args.model_file and args.framework != "keras":
         raise UsageError("--model-file takes a Keras .keras file: add --framework keras")
-    _common.check_model_name(args)
-    _common.check_target(args)
+    _common.check_model_args(args)
     name = _common.model_name(args)
     is_recipe = name == RECIPE_MODEL and args.cifar10 is not None and not args.model_file
     options = _common.render_options(args, caption=args.caption or ("recipe" if is_recipe else "layerscope"))
-    outputs.check_output(args.output, options, args.overwrite)
+    outputs.check_path(args.output, options, args.overwrite)
     methods = _common.csv_list(args.methods) if args.methods else [args.method]
     for m in methods:
         get_method(m)
@@ -138,17 +134,18 @@ def run(args: argparse.Namespace) -> int:
         path = outputs.write_html(exps, args.output, options, overwrite=args.overwrite)
         classes = list(dict.fromkeys(e.class_name(0) for e in exps))
         print(
-            f"{path}: {len(exps[0].layers)} layers, {len(methods)} method(s) ({', '.join(methods)}) × "
-            f"{len(classes)} class(es) ({', '.join(map(repr, classes))})" + (f"; {note}" if note else "")
+            f"{_common.shown(path)}: {_common.plural(len(exps[0].layers), 'layer')}, "
+            f"{_common.plural(len(methods), 'method')} ({', '.join(methods)}) × "
+            f"{_common.plural(len(classes), 'class', 'classes')} ({', '.join(map(repr, classes))})"
+            + (f"; {note}" if note else "")
         )
         return 0
     exp = explain(model, image, layers=args.layers, method=args.method, target=args.target, **method_options, **extra)
     saved = exp.save(args.output, overwrite=args.overwrite, options=options)
     path = saved[0] if isinstance(saved, list) else saved
     flat = [layer for layer in exp.layers if exp.flat[layer][0]]
-    n = len(exp.layers)
     print(
-        f"{path}: {n} layer{'s' if n != 1 else ''}, {exp.method}, class {exp.class_name(0)!r} "
+        f"{_common.shown(path)}: {_common.plural(len(exp.layers), 'layer')}, {exp.method}, class {exp.class_name(0)!r} "
         f"(index {int(exp.targets[0])}, p = {exp.probabilities[0]:.3f})" + (f"; {note}" if note else "")
     )
     if flat:

@@ -6,8 +6,7 @@ import argparse
 from typing import Any
 
 from layerscope.cli import _common
-
-RECIPE_MODEL = "vgg16-cifar10"
+from layerscope.recipe import RECIPE_MODEL
 
 
 def add_parser(sub: Any) -> None:
@@ -48,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = args.output or ("vgg16-cifar10.weights.h5" if args.framework == "keras" else "vgg16-cifar10.safetensors")
     check_writable(out, args.overwrite)
+    _common.check_size(argparse.Namespace(size=[args.size]))
     images, labels = load_split("train", args.cifar10_path, limit=args.limit)
     every = max(1, args.steps // 20)
 
@@ -66,5 +66,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         head.train_head_torch(model, images, labels, args.steps, args.batch_size, args.lr, args.seed, log)
         path = head.save_torch(model, out, args.overwrite)
-    print(f"{path}: the whole model's weights, head trained for {args.steps} steps on {len(labels)} images")
+    print(
+        f"{_common.shown(path)}: the whole model's weights, head trained for {_common.plural(args.steps, 'step')} "
+        f"on {_common.plural(len(labels), 'image')}"
+    )
     return 0

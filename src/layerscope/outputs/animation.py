@@ -82,7 +82,7 @@ def write_gif(f: IO[bytes], frames: Frames, duration: int = 500, loop: int = 0, 
     will be, to size the palette sample). Returns the frame count."""
     from PIL import GifImagePlugin
 
-    _check_duration(duration)
+    _check_duration(duration, " (GIF counts in hundredths of a second)")
     if not callable(frames):
         frames = list(frames)
         if not frames:
@@ -102,13 +102,12 @@ def write_gif(f: IO[bytes], frames: Frames, duration: int = 500, loop: int = 0, 
     return count
 
 
-def _check_duration(duration: int) -> None:
+def _check_duration(duration: int, why: str = "") -> None:
     if isinstance(duration, bool) or not isinstance(duration, int):
         raise UsageError(f"the frame duration must be a whole number of milliseconds, not {duration!r}")
     if not MIN_DURATION_MS <= duration <= MAX_DURATION_MS:
         raise UsageError(
-            f"the frame duration must be between {MIN_DURATION_MS} and {MAX_DURATION_MS} ms, not {duration}"
-            " (GIF counts in hundredths of a second)"
+            f"the frame duration must be between {MIN_DURATION_MS} and {MAX_DURATION_MS} ms, not {duration}{why}"
         )
 
 
@@ -200,7 +199,7 @@ def write_animation(
         raise UsageError(f"{p}: unsupported animation type {ext or '(none)'}; use one of {', '.join(ANIMATIONS)}")
     if not frames:
         raise UsageError("no frames to write")
-    _check_duration(duration)
+    _check_duration(duration, " (GIF counts in hundredths of a second)" if ext == ".gif" else "")
     with atomic_file(p, overwrite) as f:
         if ext == ".gif":
             write_gif(f, frames, duration)

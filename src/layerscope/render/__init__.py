@@ -38,7 +38,6 @@ from layerscope.render.scale import (
     normalise,
     normalise_layers,
 )
-from layerscope.render.text import _font, _wrap
 
 __all__ = [
     "FLAT_ATOL",
@@ -50,8 +49,6 @@ __all__ = [
     "ColorBar",
     "FrameText",
     "RenderOptions",
-    "_font",
-    "_wrap",
     "base_image",
     "blend",
     "colorbar",

@@ -197,6 +197,12 @@ def _layout(
     fnt, size = fit(texts, max(1, width), size)
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     reserve = int(scratch.textlength(f"  {counter}", font=fnt)) if counter else 0
+    if counter and caption:
+        # the first caption's words also fit beside the counter, so no line runs into it
+        _, first_size = fit(caption[:1], max(1, width - reserve), size)
+        if first_size < size:
+            fnt, size = fit(texts, max(1, width), first_size)
+            reserve = int(scratch.textlength(f"  {counter}", font=fnt))
     lines: list[tuple[str, tuple[int, int, int]]] = []
     for k, text in enumerate(caption):
         for ln in wrap(scratch, text, fnt, max(1, width - (reserve if k == 0 else 0))):

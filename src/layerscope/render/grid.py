@@ -16,8 +16,7 @@ from layerscope.errors import UsageError
 from layerscope.render.drawing import base_image, overlay
 from layerscope.render.options import RenderOptions
 from layerscope.render.scale import is_flat, layer_ranges
-from layerscope.render.text import font as _font
-from layerscope.render.text import wrap as _wrap
+from layerscope.render.text import font, wrap
 
 #: Default size of a cell's shorter side, in pixels.
 CELL = 160
@@ -92,12 +91,12 @@ def draw_grid(
     base = base_image(image, (cell_h, cell_w))
 
     size = max(10, min(20, cell_w // 11))
-    font = _font(size)
+    fnt = font(size)
     line_h = int(size * 1.35)
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    label_w = GAP + max(int(scratch.textlength(t, font=font)) for t in row_labels) + 2 * GAP
-    col_lines = [_wrap(scratch, t, font, cell_w) for t in col_labels]
-    title_lines = _wrap(scratch, title, font, label_w + len(col_labels) * (cell_w + GAP)) if title else []
+    label_w = GAP + max(int(scratch.textlength(t, font=fnt)) for t in row_labels) + 2 * GAP
+    col_lines = [wrap(scratch, t, fnt, cell_w) for t in col_labels]
+    title_lines = wrap(scratch, title, fnt, label_w + len(col_labels) * (cell_w + GAP)) if title else []
     header_h = GAP + line_h * (len(title_lines) + max(len(c) for c in col_lines)) + GAP
     layout = GridLayout(len(row_labels), len(col_labels), cell_h, cell_w, label_w, header_h)
 
@@ -105,15 +104,15 @@ def draw_grid(
     draw = ImageDraw.Draw(canvas)
     y = GAP
     for ln in title_lines:
-        draw.text((GAP, y), ln, fill=TEXT, font=font)
+        draw.text((GAP, y), ln, fill=TEXT, font=fnt)
         y += line_h
     for c, lines in enumerate(col_lines):
         x0 = layout.box(0, c)[0]
         for i, ln in enumerate(lines):
-            draw.text((x0, y + i * line_h), ln, fill=TEXT, font=font)
+            draw.text((x0, y + i * line_h), ln, fill=TEXT, font=fnt)
     for r, row in enumerate(maps):
         top = layout.box(r, 0)[1]
-        draw.text((GAP, top + (cell_h - line_h) // 2), row_labels[r], fill=TEXT, font=font)
+        draw.text((GAP, top + (cell_h - line_h) // 2), row_labels[r], fill=TEXT, font=fnt)
         for c, (m, (lo, hi)) in enumerate(zip(row, layer_ranges(row, scale), strict=True)):
             a = np.asarray(m, dtype=np.float64)
             norm = np.zeros(a.shape, np.float32) if is_flat(lo, hi) else np.clip((a - lo) / (hi - lo), 0, 1)

@@ -11,7 +11,8 @@ from layerscope.errors import UsageError
 
 SCALES = ("layer", "shared")
 CAPTIONS = ("layerscope", "recipe")
-#: GIF stores frame durations in hundredths of a second: below 10 ms a frame would last 0.
+#: The shortest frame, for every format (GIF stores durations in hundredths of a second:
+#: below 10 ms a frame would last 0).
 MIN_DURATION_MS = 10
 #: An hour per frame is more than anyone means; larger values are a typo.
 MAX_DURATION_MS = 3_600_000
@@ -70,7 +71,6 @@ class RenderOptions:
         if not MIN_DURATION_MS <= self.duration <= MAX_DURATION_MS:
             raise UsageError(
                 f"the frame duration must be between {MIN_DURATION_MS} and {MAX_DURATION_MS} ms, not {self.duration}"
-                f" (GIF counts in hundredths of a second)"
             )
         if isinstance(self.cell, bool) or not isinstance(self.cell, int) or not 16 <= self.cell <= 2048:
             raise UsageError(f"the cell size must be a whole number of pixels from 16 to 2048, not {self.cell!r}")

@@ -1,8 +1,12 @@
 """Text on frames: the font, and word wrapping that never breaks a bracketed group such as
-a shape ``(14, 14, 512)`` across lines."""
+a shape ``(14, 14, 512)`` across lines.
+
+The font is DejaVu Sans, the TrueType font matplotlib ships (a dependency), at every size:
+Pillow's built-in font has no ``→``, ``×`` or ``²`` and draws them as boxes."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from functools import lru_cache
@@ -17,10 +21,23 @@ MIN_FONT = 8
 _TOKEN = re.compile(r"(?:\([^()]*\)|\[[^\[\]]*\]|\{[^{}]*\}|[^\s(\[{])+|[(\[{]")
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=1)
+def font_path() -> str | None:
+    """The TrueType file captions are drawn with: matplotlib's DejaVu Sans (``None`` if
+    that file is missing, then Pillow's built-in font is used)."""
+    import matplotlib
+
+    path = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
+    return path if os.path.isfile(path) else None
+
+
+@lru_cache(maxsize=32)
 def font(size: int) -> Font:
-    """Pillow's built-in scalable font at ``size`` pixels."""
-    return ImageFont.load_default(size=size)
+    """The caption font (DejaVu Sans, see :func:`font_path`) at ``size`` pixels."""
+    path = font_path()
+    if path is None:
+        return ImageFont.load_default(size=size)
+    return ImageFont.truetype(path, size=size)
 
 
 def _scratch() -> ImageDraw.ImageDraw:
@@ -60,8 +77,3 @@ def fit(texts: Sequence[str], width: int, size: int) -> tuple[Font, int]:
             return f, size
         size -= 1
     return font(MIN_FONT), MIN_FONT
-
-
-# Backwards-compatible private names.
-_font = font
-_wrap = wrap
