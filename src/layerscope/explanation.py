@@ -399,7 +399,7 @@ def explain(
         precision=precision,
         output_key=output,
         reshape=reshape,
-        size_hint=getattr(facts, "size_hint", None),
+        size_hint=_size_hint(facts),
     )
     result = adapter.run(model, x, resolved, resolve_target(target, class_names), request)
     if facts.warning:
@@ -434,6 +434,12 @@ def explain(
         grids=dict(result.grids),
         blocked=dict(result.blocked),
     )
+
+
+def _size_hint(info: ModelInfo) -> str | None:
+    """``ModelInfo.size_hint()``: what to say when the model rejects the input's size."""
+    hint = getattr(info, "size_hint", None)
+    return hint() if callable(hint) else hint
 
 
 def _warn_blocked(blocked: dict[str, str]) -> None:

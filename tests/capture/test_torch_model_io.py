@@ -40,9 +40,8 @@ def test_a_shape_error_in_forward_hints_at_the_input_size() -> None:
 
 def test_the_model_infos_size_hint_is_passed_on() -> None:
     model = Raises(ValueError("Input image size (8*8) doesn't match model (64*64)."))
-    info = ModelInfo()
-    object.__setattr__(info, "size_hint", "this model takes 64×64 images: --size 64")
-    with pytest.raises(ModelError, match=r"\(this model takes 64×64 images: --size 64\)"):
+    info = ModelInfo(input_size=(64, 64))  # ModelInfo.size_hint() says it
+    with pytest.raises(ModelError, match=r"\(this model expects 64×64 input: --size 64\)"):
         layerscope.explain(model, torch.rand(1, 3, 8, 8), info=info)
 
 
