@@ -50,7 +50,10 @@ def test_output_folder_writes_inside_it(capsys, tmp_path) -> None:
     assert {"evaluation.csv", "evaluation.png", "evaluation.svg", "evaluation.html"} <= set(os.listdir(tmp_path / "s"))
     # An existing folder, named without the slash, likewise.
     (tmp_path / "t").mkdir()
-    code, _, stderr = run_cli(capsys, "evaluate", "--shapes", "1", *CHEAP, "-o", str(tmp_path / "t"))
+    # (--perturb-batch is the metrics' too: no "applies to perturbation methods only" for gradcam.)
+    code, _, stderr = run_cli(
+        capsys, "evaluate", "--shapes", "1", *CHEAP, "--perturb-batch", "7", "-o", str(tmp_path / "t")
+    )
     assert code == 0, stderr
     assert (tmp_path / "t" / "evaluation.csv").is_file() and not (tmp_path / "t.csv").exists()
     # One image, one layer, one method: said so, not "1 images", "1 layers", "1 method(s)".

@@ -14,6 +14,8 @@ from layerscope.errors import UsageError, unknown_name
 MAX_IMAGES = 100_000
 #: Images captured and scored together (bounds memory).
 IMAGES_PER_BATCH = 64
+#: The metrics' perturbed copies per forward pass without --perturb-batch.
+METRIC_PERTURB_BATCH = 256
 
 
 def add_parser(sub: Any) -> None:
@@ -78,13 +80,12 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="run the whole cascading randomisation (one capture per parameterised module), not only the last step",
     )
-    p.add_argument(
-        "--perturb-batch",
-        type=_common.positive_int,
-        default=256,
-        metavar="B",
-        help="perturbed images per forward pass (default: 256)",
-    )
+    for action in p._actions:  # the methods' flag is also the metrics': one name for perturbed copies
+        if action.dest == "perturb_batch":
+            action.help = (
+                f"perturbed copies per forward pass, for the metrics (default: {METRIC_PERTURB_BATCH}) and for a "
+                "perturbation method (scorecam, ablationcam; default: 32)"
+            )
     p.add_argument(
         "--max-images",
         type=_common.positive_int,
@@ -175,7 +176,11 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.output}: cannot make the folder: {e.strerror or e}") from None
     for q in paths:
         check_writable(q, args.overwrite)
-    options = _common.method_options(args, methods)
+    # --perturb-batch is the metrics' too: a method option only where a chosen method has it.
+    has_copies = any({"perturb_batch", "batch_size"} & set(get_method(m).options) for m in methods)
+    options = _common.method_options(
+        argparse.Namespace(**{**vars(args), "perturb_batch": args.perturb_batch if has_copies else None}), methods
+    )
     files: list[Path] = []
     if args.source:
         src = Path(args.source)
@@ -252,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
             has_masks=bool(args.shapes), info=info, progress=progress, random_baseline=not args.no_random_baseline,
             cascade=args.cascade, method_options=options, steps=args.steps,
             baseline=tuple(baseline) if len(baseline) == 2 else baseline[0], energy_region=args.energy_region,
-            perturb_batch=args.perturb_batch,
+            perturb_batch=args.perturb_batch or METRIC_PERTURB_BATCH,
         )  # fmt: skip
     finally:
         if bar_files is not None:
