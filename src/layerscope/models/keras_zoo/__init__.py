@@ -17,7 +17,7 @@ from typing import Any
 
 from layerscope.errors import UsageError, WeightsError
 from layerscope.info import RANDOM_WEIGHTS, ModelInfo
-from layerscope.inputs import CaffePreprocess, Preprocess, caffe_preprocess
+from layerscope.inputs import CaffePreprocess, Preprocess
 from layerscope.models._build import RANDOM_NOTE
 from layerscope.models._registry import KerasTwin, ModelEntry, get_entry
 from layerscope.models.keras_zoo.architecture import (
@@ -29,20 +29,12 @@ from layerscope.models.keras_zoo.architecture import (
     keras_module,
 )
 from layerscope.models.keras_zoo.weights import (
-    VGG16_NOTOP_URL,
-    VGG16_TOP_URL,
     load_model_file,
     load_weights,
     save_weights,
     torch_to_keras_weights,
     vgg16_imagenet_file,
 )
-
-KERAS_MODELS = {
-    "vgg16": "VGG16 (ImageNet, 1000 classes): keras.applications.VGG16",
-    "vgg16-cifar10": "the notebook recipe: keras.applications.VGG16 base (no top) + GlobalAveragePooling2D "
-    "+ Dense(1024, relu) + Dense(10, softmax)",
-}
 
 
 def _twin(model: ModelEntry | str) -> tuple[str, KerasTwin]:
@@ -134,16 +126,11 @@ def file_info(model: Any) -> ModelInfo:
 
 
 __all__ = [
-    "KERAS_MODELS",
     "RECIPE_BASE",
     "RECIPE_HEAD",
-    "VGG16_NOTOP_URL",
-    "VGG16_TOP_URL",
-    "CaffePreprocess",
     "build_recipe",
     "build_vgg16",
     "builtin_info",
-    "caffe_preprocess",
     "file_info",
     "init_random_",
     "keras_module",
