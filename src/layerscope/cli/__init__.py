@@ -103,8 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LayerscopeError as e:
         if debug:
             raise
+        from layerscope.cli._common import shown
+
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]  # one line, whatever the message
-        print(f"layerscope: error: {'; '.join(lines)}", file=sys.stderr)
+        print(f"layerscope: error: {shown('; '.join(lines))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
         terminated = type(e).__name__ == "Terminated"
@@ -118,5 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug: still one line, with the way to see more
         if debug:
             raise
-        print(f"layerscope: internal error: {type(e).__name__}: {e} (rerun with --debug for details)", file=sys.stderr)
+        from layerscope.cli._common import shown
+
+        print(
+            f"layerscope: internal error: {type(e).__name__}: {shown(e)} (rerun with --debug for details)",
+            file=sys.stderr,
+        )
         return 1

@@ -28,10 +28,13 @@ MAX_INPUT_SIDE = 4096
 # --------------------------------------------------------------------------- what is printed
 
 
-def shown(value: object) -> str:
-    """A user-given name (a path, a layer) safe to print: control characters and ANSI
-    escapes as ``\\x1b``-style escapes, everything else as it is."""
+def shown(value: object, *, newlines: bool = False) -> str:
+    """Text with user-given names in it (a path, a layer) safe to print on a terminal:
+    control characters and ANSI escapes as ``\\x1b``-style escapes, everything else as it is
+    (``newlines``: line breaks kept)."""
     text = os.fsdecode(value) if isinstance(value, (bytes, os.PathLike)) else str(value)
+    if newlines:
+        return "\n".join(shown(line) for line in text.split("\n"))
     if text.isprintable():
         return text
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
@@ -438,7 +441,7 @@ class _ToStderr(logging.Handler):
     """layerscope's progress messages as ``layerscope: …`` lines on the current stderr."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        print(f"layerscope: {record.getMessage()}", file=sys.stderr)
+        print(f"layerscope: {shown(record.getMessage(), newlines=True)}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -448,7 +451,7 @@ def command_session() -> Iterator[None]:
     downloads. The library itself never changes any of them."""
 
     def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-        print(f"layerscope: warning: {message}", file=sys.stderr)
+        print(f"layerscope: warning: {shown(message, newlines=True)}", file=sys.stderr)
 
     logger = logging.getLogger("layerscope")
     handler = _ToStderr()

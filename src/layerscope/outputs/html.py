@@ -239,6 +239,8 @@ def explorer_data(
             "layers": layers,
             "series": _user_series(own, len(layers)) if (own := _series_of(series, e.method)) else default_series(maps),
         }
+        for s, colour in zip(views[key]["series"], series_colours(len(views[key]["series"])), strict=True):
+            s["colour"] = colour
     if not classes:  # only class-agnostic methods: one "class", the top-1
         ck = _class_key(first, index)
         classes[ck] = {"key": ck, "label": first.class_name(index)}
@@ -256,6 +258,36 @@ def explorer_data(
     }
 
 
+#: The still picture's longest side in pixels (see :func:`explorer_fragment`'s ``static``).
+STATIC_MAX_SIDE = 480
+
+#: The chart's series colours: ten that tell apart (Tableau 10), then evenly spread hues.
+SERIES_COLOURS = (
+    "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2",
+    "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
+)  # fmt: skip
+
+
+def series_colours(n: int) -> list[str]:
+    """``n`` distinct colours for the chart's series (a palette, then golden-angle hues)."""
+    import colorsys
+
+    out = list(SERIES_COLOURS[:n])
+    for k in range(len(out), n):
+        r, g, b = colorsys.hls_to_rgb((k * 0.618034) % 1.0, 0.6, 0.65)
+        out.append(f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}")
+    return out
+
+
+def _static_src(exp: Any, index: int, options: RenderOptions | None) -> str:
+    """The last layer's frame, shrunk to :data:`STATIC_MAX_SIDE`, as a data URL."""
+    from collections import deque
+
+    (last,) = deque(exp.iter_frames(index, options), maxlen=1)  # drawn one at a time; only the last kept
+    last.thumbnail((STATIC_MAX_SIDE, STATIC_MAX_SIDE))
+    return _image_src(np.asarray(last.convert("RGB")))
+
+
 def _json_for_script(data: Any) -> str:
     text = json.dumps(data, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
@@ -270,6 +302,7 @@ def explorer_fragment(
     series: Mapping[str, Sequence[float]] | None = None,
     assets: bool = True,
     element_id: str | None = None,
+    static: bool | None = None,
 ) -> str:
     """One explorer as an HTML fragment (a ``<div class="ls-explorer">``), for a notebook
     or a page that lists many images.
@@ -286,16 +319,22 @@ def explorer_fragment(
         assets: include the style and the script (set ``False`` for all but one fragment of a
             page, or include :func:`explorer_assets` once).
         element_id: the element's id (default: derived from the content).
+        static: include a still picture (the last layer's frame, at most
+            :data:`STATIC_MAX_SIDE` px) shown where scripts are stripped (GitHub, nbviewer)
+            and hidden by the script (default: with ``assets``, as in a notebook).
     """
     from markupsafe import Markup
 
     exps = [explanations] if hasattr(explanations, "cams") else list(explanations)
     data = explorer_data(exps, index, options, title=title, series=series)
+    static_src = _static_src(exps[0], index, options) if (assets if static is None else static) else None
     data_json = _json_for_script(data)
     css, js = explorer_assets()
     first_view = next(iter(data["views"].values()))
     return _template("explorer_fragment.html.j2").render(
         assets=assets,
+        static_src=static_src,
+        static_alt=f"{exps[0].layers[-1]}: the last layer's map (a still: the interactive explorer needs scripts)",
         css=Markup(css),
         js=Markup(js),
         element_id=element_id or "ls-" + hashlib.sha1(data_json.encode()).hexdigest()[:12],

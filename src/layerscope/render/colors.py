@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 from functools import lru_cache
 
 import numpy as np
 
-from layerscope.errors import UsageError
+from layerscope.errors import UsageError, unknown_name
 
 
 @lru_cache(maxsize=32)
@@ -18,10 +17,9 @@ def colormap_lut(name: str) -> np.ndarray:
     try:
         cmap = matplotlib.colormaps[name]
     except KeyError:
-        names = list(matplotlib.colormaps)
-        close = difflib.get_close_matches(name, names, n=4, cutoff=0.5)
-        hint = f"; close matches: {', '.join(close)}" if close else ""
-        raise UsageError(f"unknown colormap {name!r}{hint} (any matplotlib colormap works)") from None
+        raise UsageError(
+            unknown_name("colormap", name, matplotlib.colormaps, valid="", also=" Any matplotlib colormap works.")
+        ) from None
     rgba = cmap(np.linspace(0.0, 1.0, 256))
     lut = np.round(rgba[:, :3] * 255.0).astype(np.uint8)
     lut.setflags(write=False)

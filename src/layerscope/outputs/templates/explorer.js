@@ -49,6 +49,10 @@
       self.render();
     };
     img.src = data.image.src;
+    // the script runs: the static picture (for viewers that strip scripts) gives way
+    var still = this.q("img.ls-static"), stage = this.q(".ls-stage");
+    if (still) still.style.display = "none";
+    if (stage) stage.removeAttribute("hidden");
     this.bind();
     this.drawLegendBar();
     this.syncControls();
@@ -161,22 +165,30 @@
     function X(i) { return l + (n > 1 ? i * (Wc - l - r) / (n - 1) : (Wc - l - r) / 2); }
     function Y(u) { return t + (1 - u) * (Hc - t - b); }
     el("line", { x1: l, y1: Y(0), x2: Wc - r, y2: Y(0), stroke: "#555" });
-    el("text", { x: 2, y: Y(1) + 4 }, "1");
-    el("text", { x: 2, y: Y(0) + 4 }, "0");
+    el("text", { x: 2, y: Y(1) + 4, "class": "ls-axis" }, "1");
+    el("text", { x: 2, y: Y(0) + 4, "class": "ls-axis" }, "0");
     var cur = X(this.state.layer);
     el("line", { x1: cur, y1: t, x2: cur, y2: Y(0), stroke: "#fff", "stroke-dasharray": "3 2", "class": "ls-current" });
-    var colours = ["#4fc3f7", "#ffb74d", "#81c784", "#e57373"];
-    var self = this;
+    var self = this, keys = this.q(".ls-series");
+    // each series' colour comes with the data (distinct for any number of series); its name
+    // goes in an HTML legend that wraps, so every label is shown whatever the count
+    if (keys) while (keys.firstChild) keys.removeChild(keys.firstChild);
     series.forEach(function (s, k) {
+      var colour = s.colour || "#4fc3f7";
       var pts = s.values.map(function (u, i) { return X(i) + "," + Y(u); }).join(" ");
-      el("polyline", { points: pts, fill: "none", stroke: colours[k % 4], "stroke-width": 1.5 });
+      el("polyline", { points: pts, fill: "none", stroke: colour, "stroke-width": 1.5 });
       s.values.forEach(function (u, i) {
-        var dot = el("circle", { cx: X(i), cy: Y(u), r: i === self.state.layer ? 3.5 : 2, fill: colours[k % 4] });
+        var dot = el("circle", { cx: X(i), cy: Y(u), r: i === self.state.layer ? 3.5 : 2, fill: colour });
         var tt = document.createElementNS(ns, "title");
         tt.textContent = v.layers[i].name + ": " + s.name + " " + fmt(s.raw ? s.raw[i] : u);
         dot.appendChild(tt);
       });
-      el("text", { x: l + 4 + k * 200, y: Hc - 6, fill: colours[k % 4] }, s.name);
+      if (keys) {
+        var key = document.createElement("span"), swatch = document.createElement("i");
+        key.className = "ls-key"; key.style.color = colour; swatch.style.background = colour;
+        key.appendChild(swatch); key.appendChild(document.createTextNode(s.name));
+        keys.appendChild(key);
+      }
     });
     var hit = el("rect", { x: l, y: t, width: Wc - l - r, height: Hc - t - b, fill: "transparent", "class": "ls-hit" });
     hit.addEventListener("click", function (ev) {
