@@ -80,7 +80,7 @@ def load_model(
         model, info = _load_keras(name, weights, seed, trust_model, size_hw(size))
     else:
         if trust_model and not name.startswith("hf:"):
-            raise UsageError("--trust-model applies to Keras model files (--framework keras) and hf: models only")
+            raise UsageError("--trust-model applies to Keras model files only (--framework keras), and to hf: models")
         if _is_external(name):
             from layerscope.models import external
 
