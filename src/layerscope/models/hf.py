@@ -34,7 +34,6 @@ from layerscope.models._build import MAX_MODEL_SIDE, from_file, on_meta, require
 #: Where the Hub is checked for (host, port), and how long the check may take.
 HUB_ADDRESS = ("huggingface.co", 443)
 HUB_TIMEOUT_S = 1.5
-_EXAMPLE = ", or a local folder written by save_pretrained (hf:/path/to/folder)"
 
 
 def load(
@@ -82,11 +81,16 @@ def _download_config(repo: str) -> Path:
         raise _error(f"the config of {repo} from the Hugging Face Hub", e) from None
 
 
-def _error(what: str, e: BaseException) -> WeightsError:
+def _error(what: str, e: BaseException, folder: bool = False) -> WeightsError:
     text = " ".join(str(e).split()) or type(e).__name__
     if len(text) > 300:
         text = text[:300].rsplit(" ", 1)[0] + " …"
-    return WeightsError(f"cannot get {what} ({type(e).__name__}: {text}); check the repo id{_EXAMPLE}")
+    fix = (
+        "the folder must hold what save_pretrained writes (config.json and the weights), or pass --weights PATH"
+        if folder
+        else "check the repo id, or pass a local folder written by save_pretrained (hf:/path/to/folder)"
+    )
+    return WeightsError(f"cannot get {what} ({type(e).__name__}: {text}); {fix}")
 
 
 def _local_folder(repo: str) -> Path | None:
@@ -185,17 +189,18 @@ def _build(
     local_only: bool,
 ) -> Any:
     auto_model = transformers.AutoModelForImageClassification
-    where = repo if Path(repo).expanduser().is_dir() else f"{repo} from the Hugging Face Hub"
+    folder = Path(repo).expanduser().is_dir()
+    where = repo if folder else f"{repo} from the Hugging Face Hub"
     opts = {"trust_remote_code": trust, **({"local_files_only": True} if local_only else {})}
     if kind == "pretrained" and not listing:
         try:
             return auto_model.from_pretrained(repo, **opts)
         except Exception as e:
-            raise _error(where, e) from None
+            raise _error(where, e, folder) from None
     try:
         cfg = transformers.AutoConfig.from_pretrained(repo, **opts)
     except Exception as e:  # OSError offline, ValueError for a repo that is not a model
-        raise _error(f"the config of {where}", e) from None
+        raise _error(f"the config of {where}", e, folder) from None
 
     def build() -> Any:
         return auto_model.from_config(cfg, trust_remote_code=trust)
