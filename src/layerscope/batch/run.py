@@ -363,6 +363,6 @@ def _check_outputs(kinds: Sequence[str], render: Any) -> None:
     with tempfile.TemporaryDirectory() as d:
         for kind in kinds:
             try:
-                outputs.check_output(Path(d) / f"check.{kind}", render, overwrite=True)
+                outputs.check_path(Path(d) / f"check.{kind}", render, overwrite=True)
             except LayerscopeError as e:
                 raise UsageError(f"--save {kind}: {str(e).splitlines()[0]}") from None
