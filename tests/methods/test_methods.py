@@ -128,7 +128,7 @@ def test_registry_has_the_family_with_kinds_costs_and_papers() -> None:
         assert name == "gradcam-elementwise" or any(str(y) in (m.fn.__doc__ or "") for y in range(2014, 2022)), name
     for name in ("scorecam", "ablationcam"):
         m = get_method(name)
-        assert {"batch_size", "top_k"} <= set(m.options)
+        assert {"perturb_batch", "top_k"} <= set(m.options)
         assert m.forward_passes(2, 64, top_k=16) == 32 and m.forward_passes(2, 8) == 16
     assert get_method("gradcam").frameworks == ("torch", "keras")
     assert get_method("scorecam").frameworks == ("torch",)
@@ -290,7 +290,7 @@ def test_eigencam_needs_no_backward_and_ignores_the_target(net: SmallVGG, x: tor
 def test_scorecam_channel_softmax_equals_torchcam_at_every_layer(net: SmallVGG, x: torch.Tensor) -> None:
     import torchcam.methods as tc
 
-    exp = layerscope.explain(net, x, method="scorecam", target=TARGETS, score="channel-softmax", batch_size=64)
+    exp = layerscope.explain(net, x, method="scorecam", target=TARGETS, score="channel-softmax", perturb_batch=64)
     assert len(exp.layers) == 13
     for name in exp.layers:
         with tc.ScoreCAM(net, paths(net)[name], batch_size=64) as extractor:
@@ -319,7 +319,7 @@ def independent_scorecam(model: nn.Module, x: torch.Tensor, path: str, targets: 
 
 def test_scorecam_probability_equals_an_independent_loop(net: SmallVGG, xs: torch.Tensor) -> None:
     layers = ["block2_conv2", "block5_conv3"]
-    exp = layerscope.explain(net, xs, layers=layers, method="scorecam", target=TARGETS, batch_size=7)
+    exp = layerscope.explain(net, xs, layers=layers, method="scorecam", target=TARGETS, perturb_batch=7)
     for name in layers:
         assert_same(exp.cams[name], independent_scorecam(net, xs, paths(net)[name], TARGETS), name)
 
@@ -351,7 +351,7 @@ def independent_ablation(model: nn.Module, x: torch.Tensor, path: str, targets: 
 
 def test_ablationcam_equals_an_independent_loop(net: SmallVGG, xs: torch.Tensor) -> None:
     layers = ["block2_conv1", "block5_conv3"]
-    exp = layerscope.explain(net, xs, layers=layers, method="ablationcam", target=TARGETS, batch_size=5)
+    exp = layerscope.explain(net, xs, layers=layers, method="ablationcam", target=TARGETS, perturb_batch=5)
     for name in layers:
         assert_same(exp.cams[name], independent_ablation(net, xs, paths(net)[name], TARGETS), name)
     top = layerscope.explain(net, xs, layers="block5_conv3", method="ablationcam", target=TARGETS, top_k=4)
@@ -372,14 +372,14 @@ def test_perturbation_cost_is_announced_counted_and_batching_invariant(
     counted = CountPasses(net)
     layers = ["block1_conv1", "block5_conv3"]
     with caplog.at_level(logging.INFO, logger="layerscope"):
-        exp = layerscope.explain(counted, x, layers=layers, method="scorecam", target=TARGETS, top_k=3, batch_size=4)
+        exp = layerscope.explain(counted, x, layers=layers, method="scorecam", target=TARGETS, top_k=3, perturb_batch=4)
     assert "scorecam: 12 forward passes (2 layers, 2 images)" in caplog.text
     assert counted.forwards == 1 + 2 * 2  # the capture pass, then ceil(2·3 / 4) batches per layer
     assert counted.images == 2 + 2 * 2 * 3  # each masked copy went through the model once
-    again = layerscope.explain(net, x, layers=layers, method="scorecam", target=TARGETS, top_k=3, batch_size=1)
+    again = layerscope.explain(net, x, layers=layers, method="scorecam", target=TARGETS, top_k=3, perturb_batch=1)
     for name in layers:
         np.testing.assert_allclose(exp.cams[name], again.cams[name], rtol=1e-5, atol=1e-7)
-    for bad in ({"batch_size": 0}, {"top_k": 0}, {"score": "logits"}):
+    for bad in ({"perturb_batch": 0}, {"top_k": 0}, {"score": "logits"}):
         with pytest.raises(UsageError):
             layerscope.explain(net, x, layers="block1_conv1", method="scorecam", target=TARGETS, **bad)
 
@@ -549,7 +549,7 @@ def test_every_method_at_every_layer_of_a_vgg16_layout(net: SmallVGG, xs: torch.
     model.load_state_dict(net.state_dict())
     x = xs[:1]
     for method in ALL:
-        options = {"top_k": 2, "batch_size": 16} if get_method(method).kind == "perturbation" else {}
+        options = {"top_k": 2, "perturb_batch": 16} if get_method(method).kind == "perturbation" else {}
         exp = layerscope.explain(model.eval(), x, method=method, **options)
         assert exp.layers == list(vgg.make_features()[1]), method
         assert len(exp.layers) == 13, method
@@ -615,8 +615,8 @@ def test_options_are_read_from_the_signature() -> None:
     assert get_method("gradcam").options == {"guided_grads": False}
     assert get_method("xgradcam").options == {"eps": 1e-8}
     assert get_method("eigencam").options == get_method("eigengradcam").options == {"center": True}
-    assert get_method("scorecam").options == {"batch_size": 32, "top_k": None, "score": "probability"}
-    assert get_method("ablationcam").options == {"batch_size": 32, "top_k": None}
+    assert get_method("scorecam").options == {"perturb_batch": 32, "top_k": None, "score": "probability"}
+    assert get_method("ablationcam").options == {"perturb_batch": 32, "top_k": None}
     assert get_method("guided-gradcam").options == get_method("layercam").options == {}
 
     def mine(activations, gradients, *, probe=None, scale: float = 2.0):  # type: ignore[no-untyped-def]

@@ -3,7 +3,7 @@
 They need no gradient but cost forward passes: one per image, layer and channel evaluated.
 ``top_k`` limits the channels evaluated to the ``k`` with the largest mean activation (the
 others get weight 0, as Faster Score-CAM keeps only a few channels), so every layer stays
-practical; ``batch_size`` sets how many perturbed copies go through the model at once.
+practical; ``perturb_batch`` sets how many perturbed copies go through the model at once.
 
 The model is reached only through the ``probe`` the capture hands over
 (:class:`layerscope.capture.torch.Probe`); the math stays here:
@@ -54,13 +54,13 @@ def forward_passes(images: int, channels: int, top_k: int | None = None, **_: An
     return images * (channels if top_k is None else min(channels, top_k))
 
 
-def _check_batch_size(batch_size: int) -> None:
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-        raise UsageError(f"batch_size must be a positive whole number, not {batch_size!r}")
+def _check_perturb_batch(perturb_batch: int) -> None:
+    if not isinstance(perturb_batch, (int, np.integer)) or isinstance(perturb_batch, bool) or perturb_batch < 1:
+        raise UsageError(f"perturb_batch must be a positive whole number, not {perturb_batch!r}")
 
 
-def _chunks(total: int, batch_size: int) -> list[slice]:
-    return [slice(s, min(s + batch_size, total)) for s in range(0, total, batch_size)]
+def _chunks(total: int, perturb_batch: int) -> list[slice]:
+    return [slice(s, min(s + perturb_batch, total)) for s in range(0, total, perturb_batch)]
 
 
 def _scatter(like: Any, channels: np.ndarray, values: Any) -> Any:
@@ -77,7 +77,7 @@ def scorecam(
     gradients: Any = None,
     *,
     probe: Any,
-    batch_size: int = 32,
+    perturb_batch: int = 32,
     top_k: int | None = None,
     score: str = "probability",
 ) -> Any:
@@ -96,13 +96,13 @@ def scorecam(
         activations: ``A``, ``(N, C, h, w)``.
         gradients: ignored.
         probe: the capture's access to the model (see the module docstring).
-        batch_size: masked inputs per forward pass.
+        perturb_batch: masked inputs per forward pass.
         top_k: evaluate only the ``k`` channels of largest mean activation (others weigh 0).
         score: ``"probability"`` or ``"channel-softmax"``.
     """
     if score not in SCORECAM_SCORES:
         raise UsageError(f"unknown Score-CAM score {score!r}; expected one of {', '.join(SCORECAM_SCORES)}")
-    _check_batch_size(batch_size)
+    _check_perturb_batch(perturb_batch)
     channels = top_channels(activations, top_k)
     n, k = channels.shape
     rows = np.repeat(np.arange(n), k)
@@ -111,7 +111,7 @@ def scorecam(
     x = probe.input
     size = tuple(x.shape[-2:])
     scores = zeros(activations, (n * k,))
-    for sl in _chunks(n * k, batch_size):
+    for sl in _chunks(n * k, perturb_batch):
         r = rows[sl]
         up = upsample(masks[index(masks, r), index(masks, chans[sl])], size)
         masked = x[index(x, r)] * up[:, None]
@@ -127,7 +127,7 @@ def ablationcam(
     gradients: Any = None,
     *,
     probe: Any,
-    batch_size: int = 32,
+    perturb_batch: int = 32,
     top_k: int | None = None,
 ) -> Any:
     """Ablation-CAM (Desai & Ramaswamy, WACV 2020, "Ablation-CAM: Visual Explanations for Deep
@@ -142,16 +142,16 @@ def ablationcam(
         activations: ``A``, ``(N, C, h, w)``.
         gradients: ignored.
         probe: the capture's access to the model (see the module docstring).
-        batch_size: ablated copies per forward pass.
+        perturb_batch: ablated copies per forward pass.
         top_k: ablate only the ``k`` channels of largest mean activation (others weigh 0).
     """
-    _check_batch_size(batch_size)
+    _check_perturb_batch(perturb_batch)
     channels = top_channels(activations, top_k)
     n, k = channels.shape
     rows = np.repeat(np.arange(n), k)
     chans = channels.reshape(-1)
     ablated = zeros(activations, (n * k,))
-    for sl in _chunks(n * k, batch_size):
+    for sl in _chunks(n * k, perturb_batch):
         r = rows[sl]
         out = activations[index(activations, r)]  # a copy
         out[index(out, np.arange(len(r))), index(out, chans[sl])] = 0
