@@ -77,3 +77,27 @@ def test_pixel_hash_literal() -> None:
 
     a = np.zeros((1, 2, 3), np.uint8)
     assert pixel_hash(a) == hashlib.sha256(b"(1, 2, 3)" + bytes(6)).hexdigest()
+
+
+def test_a_fifo_and_dev_zero_in_a_list_are_error_rows_at_once(tmp_path: Path) -> None:
+    """Issue 18 item 7: checked before a byte is read (a FIFO hung the run, /dev/zero ran out of memory)."""
+    import os
+    import time
+
+    from PIL import Image
+
+    from layerscope.datasets.shapes import make_sample
+
+    os.mkfifo(tmp_path / "pipe.png")
+    Image.fromarray(make_sample(1, 0, 32)[0]).save(tmp_path / "ok.png")
+    lst = tmp_path / "list.txt"
+    lst.write_text("ok.png\npipe.png\n/dev/zero\n")
+    model, info = tiny_model()
+    t0 = time.monotonic()
+    r = run_dataset(lst, tmp_path / "run", model, info=info, **{**FAST, "workers": 1})
+    assert time.monotonic() - t0 < 30
+    assert (r.done, r.errors) == (3, 2)
+    rows = {row["key"]: row["status"] for row in pq.read_table(tmp_path / "run" / "manifest.parquet").to_pylist()}
+    assert rows["ok.png"] == "ok"
+    assert rows["pipe.png"].endswith("pipe.png: not a regular file (a pipe, socket or device); give an image file")
+    assert rows["/dev/zero"] == "error: /dev/zero: not a regular file (a pipe, socket or device); give an image file"
