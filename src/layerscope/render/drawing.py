@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -164,7 +165,7 @@ def frame(
     bar_w, label_w = _bar_geometry(h, size) if bar is not None else (0, 0)
     left = margin + (w + margin if original is not None else 0)
     width = left + w + (margin // 2 + bar_w + 4 + label_w if bar is not None else 0) + margin
-    lines, fnt, line_h = _layout(caption, note, counter, width - 2 * margin, size)
+    lines, fnt, line_h, counter_row = _layout(caption, note, counter, width - 2 * margin, size)
     need = margin // 2 + line_h * len(lines) + margin // 2
     band = max(band or 0, MIN_BAND, need)
     canvas = Image.new("RGB", (width, h + margin + band), (0, 0, 0))
@@ -184,7 +185,7 @@ def frame(
     y = h + margin + margin // 2
     for i, (ln, colour) in enumerate(lines):
         draw.text((margin, y), ln, fill=colour, font=fnt)
-        if i == 0 and counter:
+        if i == counter_row and counter:
             draw.text((width - margin, y), counter, fill=DIM, font=fnt, anchor="ra")
         y += line_h
     return canvas
@@ -192,7 +193,11 @@ def frame(
 
 def _layout(
     caption: Sequence[str], note: str | None, counter: str | None, width: int, size: int
-) -> tuple[list[tuple[str, tuple[int, int, int]]], object, int]:
+) -> tuple[list[tuple[str, tuple[int, int, int]]], Any, int, int]:
+    """The caption's lines and colours, the font, the line height, and the line the counter
+    is drawn on, right-aligned: the first caption line, or, when even the smallest font
+    leaves no room beside it (one long unbreakable word), a line of its own after the
+    caption, so that text and counter never overlap."""
     texts = [*caption, *([note] if note else [])]
     fnt, size = fit(texts, max(1, width), size)
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -207,9 +212,13 @@ def _layout(
     for k, text in enumerate(caption):
         for ln in wrap(scratch, text, fnt, max(1, width - (reserve if k == 0 else 0))):
             lines.append((ln, TEXT))
+    counter_row = 0
+    if counter and lines and scratch.textlength(lines[0][0], font=fnt) > width - reserve:
+        counter_row = len(lines)  # after the caption, before the note
+        lines.insert(counter_row, ("", TEXT))
     if note:
         lines += [(ln, NOTE) for ln in wrap(scratch, note, fnt, max(1, width))]
-    return lines, fnt, int(size * 1.35)
+    return lines, fnt, int(size * 1.35), counter_row
 
 
 def base_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -287,7 +296,7 @@ def render_frames(
     counters = [None if recipe or not opts.counter else t.counter for t in fts]
     band = 0
     for t, c in zip(fts, counters, strict=True):
-        lines, _, line_h = _layout(t.lines, t.note, c, full_w - 2 * MARGIN, fsize)
+        lines, _, line_h, _ = _layout(t.lines, t.note, c, full_w - 2 * MARGIN, fsize)
         band = max(band, MARGIN // 2 + line_h * len(lines) + MARGIN // 2)
     label = "shared" if opts.scale == "shared" else "per layer"
     for m, t, c, (lo, hi) in zip(maps, fts, counters, ranges, strict=True):
