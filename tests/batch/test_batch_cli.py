@@ -73,3 +73,25 @@ def test_batch_bad_arguments_fail_cleanly(tmp_path: Path, capsys: pytest.Capture
     code, _, err = run_cli(capsys, "batch", "--shapes", "3", "-o", str(tmp_path / "r"), "--shard", "2/2")
     assert code != 0 and "shard" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_batch_cli_builds_one_run_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--batch-size is images per pass; perturbed copies are --perturb-batch; --no-retry-errors."""
+    import layerscope.batch
+    from layerscope.batch import RunResult
+
+    seen = {}
+
+    def fake(config, spec, model):
+        seen.update(config=config, spec=spec)
+        return RunResult(run_dir=Path(config.out_dir))
+
+    monkeypatch.setattr(layerscope.batch, "run_config", fake)
+    args = ["batch", "--shapes", "3", "-o", str(tmp_path / "r"), "--method", "scorecam", "--batch-size", "5"]
+    code, _, err = run_cli(capsys, *args, "--perturb-batch", "7", "--no-retry-errors", "--save", "npz,gif")
+    assert code == 0, err
+    config, spec = seen["config"], seen["spec"]
+    assert (config.batch_size, config.method_options.get("perturb_batch"), config.retry_errors) == (5, 7, False)
+    assert (spec.shapes, config.save, config.engine) == (3, "npz,gif", "local")

@@ -66,12 +66,11 @@ def add_parser(sub: Any) -> None:
     )
     _common.add_model_args(p)
     _common.add_method_args(p)
-    if not any("--batch-size" in a.option_strings for a in p._actions):  # perturbed copies are --perturb-batch
-        p.add_argument("--batch-size", type=_common.positive_int, default=32)
+    p.add_argument(
+        "--batch-size", type=_common.positive_int, default=32, help="images per forward/backward pass (default: 32)"
+    )
     for action in p._actions:
-        if "--batch-size" in action.option_strings:
-            action.help = "images per forward/backward pass (default: 32)"
-        elif "--target" in action.option_strings:
+        if "--target" in action.option_strings:
             action.help = "class to explain: an index or name, or label (the true label, with --cifar10 or --shapes) "
             action.help += "(default: the top-1 prediction)"
     _common.add_render_args(p)
@@ -108,9 +107,6 @@ def run(args: argparse.Namespace) -> int:
 
     _common.check_model_name(args)
     render = _common.render_options(args)
-    images_per_batch = args.batch_size or 32
-    if not hasattr(args, "perturb_batch"):
-        args.batch_size = None  # then --batch-size is also the perturbation methods' option: not here
     method_options = _common.method_options(args, [args.method])
     explain_options = _explain_options(args)
     layers = _common.csv_list(args.layers) or None if args.layers else None
@@ -130,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         target=args.target,
         save=args.save,
-        batch_size=images_per_batch,
+        batch_size=args.batch_size,
         workers=args.workers,
         writers=args.writers,
         shard=args.shard,
