@@ -155,8 +155,8 @@ def test_cli_method_option_errors(image_file: Path, tmp_path: Path, capsys: pyte
     assert code == 2 and "unknown CAM method 'bogus'" in err and "scorecam" in err
     code, _, err = run_cli(capsys, *grid, "-o", str(tmp_path / "g.gif"))
     assert code == 2 and ".png" in err
-    code, _, err = run_cli(capsys, "tour", str(image_file), *VGG, "--batch-size", "4", "-o", str(tmp_path / "t.gif"))
-    assert code == 2 and "--batch-size applies to perturbation methods only" in err
+    code, _, err = run_cli(capsys, "tour", str(image_file), *VGG, "--perturb-batch", "4", "-o", str(tmp_path / "t.gif"))
+    assert code == 2 and "--perturb-batch applies to perturbation methods only" in err
     assert err.count("\n") == 1 and not list(tmp_path.glob("g.*")) and not list(tmp_path.glob("t.*"))
 
 
@@ -165,7 +165,7 @@ def test_cli_tour_with_a_perturbation_method(
 ) -> None:
     out = tmp_path / "t.gif"
     code, stdout, err = run_cli(
-        capsys, "tour", str(image_file), *VGG, "--method", "scorecam", "--top-k", "1", "--batch-size", "1",
+        capsys, "tour", str(image_file), *VGG, "--method", "scorecam", "--top-k", "1", "--perturb-batch", "1",
         "--layers", "block5_*", "-o", str(out),
     )  # fmt: skip
     assert code == 0, err
