@@ -40,13 +40,13 @@ class Linear(torch.nn.Module):
 
 
 def map_peak(batch: Batch) -> dict[str, list[np.ndarray]]:
-    """The toy metric: each map's maximum (a number per image and layer)."""
-    return {"map_peak": [m.reshape(len(m), -1).max(axis=1) for m in batch.maps]}
+    """The toy metric: each map's maximum (a number per image and layer), times its option."""
+    return {"map_peak": [m.reshape(len(m), -1).max(axis=1) * batch.options.get("gain", 1.0) for m in batch.maps]}
 
 
 @pytest.fixture
 def toy_metric():
-    register(Metric("peak", (Column("map_peak", "Map peak", "lower"),), map_peak, default=False))
+    register(Metric("peak", (Column("map_peak", "Map peak", "lower"),), map_peak, default=False, options=("gain",)))
     yield
     unregister("peak")
 
@@ -67,6 +67,13 @@ def test_a_registered_toy_metric_runs_through_suite_table_and_csv(toy_metric, tm
     assert float(rows[0]["value"]) == pytest.approx(float(exp_maps.reshape(2, -1).max(1).mean()), rel=1e-5)
     assert ev.save(tmp_path / "ev.svg").stat().st_size > 100
     assert "peak" not in default_metrics()  # default=False: only when asked for
+    # Its own option passes through evaluate(); an unknown one is an error.
+    ev2 = evaluate(model, x, "gradcam", "peak", layers="conv", target=[1, 0], random_baseline=False, gain=2.0)
+    np.testing.assert_allclose(
+        ev2.values[("trained", "gradcam", "conv", "map_peak")], 2 * exp_maps.reshape(2, -1).max(1)
+    )
+    with pytest.raises(UsageError, match="unknown evaluate option 'gian'"):
+        evaluate(model, x, "gradcam", "peak", layers="conv", random_baseline=False, gian=2.0)
 
 
 def test_registry_refuses_a_duplicate_and_suggests_close_names(toy_metric) -> None:

@@ -152,6 +152,10 @@ def test_evaluate_bad_arguments(data) -> None:
         evaluate(model, x, "gradcam", ["pointing"], info=info)
     with pytest.raises(UsageError, match="unknown CAM method"):
         evaluate(model, x, "gradcamm", ["deletion"], info=info)
+    with pytest.raises(UsageError, match=r"unknown evaluate option 'chunk'\."):
+        evaluate(model, x, "gradcam", ["deletion"], info=info, chunk=2)  # now batch_size
+    with pytest.raises(UsageError, match=r"unknown evaluate option 'step'\. Did you mean steps"):
+        evaluate(model, x, "gradcam", ["deletion"], info=info, step=2)
 
 
 def test_cli_evaluate_shapes(capsys, tmp_path) -> None:

@@ -107,6 +107,8 @@ class Metric:
         baseline: also scored on the random model's maps, as a baseline row.
         order: where it comes in tables and the default list (lower first).
         default: in the default ``metrics=``.
+        options: the options it reads from :attr:`Batch.options` beyond the suite's own
+            (``evaluate(..., name=value)`` passes them).
     """
 
     name: str
@@ -119,6 +121,7 @@ class Metric:
     baseline: bool = True
     order: int = 100
     default: bool = True
+    options: tuple[str, ...] = ()
 
     @property
     def headline_column(self) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from layerscope.errors import UsageError
+from layerscope.errors import UsageError, unknown_name
 from layerscope.evaluate import sanity
 from layerscope.evaluate._registry import RANDOM, TRAINED, Batch, Metric, check_metrics, default_metrics, get_metric
 from layerscope.evaluate.result import Evaluation, Plan
@@ -94,11 +94,19 @@ def evaluate(
     target: Any = None,
     masks: np.ndarray | None = None,
     *,
-    batch_size: int = 64,
-    info: Any = None,
-    progress: bool = False,
+    steps: int = 20,
+    baseline: str | Sequence[str] = ("zero", "blur"),
+    fractions: Sequence[float] = ROAD_FRACTIONS,
+    noise: float = ROAD_NOISE,
+    energy_region: str = "box",
     random_baseline: bool = True,
     cascade: bool = False,
+    score: str = "probability",
+    perturb_batch: int = 256,
+    batch_size: int = 64,
+    seed: int = 0,
+    info: Any = None,
+    progress: bool = False,
     method_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> Evaluation:
@@ -132,12 +140,14 @@ def evaluate(
         progress: show a tqdm bar of the forward passes.
         random_baseline: also score the randomised model's maps.
         cascade: run the cascading randomisation too (one capture per parameterised module).
+        steps, baseline: deletion/insertion options (:func:`~layerscope.evaluate.deletion_insertion`).
+        fractions, noise: ROAD options (:func:`~layerscope.evaluate.road`).
+        energy_region: ``"box"`` (the paper's) or ``"mask"``.
+        score: ``"probability"`` or ``"logit"``.
+        perturb_batch: perturbed inputs per forward pass.
+        seed: the randomisation's and ROAD noise's seed.
         method_options: options for the methods that have them.
-        **options: the metrics' options: ``steps``, ``baseline`` (deletion/insertion,
-            :func:`~layerscope.evaluate.deletion_insertion`), ``fractions``, ``noise`` (ROAD,
-            :func:`~layerscope.evaluate.road`), ``energy_region`` (``"box"`` or ``"mask"``),
-            ``score`` (``"probability"`` or ``"logit"``), ``perturb_batch`` (perturbed inputs
-            per forward pass), ``seed`` (the randomisation's and ROAD noise's).
+        **options: options of metrics registered beyond the built-in ones.
 
     Returns:
         An :class:`~layerscope.evaluate.result.Evaluation`.
@@ -169,7 +179,9 @@ def evaluate(
 
     return evaluate_batches(
         model, batches(), n, methods, metrics, layers, has_masks=masks is not None, info=facts, progress=progress,
-        random_baseline=random_baseline, cascade=cascade, method_options=method_options, **options,
+        random_baseline=random_baseline, cascade=cascade, method_options=method_options, steps=steps,
+        baseline=baseline, fractions=fractions, noise=noise, energy_region=energy_region, score=score,
+        perturb_batch=perturb_batch, seed=seed, **options,
     )  # fmt: skip
 
 
@@ -199,11 +211,12 @@ def evaluate_batches(
     from layerscope.info import info_for
     from layerscope.methods import get_method
 
-    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
-    if unknown:
-        raise UsageError(f"unknown evaluate option {unknown[0]!r}; options: {', '.join(DEFAULT_OPTIONS)}")
     names_given = default_metrics() if metrics is None else metrics
     chosen = [get_metric(m) for m in check_metrics(names_given)]
+    known = [*DEFAULT_OPTIONS, *(o for m in chosen for o in m.options)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise UsageError(unknown_name("evaluate option", unknown[0], known))
     method_list = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
     if not method_list:
         raise UsageError("no method given")
@@ -232,7 +245,7 @@ def evaluate_batches(
         raise UsageError("no image given")
     the_plan = plan(
         n_images, len(names), len(method_list), [m.name for m in chosen], int(first[0].shape[-2] * first[0].shape[-1]),
-        random_baseline=random_baseline, cascade_steps=cascade_steps, **{k: o[k] for k in DEFAULT_OPTIONS},
+        random_baseline=random_baseline, cascade_steps=cascade_steps, **{k: o[k] for k in known if k in o},
     )  # fmt: skip
     log.info("evaluate: %s", the_plan.describe())
     bar = None
