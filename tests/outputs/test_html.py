@@ -289,3 +289,41 @@ def test_an_index_page_embeds_several_explorers(page, tmp_path: Path) -> None:  
     assert counters.nth(0).inner_text() == "1/4" and counters.nth(1).inner_text() == "2/4"
     assert "Layer-CAM" in page.locator(".ls-caption").nth(1).inner_text()
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+def test_chart_series_have_distinct_colours_and_a_legend_that_wraps() -> None:
+    # nine series (the evaluate page's metrics): each its own colour, each label shown
+    series = {f"metric {k}": [k, 1.0, 2.0, 3.0] for k in range(9)}
+    d = html_mod.explorer_data(bundle()[:1], series=series)
+    colours = [s["colour"] for s in d["views"]["gradcam|0"]["series"]]
+    assert len(colours) == 9 and len(set(colours)) == 9
+    assert all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in colours)
+    many = html_mod.series_colours(40)
+    assert len(set(many)) == 40 and many[:10] == list(html_mod.SERIES_COLOURS)
+    css, js = outputs.explorer_assets()
+    # a rule for every chart text used to override each label's own colour with grey
+    assert not re.search(r"svg\.ls-chart text\s*\{[^}]*fill", css)
+    assert re.search(r"\.ls-series\{[^}]*flex-wrap:wrap", css)
+    # labels go into the wrapping HTML legend in the series' colour, not 200 px apart in the SVG
+    assert "k * 200" not in js and "s.colour" in js and ".ls-series" in js
+    frag = outputs.explorer_fragment(bundle()[:1], assets=False)
+    assert '<div class="ls-series"' in frag
+
+
+def test_a_notebook_fragment_carries_a_still_for_viewers_without_scripts() -> None:
+    exp = make()
+    frag = exp._repr_html_()
+    m = re.search(r'<img class="ls-static" src="data:image/(png|jpeg);base64,([^"]+)"', frag)
+    assert m is not None
+    still = Image.open(io.BytesIO(base64.b64decode(m.group(2))))
+    assert max(still.size) <= html_mod.STATIC_MAX_SIDE
+    last = exp.frames(0)[-1]  # the still is the last layer's frame
+    assert abs(still.width / still.height - last.width / last.height) < 0.02
+    px = np.asarray(still.convert("RGB")).reshape(-1, 3)
+    assert len(np.unique(px, axis=0)) > 20  # a drawn, coloured frame, not a black square
+    assert re.search(r'<div class="ls-stage" hidden>', frag)  # the empty canvas is hidden without scripts
+    css, js = outputs.explorer_assets()
+    assert "[hidden]{display:none!important}" in css
+    assert 'q("img.ls-static")' in js and 'removeAttribute("hidden")' in js  # the script swaps them
+    page = outputs.explorer_page(exp)  # a page always runs its script: no still
+    assert '<img class="ls-static"' not in page
