@@ -12,11 +12,11 @@ import numpy as np
 
 from layerscope.errors import UsageError
 from layerscope.info import ModelInfo
+from layerscope.methods._registry import NEEDS as _NEEDS
 
 #: What a method can need from the capture (``Method.needs``, ``CaptureRequest.needs``):
-#: the layer's activations, the gradients of the target w.r.t. them, re-running the model
-#: through a probe (perturbation), and guided backpropagation's input gradient (saliency).
-NEEDS = ("activations", "gradients", "perturbation", "saliency")
+#: defined once, in the method registry.
+NEEDS = _NEEDS
 
 
 def as_needs(needs: str | Sequence[str] | frozenset[str]) -> frozenset[str]:

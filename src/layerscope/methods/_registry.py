@@ -15,7 +15,7 @@ CamFn = Callable[..., Any]
 #: Keyword parameters the capture hands to a method (never user options).
 CONTEXT = ("probe", "saliency")
 
-#: What a method can need from the capture (the same names as ``layerscope.capture.NEEDS``).
+#: What a method can need from the capture (``Method.needs``; ``layerscope.capture`` uses this one).
 NEEDS = ("activations", "gradients", "perturbation", "saliency")
 
 #: The needs every adapter serves (one forward, one backward).
