@@ -112,3 +112,26 @@ def test_retry_errors_off_keeps_error_rows(tmp_path: Path) -> None:
     retried = run_dataset(src, out, model, info=info, **FAST)
     assert (retried.done, retried.errors, retried.skipped) == (1, 1, 1)
     assert len(pq.read_table(out / "manifest.parquet")) == 2
+
+
+def test_recheck_redoes_an_item_whose_content_changed(tmp_path: Path) -> None:
+    import hashlib
+
+    model, info = tiny_model()
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i in range(3):
+        _write(src / f"img{i}.png", i)
+    out = tmp_path / "run"
+    run_dataset(src, out, model, info=info, commit_every=1, **FAST)  # one item per part
+    new = _write(src / "img0.png", 7)  # another picture under the same name
+    assert run_dataset(src, out, model, info=info, commit_every=1, **FAST).skipped == 3  # not rechecked
+    again = run_dataset(src, out, model, info=info, commit_every=1, recheck=True, **FAST)
+    assert (again.done, again.skipped) == (1, 2)
+    table = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert [r["key"] for r in table] == ["img0.png", "img1.png", "img2.png"]
+    assert table[0]["content_hash"] == hashlib.sha256(new).hexdigest()
+    whole = run_dataset(src, tmp_path / "run8", model, info=info, **FAST)  # one part holds all three
+    _write(src / "img1.png", 8)
+    again = run_dataset(src, tmp_path / "run8", model, info=info, recheck=True, **FAST)
+    assert (whole.done, again.done, again.skipped) == (3, 3, 0)  # the changed item's part is redone whole

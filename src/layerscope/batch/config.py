@@ -114,6 +114,7 @@ class RunConfig:
     ray_actors: int = 1
     ray_address: str | None = None
     retry_errors: bool = True
+    recheck: bool = False
 
     def check(self) -> tuple[str, ...]:
         """Every check that needs no model and no data; returns the save kinds.

@@ -144,6 +144,36 @@ def done_keys(run_dir: Path, tag: str, retry_errors: bool = False) -> set[str]:
     return keys
 
 
+def ok_hashes(run_dir: Path, tag: str) -> dict[str, str]:
+    """Key → content hash of shard ``tag``'s committed items that did not fail."""
+    import pyarrow.parquet as pq
+
+    out: dict[str, str] = {}
+    for p in part_files(run_dir, tag):
+        t = pq.read_table(p, columns=["key", "status", "content_hash"]).to_pydict()
+        for key, status, digest in zip(t["key"], t["status"], t["content_hash"], strict=True):
+            if not str(status).startswith("error"):
+                out[key] = digest
+    return out
+
+
+def drop_parts_with(run_dir: Path, tag: str, keys: set[str]) -> int:
+    """Remove shard ``tag``'s parts that list any of ``keys`` (their ``.parquet`` first, then
+    their summary sums), so every item they held is done again; returns the rows removed."""
+    import pyarrow.parquet as pq
+
+    n = 0
+    for p in part_files(run_dir, tag):
+        listed = pq.read_table(p, columns=["key"]).column("key").to_pylist()
+        if keys.isdisjoint(listed):
+            continue
+        p.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            p.with_name(p.name.replace(".parquet", ".sums.npz")).unlink()
+        n += len(listed)
+    return n
+
+
 def drop_error_rows(run_dir: Path, tag: str) -> int:
     """Remove shard ``tag``'s error rows from its parts (each part replaced atomically; an
     error row adds nothing to the summary sums), so that their items are done again and no

@@ -44,6 +44,11 @@ def add_parser(sub: Any) -> None:
         default=True,
         help="on a rerun, explain again the items recorded as errors (default: on)",
     )
+    p.add_argument(
+        "--recheck",
+        action="store_true",
+        help="on a rerun, read every done file again and redo those whose content changed",
+    )
     p.add_argument("--report", action="store_true", help="write RUN_DIR/report.html (thumbnails, sortable) at the end")
     p.add_argument("--workers", type=_common.index, default=2, help="image reading processes (default: 2; 0: none)")
     p.add_argument(
@@ -142,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         ray_actors=args.ray_actors,
         ray_address=args.ray_address,
         retry_errors=args.retry_errors,
+        recheck=args.recheck,
     )
     result = run_config(config, spec, model)
     if result.merged:
