@@ -52,10 +52,21 @@ def test_output_folder_writes_inside_it(capsys, tmp_path) -> None:
     (tmp_path / "t").mkdir()
     # (--perturb-batch is the metrics' too: no "applies to perturbation methods only" for gradcam.)
     code, _, stderr = run_cli(
-        capsys, "evaluate", "--shapes", "1", *CHEAP, "--perturb-batch", "7", "-o", str(tmp_path / "t")
+        capsys,
+        "evaluate",
+        "--shapes",
+        "3",
+        *CHEAP,
+        "--perturb-batch",
+        "7",
+        "--batch-size",
+        "2",
+        "-o",
+        str(tmp_path / "t"),
     )
     assert code == 0, stderr
     assert (tmp_path / "t" / "evaluation.csv").is_file() and not (tmp_path / "t.csv").exists()
+    assert ",3\n" in (tmp_path / "t" / "evaluation.csv").read_text()  # 3 images, in batches of 2 (n = 3)
     # One image, one layer, one method: said so, not "1 images", "1 layers", "1 method(s)".
     assert stdout.startswith("1 fresh shapes image, 1 layer, 1 method\n")
     assert "(1 image)" in stdout and "image(s)" not in stdout and "method(s)" not in stdout + stderr

@@ -12,7 +12,7 @@ from layerscope.errors import UsageError, unknown_name
 #: The most images an evaluation takes unless --max-images says more: each image's values are kept
 #: (about 160 bytes per layer and method; 100,000 images of 13 layers, one method: ~210 MB).
 MAX_IMAGES = 100_000
-#: Images captured and scored together (bounds memory).
+#: Images captured and scored together without --batch-size (bounds memory).
 IMAGES_PER_BATCH = 64
 #: The metrics' perturbed copies per forward pass without --perturb-batch.
 METRIC_PERTURB_BATCH = 256
@@ -86,6 +86,13 @@ def add_parser(sub: Any) -> None:
                 f"perturbed copies per forward pass, for the metrics (default: {METRIC_PERTURB_BATCH}) and for a "
                 "perturbation method (scorecam, ablationcam; default: 32)"
             )
+    p.add_argument(
+        "--batch-size",
+        type=_common.positive_int,
+        default=IMAGES_PER_BATCH,
+        metavar="N",
+        help=f"images captured and scored together (bounds memory; default: {IMAGES_PER_BATCH})",
+    )
     p.add_argument(
         "--max-images",
         type=_common.positive_int,
@@ -209,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
         target = _common.csv_list(target)
     target = resolve_target(target, info.class_names)
     prep = info.preprocessor()
-    bs = IMAGES_PER_BATCH
+    bs = args.batch_size
     if args.shapes:
         from layerscope.datasets.shapes import iter_dataset
         from layerscope.models import demo
