@@ -1,4 +1,6 @@
-"""Comparing methods: the layers × methods grid of one image.
+"""One image, several methods or classes: :func:`grid` (the layers × methods grid image)
+and :func:`explain_many` (one :class:`~layerscope.Explanation` per method and class, from
+one capture per method).
 
 Glue only: :func:`layerscope.explain` per method, then :func:`layerscope.render.grid.draw_grid`.
 """
@@ -75,7 +77,7 @@ def grid(
         options: how to draw (:class:`~layerscope.render.options.RenderOptions`: ``colormap``,
             ``alpha``, ``scale`` — ``"layer"``, each cell on its own range, or ``"shared"``,
             one range per method — and ``cell``, the shorter side of a cell in pixels).
-        **method_options: method options (e.g. ``top_k=16``, ``batch_size=64``), each given
+        **method_options: method options (e.g. ``top_k=16``, ``perturb_batch=64``), each given
             to every method that has it; an option no chosen method has is an error. A render
             option given here (``colormap=``, ``alpha=``, ``scale=``, ``cell=``) is folded into
             ``options``.

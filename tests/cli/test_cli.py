@@ -59,7 +59,7 @@ def test_tour_layers_subset_and_existing_output(
     [
         (["tour", "{missing}"], 1, "no such file"),
         (["tour", "{text}"], 1, "not an image"),
-        (["tour", "{image}", "--layers", "block5_cnv3"], 2, "close matches: block5_conv3"),
+        (["tour", "{image}", "--layers", "block5_cnv3"], 2, "Did you mean block5_conv3"),
         (["tour", "{image}", "--target", "no-such-class"], 2, "unknown class"),
         (["tour", "{image}", "--colormap", "jte"], 2, "unknown colormap"),
         (["tour", "{image}", "-o", "{tmp}/x.bmp"], 2, "unsupported"),
@@ -106,7 +106,7 @@ def test_errors_are_one_line(
         (["tour", "--colormap", "nope"], "unknown colormap"),
         (["tour", "-o", "x.jpg"], "unsupported"),
         (["tour", "--target", "tabbby"], "unknown class 'tabbby'"),
-        (["tour", "--model", "vgg16", "--target", "tabbby"], "close matches: tabby"),
+        (["tour", "--model", "vgg16", "--target", "tabbby"], "Did you mean tabby"),
         (["tour", "--target", "10"], "out of range"),
         (["tour", "--duration", "10000000"], "between 10 and"),
         (["grid", "--methods", "gradcam,nope"], "unknown CAM method 'nope'"),
@@ -184,7 +184,7 @@ def test_tour_html_with_several_methods_and_classes(
         "--methods", "gradcam,layercam", "--top-k-classes", "2", "-o", str(out),
     )  # fmt: skip
     assert code == 0, err
-    assert "2 method(s) (gradcam, layercam) × 2 class(es)" in stdout
+    assert "2 methods (gradcam, layercam) × 2 classes" in stdout
     page = out.read_text("utf-8")
     assert "Grad-CAM" in page and "Layer-CAM" in page.replace("LayerCAM", "Layer-CAM")
     code, _, err = run_cli(

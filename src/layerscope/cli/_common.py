@@ -299,14 +299,13 @@ def method_options(args: argparse.Namespace, methods: Sequence[str], recipe: boo
         if not any("guided_grads" in m.options for m in chosen):
             raise UsageError("--guided-grads applies to --method gradcam only")
         options["guided_grads"] = True
-    for flag, names in (("perturb_batch", ("perturb_batch", "batch_size")), ("top_k", ("top_k",))):
-        value = getattr(args, flag, None)
+    for key in ("perturb_batch", "top_k"):
+        value = getattr(args, key, None)
         if value is None:
             continue
-        # the methods' name for perturbed copies per pass (perturb_batch; batch_size before it was renamed)
-        key = next((n for n in names if any(n in m.options for m in chosen)), None)
-        if key is None:
-            raise UsageError(f"--{flag.replace('_', '-')} applies to perturbation methods only (scorecam, ablationcam)")
+        if not any(key in m.options for m in chosen):
+            flag = "--" + key.replace("_", "-")
+            raise UsageError(f"{flag} applies to perturbation methods only (scorecam, ablationcam)")
         options[key] = value
     return options
 
