@@ -4,113 +4,42 @@ captum) or a hand-computed answer, on small random-weight nets and tiny hand-wei
 Maps are compared after the same min-max normalisation, to 1e-4.
 """
 
+# ruff: noqa: F811 - fixtures imported from helpers_methods are test arguments
 from __future__ import annotations
 
 import copy
-import logging
-import warnings
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from helpers_methods import (  # noqa: F401 - fixtures and helpers
+    ALL,
+    GRADIENT,
+    TARGETS,
+    TOL,
+    WIDTHS,
+    X_TINY,
+    CountPasses,
+    SmallVGG,
+    _CountBackward,
+    assert_same,
+    layer_ag,
+    net,
+    one_thread,
+    paths,
+    tiny_flatten_net,
+    tiny_relu_net,
+    x,
+    xs,
+)
 from torch import nn
 
 import layerscope
 from conftest import minmax as norm
-from conftest import random_biases_
 from layerscope.errors import UsageError
-from layerscope.info import ModelInfo, attach_info, model_info
+from layerscope.info import attach_info, model_info
 from layerscope.methods import get_method, list_methods
 from layerscope.models import vgg
-
-TOL = 1e-4
-WIDTHS = (8, 16, 16, 32, 32)
-TARGETS = [3, 5]
-GRADIENT = ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "gradcam-elementwise", "eigengradcam"]
-ALL = [*GRADIENT, "eigencam", "scorecam", "ablationcam", "guided-backprop", "guided-gradcam"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    """These tensors are tiny: on a busy machine torch's thread pool costs far more than it
-    saves (measured: 0.6 s vs 0.004 s for one 13-layer Grad-CAM on 2 shared cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-class SmallVGG(nn.Module):
-    """VGG16's 13-conv layout, narrow; a non-linear head so the methods really differ.
-
-    ``functional=True`` applies the head's ReLU with ``F.relu`` instead of its module.
-    """
-
-    def __init__(self, inplace: bool = False, functional: bool = False) -> None:
-        super().__init__()
-        self.features, names = vgg.make_features(widths=WIDTHS)
-        attach_info(self, ModelInfo(layers=names))  # recorded beside the model, nothing set on it
-        for m in self.features:
-            if isinstance(m, nn.ReLU):
-                m.inplace = inplace
-        self.functional = functional
-        self.pool = nn.AdaptiveAvgPool2d(2)
-        self.head = nn.Sequential(nn.Linear(WIDTHS[-1] * 4, 32), nn.ReLU(), nn.Linear(32, 10))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.head[0](torch.flatten(self.pool(self.features(x)), 1))
-        h = F.relu(h) if self.functional else self.head[1](h)
-        return self.head[2](h)
-
-
-@pytest.fixture(scope="module")
-def net() -> SmallVGG:
-    torch.manual_seed(0)
-    model = SmallVGG()
-    vgg.init_vgg_(model, seed=0)
-    random_biases_(model)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Linear):
-                m.weight.mul_(20.0)  # logits of a useful size
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
-def x() -> torch.Tensor:
-    return torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(2))
-
-
-@pytest.fixture(scope="module")
-def xs(x: torch.Tensor) -> torch.Tensor:
-    """A smaller input for the methods that cost many passes."""
-    return x[:, :, 8:40, 8:40].contiguous()
-
-
-def paths(model: nn.Module) -> dict[str, str]:
-    return dict(model_info(model).layers)
-
-
-def assert_same(ours: np.ndarray, ref: np.ndarray, what: str = "") -> None:
-    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-    assert ours.shape == ref.shape, what
-    assert np.isfinite(ours).all(), what
-    err = np.abs(norm(ours) - norm(ref)).max()
-    assert err <= TOL, f"{what}: max difference {err:.2e} after normalisation"
-
-
-def layer_ag(model: nn.Module, x: torch.Tensor, path: str, targets: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """A layer's activation and gradient, with plain hooks (independent of layerscope)."""
-    store: dict[str, torch.Tensor] = {}
-    h = dict(model.named_modules())[path].register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
-    try:
-        out = model(x)
-    finally:
-        h.remove()
-    (g,) = torch.autograd.grad(out[range(len(targets)), targets].sum(), store["a"])
-    return store["a"].detach().numpy().astype(np.float64), g.numpy().astype(np.float64)
-
 
 # --- the registry ------------------------------------------------------------------------
 
@@ -284,210 +213,7 @@ def test_eigencam_needs_no_backward_and_ignores_the_target(net: SmallVGG, x: tor
         np.testing.assert_array_equal(a.cams[name], b.cams[name])
 
 
-# --- perturbation methods -----------------------------------------------------------------
-
-
-def test_scorecam_channel_softmax_equals_torchcam_at_every_layer(net: SmallVGG, x: torch.Tensor) -> None:
-    import torchcam.methods as tc
-
-    exp = layerscope.explain(net, x, method="scorecam", target=TARGETS, score="channel-softmax", perturb_batch=64)
-    assert len(exp.layers) == 13
-    for name in exp.layers:
-        with tc.ScoreCAM(net, paths(net)[name], batch_size=64) as extractor:
-            with torch.no_grad():
-                net(x)
-            ref = extractor(TARGETS, normalized=False)[0]
-        assert_same(exp.cams[name], ref.numpy(), name)
-
-
-def independent_scorecam(model: nn.Module, x: torch.Tensor, path: str, targets: list[int]) -> np.ndarray:
-    """Score-CAM as in the authors' code, one channel at a time: weight = class probability."""
-    a, _ = layer_ag(model, x, path, targets)
-    out = np.zeros(a.shape[:1] + a.shape[2:])
-    with torch.no_grad():
-        for i, t in enumerate(targets):
-            for k in range(a.shape[1]):
-                ak = a[i, k]
-                rng = ak.max() - ak.min()
-                mask = (ak - ak.min()) / rng if rng > 0 else np.zeros_like(ak)
-                mask = torch.tensor(mask, dtype=torch.float32)[None, None]
-                up = F.interpolate(mask, size=x.shape[-2:], mode="bilinear")
-                p = torch.softmax(model(x[i : i + 1] * up), dim=1)[0, t].item()
-                out[i] += p * ak
-    return np.maximum(out, 0)
-
-
-def test_scorecam_probability_equals_an_independent_loop(net: SmallVGG, xs: torch.Tensor) -> None:
-    layers = ["block2_conv2", "block5_conv3"]
-    exp = layerscope.explain(net, xs, layers=layers, method="scorecam", target=TARGETS, perturb_batch=7)
-    for name in layers:
-        assert_same(exp.cams[name], independent_scorecam(net, xs, paths(net)[name], TARGETS), name)
-
-
-def independent_ablation(model: nn.Module, x: torch.Tensor, path: str, targets: list[int], k: int | None = None):  # type: ignore[no-untyped-def]
-    """Ablation-CAM one channel at a time, zeroing it with a hook written here."""
-    module = dict(model.named_modules())[path]
-    a, _ = layer_ag(model, x, path, targets)
-    out = np.zeros(a.shape[:1] + a.shape[2:])
-    with torch.no_grad():
-        y = model(x)[range(len(targets)), targets].numpy()
-        for i, t in enumerate(targets):
-            order = np.argsort(-a[i].mean(axis=(1, 2)), kind="stable")[:k] if k else range(a.shape[1])
-            for c in order:
-
-                def zero(m, inp, o, c=c):  # type: ignore[no-untyped-def]
-                    o = o.clone()
-                    o[:, c] = 0
-                    return o
-
-                h = module.register_forward_hook(zero)
-                try:
-                    yk = model(x[i : i + 1])[0, t].item()
-                finally:
-                    h.remove()
-                out[i] += (y[i] - yk) / abs(y[i]) * a[i, c]
-    return np.maximum(out, 0)
-
-
-def test_ablationcam_equals_an_independent_loop(net: SmallVGG, xs: torch.Tensor) -> None:
-    layers = ["block2_conv1", "block5_conv3"]
-    exp = layerscope.explain(net, xs, layers=layers, method="ablationcam", target=TARGETS, perturb_batch=5)
-    for name in layers:
-        assert_same(exp.cams[name], independent_ablation(net, xs, paths(net)[name], TARGETS), name)
-    top = layerscope.explain(net, xs, layers="block5_conv3", method="ablationcam", target=TARGETS, top_k=4)
-    ref = independent_ablation(net, xs, paths(net)["block5_conv3"], TARGETS, k=4)
-    assert_same(top.cams["block5_conv3"], ref, "top_k=4")
-
-
-def test_ablationcam_hand_computed() -> None:
-    # y = 0.5 + 1·mean(A0) + 3·mean(A1) = 0.5 + 1 + 4.5 = 6. Zeroing A0 gives 5, A1 gives 1.5:
-    # w = ((6 − 5)/6, (6 − 1.5)/6) = (1/6, 3/4); CAM = ReLU(A0/6 + 3·A1/4).
-    exp = layerscope.explain(tiny_relu_net(), X_TINY, layers="relu", method="ablationcam", target=0)
-    np.testing.assert_allclose(exp.cams["relu"][0], [[11 / 12, 0.0], [4.25, 0.0]], rtol=1e-6)
-
-
-def test_perturbation_cost_is_announced_counted_and_batching_invariant(
-    net: SmallVGG, x: torch.Tensor, caplog: pytest.LogCaptureFixture
-) -> None:
-    counted = CountPasses(net)
-    layers = ["block1_conv1", "block5_conv3"]
-    with caplog.at_level(logging.INFO, logger="layerscope"):
-        exp = layerscope.explain(counted, x, layers=layers, method="scorecam", target=TARGETS, top_k=3, perturb_batch=4)
-    assert "scorecam: 12 forward passes (2 layers, 2 images)" in caplog.text
-    assert counted.forwards == 1 + 2 * 2  # the capture pass, then ceil(2·3 / 4) batches per layer
-    assert counted.images == 2 + 2 * 2 * 3  # each masked copy went through the model once
-    again = layerscope.explain(net, x, layers=layers, method="scorecam", target=TARGETS, top_k=3, perturb_batch=1)
-    for name in layers:
-        np.testing.assert_allclose(exp.cams[name], again.cams[name], rtol=1e-5, atol=1e-7)
-    for bad in ({"perturb_batch": 0}, {"top_k": 0}, {"score": "logits"}):
-        with pytest.raises(UsageError):
-            layerscope.explain(net, x, layers="block1_conv1", method="scorecam", target=TARGETS, **bad)
-
-
-class Softmaxed(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        names = {k: f"model.{v}" for k, v in paths(model).items()}
-        attach_info(self, ModelInfo(layers=names, output="probabilities"))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(x), dim=1)
-
-
-def test_scorecam_probability_of_a_model_that_outputs_probabilities(net: SmallVGG, xs: torch.Tensor) -> None:
-    # The class probability is the model's own output then, never a softmax of a softmax.
-    layers = ["block4_conv1", "block5_conv3"]
-    ref = layerscope.explain(net, xs, layers, method="scorecam", target=TARGETS)
-    exp = layerscope.explain(Softmaxed(net), xs, layers, method="scorecam", target=TARGETS)
-    for name in layers:
-        np.testing.assert_allclose(exp.cams[name], ref.cams[name], rtol=1e-4, atol=1e-7)
-
-
-# --- guided backpropagation ---------------------------------------------------------------
-
-
-def captum_quiet(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
-
-
-def test_guided_backprop_equals_captum(net: SmallVGG, x: torch.Tensor) -> None:
-    from captum.attr import GuidedBackprop
-
-    ref = captum_quiet(GuidedBackprop(net).attribute, x.clone().requires_grad_(), target=TARGETS)
-    ref = ref.abs().amax(dim=1).detach().numpy()
-    exp = layerscope.explain(net, x, method="guided-backprop", target=TARGETS)
-    for name in exp.layers:
-        assert exp.cams[name].shape == (2, 48, 48)
-        assert_same(exp.cams[name], ref, name)
-    plain = x.clone().requires_grad_()
-    (g,) = torch.autograd.grad(net(plain)[range(2), TARGETS].sum(), plain)
-    assert np.abs(norm(g.abs().amax(1).numpy()) - norm(ref)).max() > 1e-2  # really guided
-
-
-def test_guided_gradcam_equals_captum_at_every_layer(net: SmallVGG, x: torch.Tensor) -> None:
-    from captum.attr import GuidedGradCam
-
-    exp = layerscope.explain(net, x, method="guided-gradcam", target=TARGETS)
-    modules = dict(net.named_modules())
-    for name in exp.layers:
-        attr = captum_quiet(
-            GuidedGradCam(net, modules[paths(net)[name]]).attribute,
-            x.clone().requires_grad_(),
-            target=TARGETS,
-            interpolate_mode="bilinear",
-        )
-        assert_same(exp.cams[name], attr.abs().amax(dim=1).detach().numpy(), name)
-
-
-def test_guided_handles_inplace_and_functional_relu(net: SmallVGG, xs: torch.Tensor) -> None:
-    layers = ["block1_conv1", "block3_conv2", "block5_conv3"]
-    ref = layerscope.explain(net, xs, layers, method="guided-gradcam", target=TARGETS)
-    for variant in (SmallVGG(inplace=True), SmallVGG(functional=True), SmallVGG(inplace=True, functional=True)):
-        variant.load_state_dict(net.state_dict())
-        variant.eval()
-        exp = layerscope.explain(variant, xs, layers, method="guided-gradcam", target=TARGETS)
-        for name in exp.layers:
-            np.testing.assert_allclose(exp.cams[name], ref.cams[name], rtol=1e-5, atol=1e-9)
-
-
-def test_guided_without_relu_warns() -> None:
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Tanh(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
-    with pytest.warns(UserWarning, match="no ReLU"):
-        layerscope.explain(model.eval(), torch.randn(1, 3, 8, 8), layers="0", method="guided-backprop")
-
-
 # --- passes, model left alone, frameworks ---------------------------------------------------
-
-
-class _CountBackward(torch.autograd.Function):
-    calls = 0
-
-    @staticmethod
-    def forward(ctx, t):  # type: ignore[no-untyped-def, override]
-        return t.view_as(t)
-
-    @staticmethod
-    def backward(ctx, g):  # type: ignore[no-untyped-def, override]
-        _CountBackward.calls += 1
-        return g
-
-
-class CountPasses(nn.Module):
-    """Wraps a model; counts forward calls, images forwarded, and backward passes."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        attach_info(self, ModelInfo(layers={k: f"model.{v}" for k, v in paths(model).items()}))
-        self.forwards = self.images = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.forwards += 1
-        self.images += len(x)
-        return _CountBackward.apply(self.model(x))
 
 
 @pytest.mark.parametrize("method", [*GRADIENT, "eigencam"])
@@ -558,50 +284,6 @@ def test_every_method_at_every_layer_of_a_vgg16_layout(net: SmallVGG, xs: torch.
             size = (32, 32) if get_method(method).kind == "pixel" else exp.shapes[name][1:]
             assert cam.shape == (1, *size) and cam.dtype == np.float32, (method, name)
             assert np.isfinite(cam).all() and (cam >= 0).all(), (method, name)
-
-
-# --- tiny hand-weighted nets ------------------------------------------------------------------
-
-X_TINY = torch.tensor([[[[1.0, -2.0], [3.0, 0.0]]]])
-
-
-class _TinyRelu(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 2, kernel_size=1)
-        self.relu = nn.ReLU()
-        self.fc = nn.Linear(2, 2)
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.tensor([1.0, 2.0]).view(2, 1, 1, 1))
-            self.conv.bias.copy_(torch.tensor([0.0, -1.0]))
-            self.fc.weight.copy_(torch.tensor([[1.0, 3.0], [0.0, 0.0]]))
-            self.fc.bias.copy_(torch.tensor([0.5, 0.0]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.relu(self.conv(x)).mean(dim=(2, 3)))
-
-
-def tiny_relu_net() -> nn.Module:
-    return _TinyRelu().eval()
-
-
-class _TinyFlatten(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 2, kernel_size=1, bias=False)
-        self.fc = nn.Linear(8, 2, bias=False)
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
-            w0 = torch.tensor([[1.0, 2.0], [-1.0, 0.5]])
-            w1 = torch.tensor([[0.5, 1.0], [-2.0, 3.0]])
-            self.fc.weight.copy_(torch.stack([torch.cat([w0.flatten(), w1.flatten()]), torch.zeros(8)]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.conv(x), 1))
-
-
-def tiny_flatten_net() -> nn.Module:
-    return _TinyFlatten().eval()
 
 
 # --- one source for options; Eigen methods on non-finite activations -------------------------
