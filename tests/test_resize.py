@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from layerscope import render, resize
 from layerscope.datasets import shapes
-from layerscope.methods import _ops
 from layerscope.evaluate import upsample_bilinear
+from layerscope.methods import _ops
 
 
 def torch_ref(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -67,3 +67,9 @@ def unknown_name(
         parts.append(f"{label}: {', '.join(names) if names else '(none)'}")
     msg = " ".join(parts)
     return f"{msg}{also}" if also else msg
+
+
+def plural(n: int, noun: str, nouns: str | None = None) -> str:
+    """The one count in a message: ``1 method``, ``2 methods``, ``0 images`` (``nouns``: an
+    irregular plural, ``plural(2, "class", "classes")``)."""
+    return f"{n} {noun if n == 1 else nouns or noun + 's'}"

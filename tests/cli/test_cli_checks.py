@@ -14,6 +14,7 @@ import pytest
 
 from conftest import run_cli
 from layerscope.cli import _common
+from layerscope.errors import plural
 
 
 @pytest.fixture
@@ -89,8 +90,8 @@ def test_shown_and_plural() -> None:
     assert _common.shown("a\x1b[2Jb\r\n") == "a\\x1b[2Jb\\r\\n"
     assert _common.shown("a\x1b\nb", newlines=True) == "a\\x1b\nb"
     assert _common.shown(Path("x\ty")) == "x\\ty"
-    assert [_common.plural(n, "method") for n in (0, 1, 2)] == ["0 methods", "1 method", "2 methods"]
-    assert _common.plural(1, "class", "classes") == "1 class" and _common.plural(3, "class", "classes") == "3 classes"
+    assert [plural(n, "method") for n in (0, 1, 2)] == ["0 methods", "1 method", "2 methods"]
+    assert plural(1, "class", "classes") == "1 class" and plural(3, "class", "classes") == "3 classes"
 
 
 def test_one_method_is_singular(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

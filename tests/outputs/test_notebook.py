@@ -52,8 +52,9 @@ def test_show_draws_the_layers_frame_with_matplotlib() -> None:
 
     matplotlib.use("agg")
     sys.path.insert(0, str(TESTS))
-    from layerscope.errors import UsageError
     from test_outputs import make_exp
+
+    from layerscope.errors import UsageError
 
     exp = make_exp(1)
     ax = exp.show(layer="conv_b")

@@ -40,11 +40,6 @@ def shown(value: object, *, newlines: bool = False) -> str:
     return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
-def plural(n: int, noun: str, nouns: str | None = None) -> str:
-    """``1 method``, ``2 methods``, ``0 images`` (``nouns``: an irregular plural)."""
-    return f"{n} {noun if n == 1 else nouns or noun + 's'}"
-
-
 # --------------------------------------------------------------------------- argument types
 
 

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from layerscope.cli import _common
-from layerscope.errors import UsageError
+from layerscope.errors import UsageError, plural
 
 
 def add_parser(sub: Any) -> None:
@@ -55,5 +55,5 @@ def run(args: argparse.Namespace) -> int:
         **method_options,
     )
     write_image(path, img, args.overwrite)
-    print(f"{_common.shown(path)}: {_common.plural(len(methods), 'method')} × layers grid, {img.width}×{img.height} px")
+    print(f"{_common.shown(path)}: {plural(len(methods), 'method')} × layers grid, {img.width}×{img.height} px")
     return 0

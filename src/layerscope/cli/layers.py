@@ -36,5 +36,5 @@ def run(args: argparse.Namespace) -> int:
     pw = max([len(r[1]) for r in rows] + [6])
     print(f"{'layer':{w}s}  {'module':{pw}s}  output")
     for name, path, shape in rows:
-        print(f"{name:{w}s}  {path:{pw}s}  {'x'.join(map(str, shape))}")
+        print(f"{_common.shown(name):{w}s}  {_common.shown(path):{pw}s}  {'x'.join(map(str, shape))}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from layerscope.cli import _common
-from layerscope.errors import UsageError
+from layerscope.errors import UsageError, plural
 from layerscope.recipe import RECIPE_MODEL
 
 
@@ -134,9 +134,9 @@ def run(args: argparse.Namespace) -> int:
         path = outputs.write_html(exps, args.output, options, overwrite=args.overwrite)
         classes = list(dict.fromkeys(e.class_name(0) for e in exps))
         print(
-            f"{_common.shown(path)}: {_common.plural(len(exps[0].layers), 'layer')}, "
-            f"{_common.plural(len(methods), 'method')} ({', '.join(methods)}) × "
-            f"{_common.plural(len(classes), 'class', 'classes')} ({', '.join(map(repr, classes))})"
+            f"{_common.shown(path)}: {plural(len(exps[0].layers), 'layer')}, "
+            f"{plural(len(methods), 'method')} ({', '.join(methods)}) × "
+            f"{plural(len(classes), 'class', 'classes')} ({', '.join(map(repr, classes))})"
             + (f"; {note}" if note else "")
         )
         return 0
@@ -145,9 +145,9 @@ def run(args: argparse.Namespace) -> int:
     path = saved[0] if isinstance(saved, list) else saved
     flat = [layer for layer in exp.layers if exp.flat[layer][0]]
     print(
-        f"{_common.shown(path)}: {_common.plural(len(exp.layers), 'layer')}, {exp.method}, class {exp.class_name(0)!r} "
+        f"{_common.shown(path)}: {plural(len(exp.layers), 'layer')}, {exp.method}, class {exp.class_name(0)!r} "
         f"(index {int(exp.targets[0])}, p = {exp.probabilities[0]:.3f})" + (f"; {note}" if note else "")
     )
     if flat:
-        print(f"flat maps (nothing to show) at: {', '.join(flat)}")
+        print(f"flat maps (nothing to show) at: {_common.shown(', '.join(flat))}")
     return 0

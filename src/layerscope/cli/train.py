@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from layerscope.cli import _common
+from layerscope.errors import plural
 from layerscope.recipe import RECIPE_MODEL
 
 
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         head.train_head_torch(model, images, labels, args.steps, args.batch_size, args.lr, args.seed, log)
         path = head.save_torch(model, out, args.overwrite)
     print(
-        f"{_common.shown(path)}: the whole model's weights, head trained for {_common.plural(args.steps, 'step')} "
-        f"on {_common.plural(len(labels), 'image')}"
+        f"{_common.shown(path)}: the whole model's weights, head trained for {plural(args.steps, 'step')} "
+        f"on {plural(len(labels), 'image')}"
     )
     return 0

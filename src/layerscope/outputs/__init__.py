@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from layerscope.atomic import check_writable
-from layerscope.errors import UsageError
+from layerscope.errors import UsageError, plural
 from layerscope.outputs import animation, arrays, html, video  # noqa: F401  (each registers its writers)
 from layerscope.outputs._registry import WRITERS, extensions, register, writer_for
 from layerscope.outputs.animation import shared_palette, write_animation, write_gif
@@ -132,7 +132,7 @@ def write(
     n = len(explanation.targets)
     if index is not None:
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
-            raise UsageError(f"image index {index!r} is out of range for {n} image{'s' if n != 1 else ''}")
+            raise UsageError(f"image index {index!r} is out of range for {plural(n, 'image')}")
     paths = check_path(path, opts, overwrite, n, index=index)
     if w.per_image:
         indices: Iterable[int | None] = [index] if index is not None else range(n)

@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from layerscope.atomic import atomic_file
-from layerscope.errors import UsageError
+from layerscope.errors import UsageError, plural
 from layerscope.outputs._registry import register
 from layerscope.outputs.base import Writer
 from layerscope.render.colors import colormap_lut
@@ -143,7 +143,7 @@ def _user_series(series: Mapping[str, Sequence[float]], n: int) -> list[dict[str
     for name, values in series.items():
         raw = [float(v) for v in values]
         if len(raw) != n:
-            raise UsageError(f"chart series {name!r} has {len(raw)} values for {n} layers")
+            raise UsageError(f"chart series {name!r} has {plural(len(raw), 'value')} for {plural(n, 'layer')}")
         finite = [abs(v) for v in raw if np.isfinite(v)]
         top = max(finite) if finite and max(finite) > 0 else 1.0
         out.append(
@@ -184,7 +184,7 @@ def explorer_data(
     for e in exps:
         n = len(e.targets)
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
-            raise UsageError(f"image index {index!r} is out of range for {n} image{'s' if n != 1 else ''}")
+            raise UsageError(f"image index {index!r} is out of range for {plural(n, 'image')}")
         if e.images[index].shape != first.images[index].shape or not np.array_equal(
             e.images[index], first.images[index]
         ):
@@ -366,7 +366,8 @@ def explorer_page(
 
     exps = [explanations] if hasattr(explanations, "cams") else list(explanations)
     first = exps[0]
-    heading = title or (f"layerscope · {', '.join(dict.fromkeys(e.method for e in exps))} · {len(first.layers)} layers")
+    methods = ", ".join(dict.fromkeys(e.method for e in exps))
+    heading = title or f"layerscope · {methods} · {plural(len(first.layers), 'layer')}"
     fragment = explorer_fragment(exps, index, options, title=heading, series=series, assets=False)
     css, js = explorer_assets()
     return _template("explorer_page.html.j2").render(

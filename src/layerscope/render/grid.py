@@ -18,8 +18,6 @@ from layerscope.render.options import RenderOptions
 from layerscope.render.scale import is_flat, layer_ranges
 from layerscope.render.text import font, wrap
 
-#: Default size of a cell's shorter side, in pixels.
-CELL = 160
 #: Pixels between cells and around the grid.
 GAP = 4
 BACKGROUND = (0, 0, 0)
