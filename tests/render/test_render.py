@@ -61,7 +61,7 @@ def test_jet_is_rgb_and_blend_is_over_the_original() -> None:
     out = render.blend(img, heat, alpha=0.5)
     np.testing.assert_array_equal(out[0, 0], np.round(0.5 * img[0, 0] + 0.5 * lut[255].astype(float)))
     np.testing.assert_array_equal(render.blend(img, heat, alpha=0.0), img)
-    with pytest.raises(UsageError, match="colormap"):
+    with pytest.raises(UsageError, match=r"unknown colormap 'jte'\. Did you mean jet\b.*Any matplotlib colormap works"):
         render.colormap_lut("jte")
     bar = render.colorbar(50, 6, "jet")
     assert bar.shape == (50, 6, 3) and np.array_equal(bar[0, 0], lut[255]) and np.array_equal(bar[-1, 0], lut[0])
