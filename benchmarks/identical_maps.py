@@ -24,7 +24,16 @@ import numpy as np
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-ONE_PASS = ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "gradcam-elementwise", "eigengradcam", "eigencam"]
+ONE_PASS = [
+    "gradcam",
+    "gradcam++",
+    "xgradcam",
+    "layercam",
+    "hirescam",
+    "gradcam-elementwise",
+    "eigengradcam",
+    "eigencam",
+]
 
 
 def _images(n: int, size: int, seed: int) -> list[np.ndarray]:
@@ -62,7 +71,9 @@ def run() -> dict[str, np.ndarray]:
     _add(store, "vgg16/gradcam-guided", layerscope.explain(vgg, imgs, method="gradcam", guided_grads=True))
     for m in ONE_PASS:
         _add(store, f"vgg16/{m}", layerscope.explain(vgg, imgs, method=m))
-    _add(store, "vgg16/guided-gradcam", layerscope.explain(vgg, imgs[:1], method="guided-gradcam", layers="block5_conv3"))
+    _add(
+        store, "vgg16/guided-gradcam", layerscope.explain(vgg, imgs[:1], method="guided-gradcam", layers="block5_conv3")
+    )
     _add(store, "vgg16/scorecam", layerscope.explain(vgg, imgs[:1], method="scorecam", layers="block5_conv3"))
     del vgg
 
@@ -78,8 +89,13 @@ def run() -> dict[str, np.ndarray]:
         print("transformers not installed: no ViT maps", file=sys.stderr)
     else:
         cfg = transformers.ViTConfig(
-            image_size=64, patch_size=8, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
-            intermediate_size=128, num_labels=10,
+            image_size=64,
+            patch_size=8,
+            hidden_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=128,
+            num_labels=10,
         )
         torch.manual_seed(0)
         vit = transformers.ViTForImageClassification(cfg).eval()
@@ -97,8 +113,11 @@ def run() -> dict[str, np.ndarray]:
     else:
         keras.utils.set_random_seed(0)
         kmodel = load_model("vgg16-cifar10", framework="keras", weights="random", seed=0)
-        _add(store, "keras-vgg16-cifar10/gradcam-guided",
-             layerscope.explain(kmodel, imgs[:1], method="gradcam", guided_grads=True))
+        _add(
+            store,
+            "keras-vgg16-cifar10/gradcam-guided",
+            layerscope.explain(kmodel, imgs[:1], method="gradcam", guided_grads=True),
+        )
         _add(store, "keras-vgg16-cifar10/gradcam++", layerscope.explain(kmodel, imgs[:1], method="gradcam++"))
     return store
 
@@ -112,7 +131,9 @@ def compare(a: str, b: str) -> int:
         bad += 1
     for k in sorted(ka & kb):
         if x[k].shape != y[k].shape or x[k].dtype != y[k].dtype or not np.array_equal(x[k], y[k]):
-            diff = np.abs(x[k].astype(np.float64) - y[k].astype(np.float64)).max() if x[k].shape == y[k].shape else "shape"
+            diff = (
+                np.abs(x[k].astype(np.float64) - y[k].astype(np.float64)).max() if x[k].shape == y[k].shape else "shape"
+            )
             print(f"differs: {k} (max |diff| {diff})")
             bad += 1
     print(f"{len(ka & kb)} arrays compared, {bad} differ or are missing")
