@@ -63,3 +63,15 @@ def test_every_subcommand_restores_process_state(capsys: pytest.CaptureFixture[s
     )
     assert after == before
     capsys.readouterr()
+
+
+def test_grid_is_the_function_even_after_its_module_is_imported() -> None:
+    """``layerscope.grid`` (the function) shares its name with the module ``layerscope.grid``."""
+    code = (
+        "import sys, layerscope, layerscope.grid, layerscope.cli.grid\n"
+        "assert callable(layerscope.grid) and layerscope.grid.__name__ == 'grid', layerscope.grid\n"
+        "assert callable(layerscope.explain_many)\n"
+        "assert 'torch' not in sys.modules and 'keras' not in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]

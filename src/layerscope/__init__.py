@@ -14,6 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from layerscope._version import __version__
 
+# Imported now, not lazily: the module ``layerscope.grid`` and its function ``grid`` share a
+# name, and a lazy lookup would return the module once anything imported it (the import
+# system sets the submodule as the package attribute). Light: numpy and Pillow only.
+from layerscope.grid import explain_many, grid
+
 __all__ = [
     "Explanation",
     "LayerscopeError",
@@ -35,8 +40,6 @@ __all__ = [
 _LAZY = {
     "explain": "layerscope.explanation",
     "Explanation": "layerscope.explanation",
-    "grid": "layerscope.grid",
-    "explain_many": "layerscope.grid",
     "ModelInfo": "layerscope.info",
     "model_info": "layerscope.info",
     "RenderOptions": "layerscope.render.options",
@@ -53,7 +56,6 @@ if TYPE_CHECKING:
     from layerscope.batch import run_dataset
     from layerscope.errors import LayerscopeError
     from layerscope.explanation import Explanation, explain
-    from layerscope.grid import explain_many, grid
     from layerscope.info import ModelInfo, model_info
     from layerscope.methods import get_method, list_methods
     from layerscope.models import list_models, load_model
