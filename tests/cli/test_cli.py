@@ -209,8 +209,10 @@ def test_explain_many_classes_from_one_capture_equal_one_explain_per_class(
     for e in exps:
         alone = explain(vgg16, photo, ["features.22", "features.29"], e.method, int(e.targets[0]))
         for layer in alone.layers:
+            # float32 sums in another order (two classes in one backward): agreement to 1e-5 of
+            # the map's range; at 1e-6 it failed on values 1e-4 of the range (seen at 0c22abb too)
             np.testing.assert_allclose(
-                e.cams[layer], alone.cams[layer], rtol=1e-4, atol=1e-6 * float(alone.cams[layer].max())
+                e.cams[layer], alone.cams[layer], rtol=1e-4, atol=1e-5 * float(alone.cams[layer].max())
             )
     top = explain_many(vgg16, photo, "gradcam", top_k_classes=3, layers="features.29")
     probs = [float(e.probabilities[0]) for e in top]

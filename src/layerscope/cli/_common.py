@@ -137,7 +137,10 @@ def add_model_args(p: argparse.ArgumentParser, weights_default: str | None = Non
         "it loads with Keras' safe mode",
     )
     p.add_argument(
-        "--trust-model", action="store_true", help="allow a .keras model file with Lambda layers (they run code)"
+        "--trust-model",
+        action="store_true",
+        help="allow code a model brings with it: a .keras file's Lambda layers, or an hf: model's own Python"
+        " classes (config.json auto_map)",
     )
     p.add_argument(
         "--size",
@@ -382,7 +385,9 @@ def load_model_from_args(args: argparse.Namespace, listing: bool = False) -> Any
     check_size(args)
     wanted = size(getattr(args, "size", None))
     if listing:
-        return build_for_listing(name, framework=args.framework, size=wanted)
+        return build_for_listing(
+            name, framework=args.framework, size=wanted, trust_model=getattr(args, "trust_model", False)
+        )
     return load_model(
         name,
         args.weights,

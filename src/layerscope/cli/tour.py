@@ -143,11 +143,13 @@ def run(args: argparse.Namespace) -> int:
     exp = explain(model, image, layers=args.layers, method=args.method, target=args.target, **method_options, **extra)
     saved = exp.save(args.output, overwrite=args.overwrite, options=options)
     path = saved[0] if isinstance(saved, list) else saved
-    flat = [layer for layer in exp.layers if exp.flat[layer][0]]
+    flat = [layer for layer in exp.layers if exp.flat[layer][0] and layer not in exp.blocked]
     print(
         f"{_common.shown(path)}: {plural(len(exp.layers), 'layer')}, {exp.method}, class {exp.class_name(0)!r} "
         f"(index {int(exp.targets[0])}, p = {exp.probabilities[0]:.3f})" + (f"; {note}" if note else "")
     )
     if flat:
         print(f"flat maps (nothing to show) at: {_common.shown(', '.join(flat))}")
+    for layer in exp.blocked:
+        print(f"flat map at {_common.shown(layer)}: {exp.flat_reason(layer)}")
     return 0

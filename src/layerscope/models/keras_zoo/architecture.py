@@ -14,24 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from layerscope.errors import UsageError
-
 #: The recipe's layer names (the base is nested under ``vgg16``).
 RECIPE_BASE = "vgg16"
 RECIPE_HEAD = ("global_average_pooling2d", "dense", "predictions")
 
 
 def keras_module() -> Any:
-    """``keras``, imported on first use (Keras 3 only). (The command line silences
-    TensorFlow's C++ start-up chatter for its commands; the library leaves the environment
-    alone.)"""
-    try:
-        import keras
-    except ImportError:
-        raise UsageError("Keras 3 is not installed: pip install 'layerscope[keras]' (and a backend)") from None
-    if not keras.__version__.startswith("3"):
-        raise UsageError(f"layerscope needs Keras 3; this is Keras {keras.__version__}")
-    return keras
+    """``keras``, imported on first use (Keras 3 only): the capture's one check, which says
+    whether Keras or only its backend is missing and how to choose another backend."""
+    from layerscope.capture.keras import keras_module as _keras
+
+    return _keras()
 
 
 def build_vgg16(input_shape: tuple[int, int, int] = (224, 224, 3), include_top: bool = True) -> Any:
