@@ -60,6 +60,8 @@ def _start(tmp_path: Path, out: Path, save: str = "npz") -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # a suite started in the background (`pytest &`) ignores SIGINT, and children inherit it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

@@ -139,3 +139,13 @@ def test_sigint_interrupts_even_when_started_ignored() -> None:
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as `cmd &` in a script does
     )
     assert proc.stdout.split() == ["interrupted", "True"], proc.stderr  # and the ignored SIGINT is restored
+
+
+def test_batch_and_evaluate_check_mean_and_std_before_any_model_is_loaded(
+    no_model: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "imgs").mkdir()
+    code, _, err = run_cli(capsys, "batch", str(tmp_path / "imgs"), "-o", str(tmp_path / "run"), "--std", "nan")
+    assert code == 2 and "--std values must be finite numbers, not nan" in err, err
+    code, _, err = run_cli(capsys, "evaluate", "--shapes", "2", "-o", str(tmp_path / "ev"), "--mean", "inf")
+    assert code == 2 and "--mean values must be finite numbers, not inf" in err, err

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
     from layerscope.batch import RunConfig, SourceSpec, run_config
 
-    _common.check_model_name(args)
+    _common.check_model_args(args)
     render = _common.render_options(args)
     method_options = _common.method_options(args, [args.method])
     explain_options = _explain_options(args)

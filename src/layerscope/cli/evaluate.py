@@ -150,8 +150,7 @@ def run(args: argparse.Namespace) -> int:
     from layerscope.methods import get_method
 
     # Everything that can be checked is checked before the model is loaded.
-    _common.check_model_name(args)
-    _common.check_target(args)
+    _common.check_model_args(args)
     if args.framework != "torch":
         raise UsageError("layerscope evaluate needs a PyTorch model (the metrics re-run it on perturbed inputs)")
     metrics = check_metrics(args.metrics)
