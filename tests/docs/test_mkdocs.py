@@ -27,5 +27,11 @@ def test_mkdocs_build_strict(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     api = (tmp_path / "site" / "api" / "index.html").read_text(encoding="utf-8")
     # the API page is made from the docstrings, not left empty
-    for name in ("layerscope.explain", "layerscope.Explanation", "layerscope.run_dataset", "layerscope.evaluate"):
+    for name in (
+        "layerscope.explain",
+        "layerscope.Explanation",
+        "layerscope.grid.grid",
+        "layerscope.run_dataset",
+        "layerscope.evaluate",
+    ):
         assert f'id="{name}"' in api, name
