@@ -399,11 +399,13 @@ def load_model_from_args(args: argparse.Namespace, listing: bool = False) -> Any
     )
 
 
-def check_model_args(args: argparse.Namespace) -> None:
-    """The model arguments that need no model: the name, ``--target``, ``--size`` (capped),
-    ``--mean`` / ``--std`` (finite; std > 0). Every command calls it before loading a model."""
+def check_model_args(args: argparse.Namespace, *, classes: bool = True) -> None:
+    """The model arguments that need no model: the name, ``--target`` (unless not
+    ``classes``: batch's targets include ``label``), ``--size`` (capped), ``--mean`` /
+    ``--std`` (finite; std > 0). Every command calls it before loading a model."""
     check_model_name(args)
-    check_target(args)
+    if classes:
+        check_target(args)
     check_size(args)
     _floats(getattr(args, "mean", None), "--mean")
     _floats(getattr(args, "std", None), "--std")

@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
     from layerscope.batch import RunConfig, SourceSpec, run_config
 
-    _common.check_model_args(args)
+    _common.check_model_args(args, classes=False)  # --target label: each item's own label
     render = _common.render_options(args)
     method_options = _common.method_options(args, [args.method])
     explain_options = _explain_options(args)
