@@ -9,27 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers_capture import X_TINY, vgg_info
 from torch import nn
 
 import layerscope
 from conftest import TinyNet, not_inplace
 from layerscope.errors import ModelError, UsageError
-from layerscope.info import ModelInfo, attach_info
-
-X_TINY = torch.tensor([[[[1.0, -2.0], [3.0, 0.0]]]])
-
-
-def vgg_info(model: nn.Module, **facts: object) -> ModelInfo:
-    """VGG16's friendly names (``block1_conv1`` … → the ReLU after each conv), found by
-    walking ``model.features`` (independent of the zoo)."""
-    names, block, conv = {}, 1, 0
-    for i, m in enumerate(model.features):
-        if isinstance(m, nn.ReLU):
-            conv += 1
-            names[f"block{block}_conv{conv}"] = f"features.{i}"
-        elif isinstance(m, nn.MaxPool2d):
-            block, conv = block + 1, 0
-    return ModelInfo(layers=names, **facts)
+from layerscope.info import attach_info
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers_capture import small_net
 from torch import nn
 
 import layerscope
@@ -78,21 +79,6 @@ def test_keyboard_interrupt_is_not_swallowed() -> None:
 
 
 # --- clear one-line errors (issue 9 #11) -----------------------------------------------------
-
-
-def small_net(in_channels: int = 3, classes: int = 4, fixed: int | None = None) -> nn.Module:
-    """conv → ReLU → max-pool ×3 (8× down-sampling) → global pool or a fixed-size flatten head."""
-    torch.manual_seed(0)
-    layers: list[nn.Module] = []
-    c = in_channels
-    for _ in range(3):
-        layers += [nn.Conv2d(c, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
-        c = 4
-    if fixed is None:
-        head: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, classes)]
-    else:
-        head = [nn.Flatten(), nn.Linear(4 * (fixed // 8) ** 2, classes)]
-    return nn.Sequential(*layers, *head).eval()
 
 
 def test_fixed_input_size_model_names_the_size_option() -> None:
