@@ -347,3 +347,23 @@ def test_functional_inplace_op_on_a_captured_output_is_still_correct() -> None:
     assert float(a.min()) < 0
     cam = torch.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1))
     np.testing.assert_allclose(got.cams["conv"], cam.numpy(), rtol=1e-5, atol=1e-8)
+
+
+def test_weights_digest_is_sha256_over_names_dtypes_shapes_and_bytes() -> None:
+    import hashlib
+    import struct
+
+    from layerscope.capture import get_adapter
+
+    lin = nn.Linear(1, 1)
+    with torch.no_grad():
+        lin.weight.fill_(2.0)
+        lin.bias.fill_(-1.0)
+    want = hashlib.sha256()
+    for name, shape, value in (("bias", "(1,)", -1.0), ("weight", "(1, 1)", 2.0)):  # name order
+        want.update(f"{name}|torch.float32|{shape}".encode())
+        want.update(struct.pack("<f", value))
+    assert get_adapter("torch").weights_digest(lin) == want.hexdigest()
+    with torch.no_grad():
+        lin.bias.fill_(-1.5)
+    assert get_adapter("torch").weights_digest(lin) != want.hexdigest()

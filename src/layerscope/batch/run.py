@@ -16,7 +16,6 @@ without losing or repeating an item.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import platform
@@ -25,8 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from layerscope._version import versions
 from layerscope.batch import manifest
@@ -39,7 +36,7 @@ from layerscope.errors import UsageError, unknown_name
 
 log = logging.getLogger("layerscope.batch")
 
-__all__ = ["RunConfig", "RunResult", "SourceSpec", "merge_run", "run_config", "run_dataset", "weights_hash"]
+__all__ = ["RunConfig", "RunResult", "SourceSpec", "merge_run", "run_config", "run_dataset"]
 
 
 @dataclass
@@ -90,26 +87,6 @@ class RunResult:
         if self.unreadable:
             text += f", {plural(len(self.unreadable), 'unreadable folder')} ({self.unreadable[0]})"
         return text + f", in {self.seconds:.1f} s ({self.rate:.1f} items/s) → {self.run_dir}"
-
-
-def weights_hash(model: Any) -> str:
-    """SHA-256 of a model's parameters and buffers (names, dtypes, shapes and values)."""
-    h = hashlib.sha256()
-    state = getattr(model, "state_dict", None)
-    if callable(state):
-        for name, t in sorted(state().items()):
-            a = t.detach().cpu().contiguous()
-            h.update(f"{name}|{a.dtype}|{tuple(a.shape)}".encode())
-            h.update(a.view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes() if a.numel() else b"")
-        return h.hexdigest()
-    weights = getattr(model, "weights", None)
-    if weights is not None:
-        for w in weights:
-            a = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
-            h.update(f"{getattr(w, 'path', getattr(w, 'name', ''))}|{a.dtype}|{a.shape}".encode())
-            h.update(np.ascontiguousarray(a).tobytes())
-        return h.hexdigest()
-    return "unknown"
 
 
 def _render_dict(render: Any) -> dict[str, Any]:
@@ -253,7 +230,7 @@ def run_config(config: RunConfig, spec: SourceSpec, model: Any = None) -> RunRes
     fingerprint = {
         "source": src.description,
         "model": facts.name or f"{type(model).__module__}.{type(model).__qualname__}",
-        "weights_sha256": weights_hash(model),
+        "weights_sha256": adapter.weights_digest(model),
         "method": config.method,
         "method_options": method_options,
         "layers": layer_names,

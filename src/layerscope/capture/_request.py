@@ -155,6 +155,11 @@ class Adapter(Protocol):
         """How many accelerators (GPUs) this process sees for this framework."""
         ...
 
+    def weights_digest(self, model: Any) -> str:
+        """SHA-256 of the model's parameters and buffers (names, dtypes, shapes and values):
+        what a data-set run's fingerprint records, so a resumed run uses the same weights."""
+        ...
+
     def resolve_layers(self, model: Any, spec: Any, info: ModelInfo | None = None) -> list[tuple[str, str]]: ...
 
     def layer_shapes(

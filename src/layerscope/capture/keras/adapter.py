@@ -34,6 +34,7 @@ How the pass is kept correct and cheap:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,6 +80,15 @@ class KerasAdapter:
     def accelerators(self) -> int:
         """0: layerscope does not place Keras models (Keras uses the GPUs it sees itself)."""
         return 0
+
+    def weights_digest(self, model: Any) -> str:
+        """SHA-256 over ``model.weights`` in order: each weight's path, dtype, shape and raw bytes."""
+        h = hashlib.sha256()
+        for w in model.weights:
+            a = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
+            h.update(f"{getattr(w, 'path', getattr(w, 'name', ''))}|{a.dtype}|{a.shape}".encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
 
     def resolve_layers(self, model: Any, spec: Any, info: ModelInfo | None = None) -> list[tuple[str, str]]:
         """``(display name, layer path)`` pairs for ``spec`` (``None``: the default layers)."""

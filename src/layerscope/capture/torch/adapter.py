@@ -33,6 +33,7 @@ How the one pass is kept correct and cheap:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -79,6 +80,15 @@ class TorchAdapter:
     def accelerators(self) -> int:
         """The CUDA devices this process sees."""
         return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+    def weights_digest(self, model: nn.Module) -> str:
+        """SHA-256 over the state dict in name order: each entry's name, dtype, shape and raw bytes."""
+        h = hashlib.sha256()
+        for name, t in sorted(model.state_dict().items()):
+            a = t.detach().cpu().contiguous()
+            h.update(f"{name}|{a.dtype}|{tuple(a.shape)}".encode())
+            h.update(a.view(-1).view(dtype=torch.uint8).numpy().tobytes() if a.numel() else b"")
+        return h.hexdigest()
 
     def resolve_layers(self, model: nn.Module, spec: Any, info: ModelInfo | None = None) -> list[tuple[str, str]]:
         """``(display name, module path)`` pairs for ``spec`` (``None``: the default layers)."""
