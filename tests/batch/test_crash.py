@@ -22,20 +22,13 @@ SCRIPT = textwrap.dedent(
     """
     import sys
     import torch
-    from torch import nn
+    sys.path.insert(0, HELPERS)
+    from helpers_batch import tiny_model
     from layerscope.batch import run_dataset
     from layerscope.batch.sources import ShapesSource
-    from layerscope.datasets.shapes import CLASS_NAMES
-    from layerscope.info import ModelInfo
-    from layerscope.inputs import Preprocess
 
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
-    ).eval()
-    info = ModelInfo(class_names=CLASS_NAMES, preprocess=Preprocess(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3))
+    model, info = tiny_model()
     n, out, save = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     try:
         r = run_dataset(ShapesSource(n, size=32), out_dir=out, model=model, info=info, save=save, batch_size=16,
@@ -52,7 +45,7 @@ N = 520
 
 def _start(tmp_path: Path, out: Path, save: str = "npz") -> subprocess.Popen:
     script = tmp_path / "run.py"
-    script.write_text(SCRIPT)
+    script.write_text(SCRIPT.replace("HELPERS", repr(str(Path(__file__).parent))))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
         [sys.executable, str(script), str(N), str(out), save],

@@ -17,20 +17,13 @@ SCRIPT = textwrap.dedent(
     """
     import resource, sys
     import torch
-    from torch import nn
+    sys.path.insert(0, HELPERS)
+    from helpers_batch import tiny_model
     from layerscope.batch import run_dataset
     from layerscope.batch.sources import ShapesSource
-    from layerscope.datasets.shapes import CLASS_NAMES
-    from layerscope.info import ModelInfo
-    from layerscope.inputs import Preprocess
 
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
-    ).eval()
-    info = ModelInfo(class_names=CLASS_NAMES, preprocess=Preprocess(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3))
+    model, info = tiny_model()
     r = run_dataset(ShapesSource(int(sys.argv[1]), size=32), out_dir=sys.argv[2], model=model, info=info,
                     batch_size=32, workers=1, progress="none", target="label")
     assert r.done == int(sys.argv[1])
@@ -43,7 +36,7 @@ SCRIPT = textwrap.dedent(
 
 def _peak_kib(tmp_path: Path, n: int) -> tuple[int, int]:
     script = tmp_path / "mem.py"
-    script.write_text(SCRIPT)
+    script.write_text(SCRIPT.replace("HELPERS", repr(str(Path(__file__).parent))))
     out = subprocess.run(
         [sys.executable, str(script), str(n), str(tmp_path / f"run{n}")],
         capture_output=True,
