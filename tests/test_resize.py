@@ -58,3 +58,16 @@ def test_every_user_shares_the_one_convention() -> None:
     np.testing.assert_allclose(_ops.upsample(torch.from_numpy(a), (16, 9)).numpy(), ref, atol=1e-6)  # torch
     np.testing.assert_allclose(render.resize_map(a[0], (16, 9)), ref[0], atol=1e-6)  # display
     np.testing.assert_array_equal(shapes._upsample_matrix(3, 64), resize.bilinear_matrix(3, 64).astype(np.float32))
+
+
+@pytest.mark.parametrize("shape", [(517, 733, 3), (100, 90, 3), (1, 500, 3), (64, 64, 4), (300, 200)])
+@pytest.mark.parametrize("size", [(224, 224), (37, 500)])
+def test_resize_photo_equals_pil_resizing_the_whole_image(shape: tuple[int, ...], size: tuple[int, int]) -> None:
+    from PIL import Image
+
+    from layerscope.resize import resize_photo
+
+    a = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    want = np.asarray(Image.fromarray(a).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+    got = resize_photo(a, size)
+    np.testing.assert_array_equal(got.reshape(want.shape), want)

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from layerscope.errors import InputImageError, UsageError
+from layerscope.resize import resize_photo
 
 #: Largest image accepted, in pixels (Pillow's own default limit is about 89 M); a decoded
 #: image of this size is 192 MB of RGB. Override with ``LAYERSCOPE_MAX_PIXELS`` or ``max_pixels=``.
@@ -42,11 +43,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def _resize_batch(images: Sequence[np.ndarray], size: tuple[int, int] | None) -> np.ndarray:
     """uint8 ``(H, W, 3)`` images resized (bilinear) to ``size`` = ``(H, W)`` and stacked."""
-    out = []
-    for img in images:
-        if size is not None and img.shape[:2] != tuple(size):
-            img = np.asarray(Image.fromarray(img).resize((size[1], size[0]), Image.Resampling.BILINEAR))
-        out.append(img)
+    out = [img if size is None or img.shape[:2] == tuple(size) else resize_photo(img, size) for img in images]
     if not out:
         raise UsageError("no image given")
     shapes = {a.shape for a in out}

@@ -70,3 +70,29 @@ def test_payload_image_is_the_drawn_size() -> None:
     tiny = np.zeros((32, 32, 3), np.uint8)
     assert display_image(tiny, 512) is tiny  # never enlarged (the renderer enlarges when drawing)
     assert display_image(big, None) is big
+
+
+RESIZE_PEAK = textwrap.dedent(
+    """
+    import numpy as np
+    from layerscope.inputs import Preprocess
+    a = np.zeros((7999, 7999, 3), np.uint8)
+    a[2000:6000, 2000:6000] = (200, 30, 30)
+    before = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    x = Preprocess(size=(224, 224))([a])
+    assert x.shape == (1, 3, 224, 224)
+    after = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    print(after - before)
+    """
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmHWM from /proc")
+def test_the_model_input_of_a_64_megapixel_photo_costs_one_channel_more() -> None:
+    """Resizing to the model input copies one channel at a time (64 MB for 7,999² px), not
+    the RGB image into PIL at 4 bytes a pixel (256 MB): `tour` of that photo peaks at 619 MB,
+    was 728 MB."""
+    out = subprocess.run([sys.executable, "-c", RESIZE_PEAK], capture_output=True, text=True, check=True)
+    extra_mb = int(out.stdout.split()[-1]) / 1024
+    print(f"peak RSS added by the resize of a 7999² photo: {extra_mb:.0f} MB")
+    assert extra_mb < 100  # one 64 MB channel; the whole image in PIL was 256 MB
