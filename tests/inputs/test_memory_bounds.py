@@ -96,3 +96,35 @@ def test_the_model_input_of_a_64_megapixel_photo_costs_one_channel_more() -> Non
     extra_mb = int(out.stdout.split()[-1]) / 1024
     print(f"peak RSS added by the resize of a 7999² photo: {extra_mb:.0f} MB")
     assert extra_mb < 100  # one 64 MB channel; the whole image in PIL was 256 MB
+
+
+TOUR_PEAK = textwrap.dedent(
+    """
+    import sys
+    from layerscope import cli
+    assert cli.main(["tour", sys.argv[1], "-o", sys.argv[2]]) == 0
+    assert "sympy" not in sys.modules  # building the model from the meta device needs none of it
+    print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmHWM from /proc")
+def test_tour_of_a_7999_square_png_peaks_within_600_mb(tmp_path: Path) -> None:
+    """The whole `layerscope tour` of a 186 KB PNG of 7,999² px: was about 1.2 GB, then 728 MB."""
+    a = np.zeros((7999, 7999, 3), np.uint8)
+    a[2000:6000, 2000:6000] = (200, 30, 30)
+    bomb = tmp_path / "bomb.png"
+    Image.fromarray(a).save(bomb, optimize=True)
+    del a
+    assert bomb.stat().st_size < 250_000
+    out = subprocess.run(
+        [sys.executable, "-c", TOUR_PEAK, str(bomb), str(tmp_path / "t.gif")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    peak_mb = int(out.stdout.split()[-1]) / 1024
+    print(f"peak RSS of tour on a 7999² PNG: {peak_mb:.0f} MB")
+    assert peak_mb < 600

@@ -30,6 +30,15 @@ def on_meta(build: Callable[[], Any]) -> Any:
         return build()
 
 
+def allocate(model: Any, device: Any) -> Any:
+    """``model.to_empty(device=device)``, done with ``torch.empty``: ``to_empty``'s
+    ``empty_like`` on a meta tensor goes through ``torch._refs``, which imports sympy (about
+    35 MB and a second) for nothing."""
+    import torch
+
+    return model._apply(lambda t: torch.empty(t.shape, dtype=t.dtype, device=device))
+
+
 def materialise(
     model: Any, state: dict[str, Any] | None, source: str, init: Callable[[Any, int], None] | None, seed: int
 ) -> Any:
@@ -41,7 +50,7 @@ def materialise(
     partial = False
     if state is not None:
         partial = bool(check_state_dict(model, state, source, strict=init is None))
-    model = model.to_empty(device="cpu")
+    model = allocate(model, "cpu")
     if state is None or partial:
         if init is None:
             raise WeightsError(f"{source}: does not cover the whole model")

@@ -19,7 +19,7 @@ from typing import Any
 
 from layerscope.errors import UsageError, WeightsError
 from layerscope.info import RANDOM_WEIGHTS, ModelInfo, attach_info
-from layerscope.models._build import materialise, on_meta, random_note, size_hw, with_preprocess
+from layerscope.models._build import allocate, materialise, on_meta, random_note, size_hw, with_preprocess
 from layerscope.models._registry import ModelEntry, get_entry, keras_names
 
 FRAMEWORKS = ("torch", "keras")
@@ -186,7 +186,7 @@ def build_for_listing(
     if device != "meta" and any(t.is_meta for t in (*model.parameters(), *model.buffers())):
         import torch
 
-        model = model.to_empty(device=device)
+        model = allocate(model, device)
         with torch.no_grad():
             for t in (*model.parameters(), *model.buffers()):
                 t.zero_()
