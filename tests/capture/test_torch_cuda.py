@@ -9,6 +9,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from helpers_capture import vgg_info
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -21,21 +22,10 @@ from layerscope.methods import get_method
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def vgg_names(model: nn.Module) -> dict[str, str]:
-    names, block, conv = {}, 1, 0
-    for i, m in enumerate(model.features):
-        if isinstance(m, nn.ReLU):
-            conv += 1
-            names[f"block{block}_conv{conv}"] = f"features.{i}"
-        elif isinstance(m, nn.MaxPool2d):
-            block, conv = block + 1, 0
-    return names
-
-
 @pytest.fixture(scope="module")
 def pair(vgg16_random: nn.Module) -> tuple[nn.Module, nn.Module, ModelInfo]:
     cpu = copy.deepcopy(vgg16_random).eval()
-    return cpu, copy.deepcopy(cpu).cuda(), ModelInfo(layers=vgg_names(cpu))
+    return cpu, copy.deepcopy(cpu).cuda(), vgg_info(cpu)
 
 
 def test_highest_precision_gpu_maps_equal_cpu_maps(pair: tuple) -> None:
