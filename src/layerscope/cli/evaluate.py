@@ -183,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     for q in paths:
         check_writable(q, args.overwrite)
     # --perturb-batch is the metrics' too: a method option only where a chosen method has it.
-    has_copies = any({"perturb_batch", "batch_size"} & set(get_method(m).options) for m in methods)
+    has_copies = any("perturb_batch" in get_method(m).options for m in methods)
     options = _common.method_options(
         argparse.Namespace(**{**vars(args), "perturb_batch": args.perturb_batch if has_copies else None}), methods
     )

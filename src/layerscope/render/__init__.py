@@ -29,7 +29,6 @@ from layerscope.render.drawing import (
 from layerscope.render.options import RenderOptions
 from layerscope.render.scale import (
     FLAT_ATOL,
-    FLAT_EPS,
     FLAT_RTOL,
     flat_mask,
     is_flat,
@@ -41,7 +40,6 @@ from layerscope.render.scale import (
 
 __all__ = [
     "FLAT_ATOL",
-    "FLAT_EPS",
     "FLAT_RTOL",
     "MARGIN",
     "MAX_DISPLAY_PIXELS",

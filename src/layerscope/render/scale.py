@@ -19,8 +19,6 @@ from layerscope.errors import UsageError
 FLAT_RTOL = float(8 * np.finfo(np.float32).eps)
 #: Below float32's smallest normal number a range is not resolved at all.
 FLAT_ATOL = float(np.finfo(np.float32).tiny)
-#: Kept for compatibility: the old absolute threshold (no longer used).
-FLAT_EPS = FLAT_ATOL
 
 
 def is_flat(lo: float, hi: float) -> bool:
