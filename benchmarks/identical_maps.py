@@ -146,6 +146,9 @@ def main() -> int:
     p.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"), help="compare two .npz files bit for bit")
     a = p.parse_args()
     if a.compare:
+        missing = [f for f in a.compare if not os.path.isfile(f)]
+        if missing:
+            p.error(f"no such file: {', '.join(missing)}")
         return compare(*a.compare)
     if not a.out:
         p.error("--out or --compare")
