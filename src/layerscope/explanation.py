@@ -452,7 +452,8 @@ def _warn_blocked(blocked: dict[str, str]) -> None:
         warnings.warn(
             f"the maps of {', '.join(tokens)} are flat because the class token's score does not depend on "
             f"{whose} patch tokens (after the last block nothing mixes them back into the class token, so "
-            "their gradient is 0); explain an earlier block",
+            "their gradient is 0); explain the block's attention input (its first LayerNorm, the default "
+            "layers) or an earlier block",
             stacklevel=3,
         )
     if others:

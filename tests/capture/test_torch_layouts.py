@@ -82,24 +82,41 @@ def hf_swin() -> nn.Module:
     return transformers.SwinForImageClassification(config).eval()
 
 
-def test_hf_vit_blocks_equal_an_independent_reference_on_a_non_square_input() -> None:
+def test_hf_vit_default_layers_are_each_blocks_attention_input_none_flat() -> None:
     model = hf_vit()
     x = torch.randn(2, 3, 32, 48, generator=torch.Generator().manual_seed(1))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("error")  # no "flat map" warning: every block says something
         exp = layerscope.explain(model, x, target=[1, 4])
-    paths = ["vit.layers.0", "vit.layers.1", "vit.layers.2"]
-    assert exp.layers == paths  # the default layers of a transformer: its blocks, in forward order
-    assert exp.shapes["vit.layers.0"] == (1 + 4 * 6, 16)  # CLS + a 4×6 grid of 8-px patches
-    assert exp.caption("vit.layers.0")[0] == "Layer: vit.layers.0 · output 25x16 · tokens 25 → 4×6"
+    paths = [f"vit.layers.{i}.layernorm_before" for i in range(3)]
+    assert exp.layers == paths  # each block's attention input, in forward order
+    assert exp.shapes[paths[0]] == (1 + 4 * 6, 16)  # CLS + a 4×6 grid of 8-px patches
+    assert exp.caption(paths[0])[0] == (
+        "Layer: vit.layers.0.layernorm_before · output 25x16 · attention input, tokens 25 → 4×6"
+    )
     ref = reference_gradcam(model, x, paths, [1, 4], {p: ("tokens", 1, 4, 6) for p in paths})
     for p in paths:
         assert exp.cams[p].shape == (2, 4, 6)
         assert np.abs(norm(exp.cams[p]) - norm(ref[p])).max() <= TOL, p
-    assert ref[paths[0]].max() > 0 and ref[paths[1]].max() > 0
-    # The head reads the CLS token only: the last block's patch tokens get no gradient, so
-    # its Grad-CAM is zero in both computations (a property of ViT, flagged flat).
-    assert ref[paths[2]].max() == 0 and exp.cams[paths[2]].max() == 0
+        assert ref[p].reshape(2, -1).max(axis=1).min() > 0 and not exp.flat[p].any(), p
+    assert exp.blocked == {}
+
+
+def test_hf_vit_block_outputs_named_explicitly_leave_the_last_one_flat() -> None:
+    model = hf_vit()
+    x = torch.randn(2, 3, 32, 48, generator=torch.Generator().manual_seed(1))
+    paths = ["vit.layers.0", "vit.layers.1", "vit.layers.2"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exp = layerscope.explain(model, x, target=[1, 4], layers=paths)
+    assert exp.caption("vit.layers.0")[0] == "Layer: vit.layers.0 · output 25x16 · tokens 25 → 4×6"
+    ref = reference_gradcam(model, x, paths, [1, 4], {p: ("tokens", 1, 4, 6) for p in paths})
+    for p in paths:
+        assert np.abs(norm(exp.cams[p]) - norm(ref[p])).max() <= TOL, p
+    # The head reads the CLS token only: the last block's output patch tokens get no
+    # gradient, so its Grad-CAM is zero in both computations (flagged, with the reason).
+    assert ref[paths[0]].max() > 0 and ref[paths[2]].max() == 0 and exp.cams[paths[2]].max() == 0
+    assert exp.blocked == {paths[2]: "patch tokens"}
 
 
 def test_hf_swin_blocks_equal_an_independent_reference() -> None:

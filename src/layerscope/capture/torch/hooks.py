@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from layerscope.capture.torch.device import eval_mode, out_of_place
+from layerscope.capture.torch.layers import ATTENTION_INPUT_NAMES
 from layerscope.capture.torch.layouts import Layout, infer_layout, patch_size
 from layerscope.capture.torch.model_io import check_scores, custom_scores, forward, select_output
 from layerscope.errors import ModelError, UsageError
@@ -58,7 +59,9 @@ class _Hooks:
         self.versions.clear()
         self.order.clear()
 
-    def _hook(self, name: str) -> Callable[..., Any]:
+    def _hook(self, name: str, path: str) -> Callable[..., Any]:
+        attention_input = path.rsplit(".", 1)[-1] in ATTENTION_INPUT_NAMES
+
         def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
             if name in self.acts:
                 if self.strict:
@@ -76,7 +79,10 @@ class _Hooks:
                 return None
             if self.strict:
                 shape = tuple(int(s) for s in output.shape)
-                self.layouts[name] = infer_layout(name, shape, self.hw, self.patch, self.reshape)
+                layout = infer_layout(name, shape, self.hw, self.patch, self.reshape)
+                if attention_input and layout.note:  # a block's LayerNorm in front of its attention
+                    layout.note = f"attention input, {layout.note}"
+                self.layouts[name] = layout
             self.acts[name] = output
             self.versions[name] = output._version
             self.order.append(name)
@@ -90,7 +96,7 @@ class _Hooks:
     def __enter__(self) -> _Hooks:
         try:
             for name, path in self.layers:
-                self._handles.append(self.modules[path].register_forward_hook(self._hook(name)))
+                self._handles.append(self.modules[path].register_forward_hook(self._hook(name, path)))
         except BaseException:
             self.__exit__()
             raise
