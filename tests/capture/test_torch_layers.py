@@ -29,8 +29,7 @@ class PreNormViT(nn.Module):
         self.embed = nn.Conv2d(3, 8, 4, stride=4)
         self.cls_token = nn.Parameter(torch.randn(1, 1, 8))
         self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True, norm_first=norm_first)
-            for _ in range(3)
+            nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True, norm_first=norm_first) for _ in range(3)
         )
         self.global_pool = pool
         self.head = nn.Linear(8, 3)
@@ -47,9 +46,7 @@ def hooked_token_gradcam(model: nn.Module, x: torch.Tensor, paths: list[str], ta
     """Grad-CAM from plain forward hooks and ``autograd.grad``: tokens after the class token
     laid out as a ``grid × grid`` map by hand, the math in float64."""
     kept: dict[str, torch.Tensor] = {}
-    handles = [
-        model.get_submodule(p).register_forward_hook(lambda m, i, o, p=p: kept.__setitem__(p, o)) for p in paths
-    ]
+    handles = [model.get_submodule(p).register_forward_hook(lambda m, i, o, p=p: kept.__setitem__(p, o)) for p in paths]
     try:
         out = model(x)
     finally:
