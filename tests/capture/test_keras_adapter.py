@@ -45,6 +45,12 @@ def _img(size: int = 32, seed: int = 0) -> np.ndarray:
     return np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
 
 
+def _minmax(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    lo, hi = a.min(axis=(1, 2), keepdims=True), a.max(axis=(1, 2), keepdims=True)
+    return (a - lo) / np.where(hi > lo, hi - lo, 1)
+
+
 class Count(layers.Layer):
     """Identity that counts the forward passes that really compute (not JAX's shape trace)."""
 
@@ -490,13 +496,70 @@ def test_no_per_layer_host_copy(method: str, monkeypatch: pytest.MonkeyPatch) ->
         np.testing.assert_allclose(got.cams[name], ref.cams[name], rtol=1e-5, atol=1e-7)
 
 
-def test_a_token_layer_of_a_keras_model_is_a_clear_error() -> None:
+class ClassToken(layers.Layer):
+    """A learned class token put in front of the patch tokens."""
+
+    def build(self, shape: tuple) -> None:
+        self.cls = self.add_weight(shape=(1, 1, shape[-1]), initializer="random_normal", name="cls")
+
+    def call(self, t: object) -> object:
+        ops = keras.ops
+        return ops.concatenate([ops.repeat(self.cls, ops.shape(t)[0], axis=0), t], axis=1)
+
+
+class FirstToken(layers.Layer):
+    def call(self, t: object) -> object:
+        return t[:, 0]
+
+
+def keras_vit(blocks: int = 2) -> object:
+    """Patch embedding (4 px), a class token, pre-norm attention blocks, a head on the class token."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    t = layers.Reshape((16, 8))(layers.Conv2D(8, 4, strides=4, name="patch")(inputs))
+    t = ClassToken(name="cls")(t)
+    for i in range(blocks):
+        n = layers.LayerNormalization(name=f"ln{i}")(t)
+        t = layers.Add()([t, layers.MultiHeadAttention(2, 4, name=f"attn{i}")(n, n)])
+    y = layers.Dense(3, name="head")(FirstToken()(layers.LayerNormalization(name="norm")(t)))
+    return keras.Model(inputs, y)
+
+
+def test_token_layers_of_a_keras_vit_are_laid_out_as_maps() -> None:
+    model = keras_vit()
+    x_in = np.random.default_rng(0).random((2, 16, 16, 3)).astype("float32")
+    exp = layerscope.explain(model, x_in, layers=["ln0", "ln1"], target=[0, 2], method="layercam")
+    for name in ("ln0", "ln1"):  # 1 class token + 16 patch tokens → 4×4; the last block's is not blank
+        assert exp.cams[name].shape == (2, 4, 4) and exp.shapes[name] == (17, 8)
+        assert exp.cams[name].max() > 0 and "tokens 17 → 4×4" in exp.caption(name)[0]
+
+
+def test_keras_token_maps_equal_an_independent_gradcam_torch_backend_only() -> None:
+    if BACKEND != "torch":
+        pytest.skip("the reference uses torch.autograd")
+    import torch
+
+    model = keras_vit()
+    x_in = np.random.default_rng(1).random((2, 16, 16, 3)).astype("float32")
+    exp = layerscope.explain(model, x_in, layers=["ln0", "ln1"], target=[1, 2])
+    names = ["ln0", "ln1"]
+    probe = keras.Model(model.inputs, [*(model.get_layer(n).output for n in names), model.output])
+    *acts, out = probe(keras.ops.convert_to_tensor(x_in))
+    grads = torch.autograd.grad(out[:, 1][0] + out[:, 2][1], acts)
+    for name, a, g in zip(names, acts, grads, strict=True):
+        a = a.detach().double().numpy()[:, 1:].reshape(2, 4, 4, 8)
+        g = g.double().numpy()[:, 1:].reshape(2, 4, 4, 8)
+        ref = np.maximum(np.einsum("nc,nhwc->nhw", g.mean(axis=(1, 2)), a), 0)
+        np.testing.assert_allclose(_minmax(exp.cams[name]), _minmax(ref), atol=1e-4)
+
+
+def test_tokens_that_form_no_grid_are_a_clear_error() -> None:
     inputs = keras.Input((8, 8, 3))
     x = layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
-    tokens = layers.Reshape((64, 4), name="tokens")(x)
+    tokens = layers.Cropping1D((0, 57), name="tokens")(layers.Reshape((64, 4))(x))  # 7 tokens: no grid of 8×8
     y = layers.Dense(2, name="head")(layers.GlobalAveragePooling1D()(tokens))
     model = keras.Model(inputs, y)
     x_in = np.random.default_rng(0).random((1, 8, 8, 3)).astype("float32")
-    with pytest.raises(UsageError, match=r"token layers .* not laid out as maps"):
+    with pytest.raises(UsageError, match=r"its 7 tokens form no grid of the input"):
         layerscope.explain(model, x_in, layers="tokens")
     assert layerscope.explain(model, x_in, layers="conv").cams["conv"].shape == (1, 8, 8)

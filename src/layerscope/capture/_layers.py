@@ -1,9 +1,32 @@
-"""Layer specs (names, glob patterns, lists) matched against a model's layer names; shared
-by the adapters."""
+"""Layer specs (names, glob patterns, lists) matched against a model's layer names, and the
+grids a layer's tokens can form (:func:`token_grids`); shared by the adapters."""
 
 from __future__ import annotations
 
 from layerscope.errors import UsageError, unknown_name
+
+#: The most extra tokens (CLS, distillation, registers) in front of a grid of patch tokens
+#: when the model's patch size is known (a patch-embedding convolution), and when it is not.
+MAX_EXTRA_TOKENS = 8
+MAX_EXTRA_TOKENS_UNKNOWN_PATCH = 2
+
+
+def token_grids(hw: tuple[int, int], tokens: int, patch: int | None) -> list[tuple[int, tuple[int, int]]]:
+    """``(extra tokens, (h, w))`` for every down-sampling ``s`` of an ``H×W`` input that leaves
+    ``ceil(H/s)·ceil(W/s) ≤ tokens ≤ that + MAX_EXTRA_TOKENS``; with a known patch size only
+    ``s = patch·2^k`` (ViT, Swin stages); without one at most 2 extra tokens."""
+    h_in, w_in = hw
+    strides = range(1, max(h_in, w_in) + 1)
+    most = MAX_EXTRA_TOKENS if patch is not None else MAX_EXTRA_TOKENS_UNKNOWN_PATCH
+    if patch is not None:
+        strides = [patch * 2**k for k in range(12) if patch * 2**k <= max(h_in, w_in)]  # type: ignore[assignment]
+    found: dict[tuple[int, int], int] = {}
+    for s in strides:
+        h, w = -(-h_in // s), -(-w_in // s)
+        extra = tokens - h * w
+        if 0 <= extra <= most:
+            found.setdefault((h, w), extra)
+    return sorted(((e, g) for g, e in found.items()), key=lambda eg: (eg[0], -eg[1][0]))
 
 
 def match_layers(

@@ -15,7 +15,7 @@ from layerscope.capture._targets import given_targets
 from layerscope.capture.keras._module import keras_module as _keras
 from layerscope.capture.keras.device_arrays import DeviceArray, XpOps, _fp32, _nchw
 from layerscope.capture.keras.model_io import _channels_last, _check_classes, _output, _targets, model_input
-from layerscope.capture.keras.taps import _Taps, walk
+from layerscope.capture.keras.taps import _Taps, patch_size, walk
 from layerscope.errors import ModelError, UsageError
 
 
@@ -89,11 +89,14 @@ def run(
     layouts = {name: _nchw for name, layer in chosen if _channels_last(layer)}
     maps = Maps(layer_fn, _ops_for, layouts=layouts, fp32=_fp32)
     x = model_input(model, x, backend)
+    dims = tuple(int(d) for d in x.shape)
+    hw = dims[1:3] if keras.config.image_data_format() == "channels_last" else dims[2:4]
+    taps = _Taps(chosen, hw=hw, patch=patch_size(model), layouts=maps.layouts)  # token layers laid out as maps
     runners = {"torch": _run_torch, "tensorflow": _run_tensorflow, "jax": _run_jax}
     if backend not in runners:
         raise ModelError(f"the Keras backend {backend!r} is not supported; use torch, tensorflow or jax")
     with _precision(precision, backend):
-        order, outputs, targets = runners[backend](model, x, chosen, target, maps, need_gradients)
+        order, outputs, targets = runners[backend](model, x, taps, target, maps, need_gradients)
     return maps.finish(order, outputs, targets, shapes=maps.shapes)
 
 
@@ -109,7 +112,7 @@ def _ops_for(maps: dict[str, Any], outputs: Any) -> Any:
 
 
 def _run_torch(
-    model: Any, x: Any, chosen: list[tuple[str, Any]], target: Any, maps: Maps, need_gradients: bool
+    model: Any, x: Any, taps: _Taps, target: Any, maps: Maps, need_gradients: bool
 ) -> tuple[list[str], Any, Any]:
     """Maps on the device, one transfer at the end (:meth:`Maps.finish`)."""
     import keras
@@ -119,11 +122,11 @@ def _run_torch(
 
     xin = x if isinstance(x, torch.Tensor) else keras.ops.convert_to_tensor(x)
     xin = xin.detach().clone().requires_grad_(need_gradients)
-    with _Taps(chosen) as taps, torch.set_grad_enabled(need_gradients):
+    with taps, torch.set_grad_enabled(need_gradients):
         out = _output(model(xin, training=False))
     acts = taps.acts
     try:
-        taps.check([n for n, _ in chosen])
+        taps.check([n for n, _ in taps.chosen])
         n, k = _check_classes(out)
         given = given_targets(target, n, k)
         targets = (
@@ -142,13 +145,13 @@ def _run_torch(
 
 
 def _run_tensorflow(
-    model: Any, x: Any, chosen: list[tuple[str, Any]], target: Any, maps: Maps, need_gradients: bool
+    model: Any, x: Any, taps: _Taps, target: Any, maps: Maps, need_gradients: bool
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     import tensorflow as tf
 
     tnp = tf.experimental.numpy  # the maps are computed where the tensors are (no per-layer copy)
     xin = tf.convert_to_tensor(x)
-    with _Taps(chosen) as taps:
+    with taps:
         if not need_gradients:
             out = _output(model(xin, training=False))
         else:
@@ -161,7 +164,7 @@ def _run_tensorflow(
                 given = given_targets(target, n, k)
                 targets = tf.argmax(out, axis=1) if given is None else tf.constant(given)
                 score = tf.reduce_sum(tf.cast(tf.gather(out, targets, axis=1, batch_dims=1), tf.float32))
-    taps.check([n for n, _ in chosen])
+    taps.check([n for n, _ in taps.chosen])
     order = list(taps.order)
     acts = taps.acts
     if not need_gradients:
@@ -180,14 +183,14 @@ def _run_tensorflow(
 
 
 def _run_jax(
-    model: Any, x: Any, chosen: list[tuple[str, Any]], target: Any, maps: Maps, need_gradients: bool
+    model: Any, x: Any, taps: _Taps, target: Any, maps: Maps, need_gradients: bool
 ) -> tuple[list[str], Any, Any]:
     import jax
     import jax.numpy as jnp
 
     xin = jnp.asarray(x)
-    wanted = [n for n, _ in chosen]
-    with _Taps(chosen) as taps:
+    wanted = [n for n, _ in taps.chosen]
+    with taps:
         if not need_gradients:
             out = _output(model(xin, training=False))
             taps.check(wanted)

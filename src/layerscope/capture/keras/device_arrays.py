@@ -160,6 +160,29 @@ def _nchw(t: Any) -> Any:
     return t.transpose(0, 3, 1, 2) if isinstance(t, DeviceArray) else np.transpose(t, (0, 3, 1, 2))
 
 
+class TokenLayout:
+    """A Keras token layer's ``(N, T, C)`` output laid out as ``(N, C, h, w)``: the ``extra``
+    leading tokens (class, distillation, registers) dropped, the rest a ``grid`` (the torch
+    adapter's token rule, :func:`layerscope.capture._layers.token_grids`). Applied alike to
+    the activation and its gradient, on the backend's tensors."""
+
+    identity = False
+
+    def __init__(self, extra: int, grid: tuple[int, int], tokens: int) -> None:
+        self.extra, self.grid = extra, grid
+        self.note = f"tokens {tokens} → {grid[0]}×{grid[1]}"
+
+    def __call__(self, t: Any) -> Any:
+        n, _, c = (int(s) for s in t.shape)
+        h, w = self.grid
+        grid = t[:, self.extra :, :]
+        if hasattr(grid, "permute"):  # torch
+            return grid.reshape(n, h, w, c).permute(0, 3, 1, 2)
+        if isinstance(grid, DeviceArray):
+            return grid.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+        return np.transpose(np.reshape(grid, (n, h, w, c)), (0, 3, 1, 2))
+
+
 class XpOps:
     """:class:`~layerscope.capture._maps.ArrayOps` for TensorFlow / JAX tensors through
     their numpy namespace ``xp`` (maps may be :class:`DeviceArray` or host arrays)."""

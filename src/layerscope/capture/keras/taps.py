@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from layerscope.capture._layers import match_layers
+from layerscope.capture._layers import MAX_EXTRA_TOKENS, match_layers, token_grids
 from layerscope.capture.keras._module import keras_module as _keras
 from layerscope.errors import ModelError, UsageError
 from layerscope.info import ModelInfo
@@ -100,12 +100,38 @@ def resolve_layers(model: Any, layers: Any, info: ModelInfo | None = None) -> li
     return out
 
 
-class _Taps:
-    """Temporary ``call`` wrappers on the chosen layers that keep each layer's output."""
+def patch_size(model: Any) -> int | None:
+    """The patch size of a Keras vision transformer: the first ``Conv2D`` whose strides equal
+    its kernel (> 1), as a patch embedding is; ``None`` if there is none."""
+    kl = _keras().layers
+    for _, layer in walk(model):
+        if isinstance(layer, kl.Conv2D):
+            k, s = tuple(layer.kernel_size), tuple(layer.strides)
+            if k == s and s[0] == s[1] > 1:
+                return int(s[0])
+    return None
 
-    def __init__(self, chosen: Sequence[tuple[str, Any]], strict: bool = True) -> None:
+
+class _Taps:
+    """Temporary ``call`` wrappers on the chosen layers that keep each layer's output.
+
+    ``hw`` (the input's height and width) and ``patch`` let a ``(N, T, C)`` token output be
+    kept as a map: its :class:`~layerscope.capture.keras.device_arrays.TokenLayout` goes into
+    ``layouts`` (the maps collector's), as the torch adapter lays out tokens.
+    """
+
+    def __init__(
+        self,
+        chosen: Sequence[tuple[str, Any]],
+        strict: bool = True,
+        hw: tuple[int, int] | None = None,
+        patch: int | None = None,
+        layouts: dict[str, Any] | None = None,
+    ) -> None:
         self.chosen = list(chosen)
         self.strict = strict
+        self.hw, self.patch = hw, patch
+        self.layouts = layouts if layouts is not None else {}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.acts: dict[str, Any] = {}
         self.order: list[str] = []
@@ -135,7 +161,9 @@ class _Taps:
                     )
                 return out
             shape = getattr(out, "shape", None)
-            if shape is None or len(shape) != 4:  # raised after the pass: Keras rewrites errors raised in call
+            tokens = shape is not None and len(shape) == 3 and self._tokens(name, tuple(int(d) for d in shape))
+            if shape is None or (len(shape) != 4 and not tokens):
+                # raised after the pass: Keras rewrites errors raised in call
                 self.bad[name] = tuple(shape) if shape is not None else type(out).__name__
                 return out
             self.acts[name] = out
@@ -147,6 +175,24 @@ class _Taps:
             return out
 
         return call
+
+    def _tokens(self, name: str, shape: tuple[int, ...]) -> bool:
+        """Whether a ``(N, T, C)`` output's tokens (after a few extra ones) tile the input;
+        if so its layout goes into ``layouts``."""
+        from layerscope.capture.keras.device_arrays import TokenLayout
+
+        if isinstance(self.layouts.get(name), TokenLayout):
+            return True
+        if self.hw is None:
+            return False
+        tokens = shape[1]
+        grids = token_grids(self.hw, tokens, self.patch) or (
+            token_grids(self.hw, tokens, None) if self.patch is not None else []
+        )
+        if grids:
+            extra, grid = grids[0]
+            self.layouts[name] = TokenLayout(extra, grid, tokens)
+        return bool(grids)
 
     def __enter__(self) -> _Taps:
         try:
@@ -173,8 +219,9 @@ class _Taps:
             raise UsageError(
                 f"layer {name!r} outputs {shape}, not a (N, h, w, C) feature map"
                 + (
-                    "; a Keras model's token layers (N, T, C) are not laid out as maps (PyTorch models' are): "
-                    "choose a convolutional layer, or explain the PyTorch twin of the model"
+                    f"; its {shape[1]} tokens form no grid of the input (a Keras model's token layers are "
+                    f"laid out as maps when their tokens, after at most {MAX_EXTRA_TOKENS} class or register "
+                    "tokens, tile the input): choose another layer"
                     if tokens
                     else ""
                 )

@@ -8,12 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from layerscope.capture._layers import token_grids
 from layerscope.errors import UsageError
 
-#: The most extra tokens (CLS, distillation, registers) in front of a grid of patch tokens
-#: when the model's patch size is known (a patch-embedding convolution), and when it is not.
-MAX_EXTRA_TOKENS = 8
-MAX_EXTRA_TOKENS_UNKNOWN_PATCH = 2
 _RESHAPE_HINT = "pass reshape=fn to explain, a callable from the layer's output to an (N, C, h, w) tensor"
 
 
@@ -72,26 +69,8 @@ def patch_size(model: nn.Module) -> int | None:
     return None
 
 
-def _grids(hw: tuple[int, int], tokens: int, patch: int | None) -> list[tuple[int, tuple[int, int]]]:
-    """``(extra tokens, (h, w))`` for every down-sampling ``s`` of an ``H×W`` input that leaves
-    ``ceil(H/s)·ceil(W/s) ≤ tokens ≤ that + MAX_EXTRA_TOKENS``; with a known patch size only
-    ``s = patch·2^k`` (ViT, Swin stages); without one at most 2 extra tokens."""
-    h_in, w_in = hw
-    strides = range(1, max(h_in, w_in) + 1)
-    most = MAX_EXTRA_TOKENS if patch is not None else MAX_EXTRA_TOKENS_UNKNOWN_PATCH
-    if patch is not None:
-        strides = [patch * 2**k for k in range(12) if patch * 2**k <= max(h_in, w_in)]  # type: ignore[assignment]
-    found: dict[tuple[int, int], int] = {}
-    for s in strides:
-        h, w = -(-h_in // s), -(-w_in // s)
-        extra = tokens - h * w
-        if 0 <= extra <= most:
-            found.setdefault((h, w), extra)
-    return sorted(((e, g) for g, e in found.items()), key=lambda eg: (eg[0], -eg[1][0]))
-
-
 def _is_grid(hw: tuple[int, int], dims: tuple[int, int], patch: int | None) -> bool:
-    return any(e == 0 and g == dims for e, g in _grids(hw, dims[0] * dims[1], patch))
+    return any(e == 0 and g == dims for e, g in token_grids(hw, dims[0] * dims[1], patch))
 
 
 def infer_layout(
@@ -123,13 +102,13 @@ def infer_layout(
         return Layout("nchw")
     if len(shape) == 3 and hw is not None:
         tokens, channels = shape[1], shape[2]
-        grids = _grids(hw, tokens, patch) or (_grids(hw, tokens, None) if patch is not None else [])
+        grids = token_grids(hw, tokens, patch) or (token_grids(hw, tokens, None) if patch is not None else [])
         if grids:
             extra, grid = grids[0]
             lay = Layout("tokens", grid=grid, extra=extra)
             lay.note = f"tokens {tokens} → {grid[0]}×{grid[1]}"
             return lay
-        if _grids(hw, channels, patch):
+        if token_grids(hw, channels, patch):
             raise UsageError(
                 f"layer {name!r} outputs {tuple(shape)}, tokens on the last axis (N, C, T); {_RESHAPE_HINT}"
             )
