@@ -14,7 +14,7 @@ from layerscope.capture import CaptureRequest, adapter_for, check_supported, ser
 from layerscope.errors import UsageError, unknown_name
 from layerscope.info import ModelInfo, info_for
 from layerscope.inputs import display_from_tensor, is_tensor, prepare_batch
-from layerscope.methods import get_method
+from layerscope.methods import Method, get_method
 from layerscope.methods._ops import softmax
 from layerscope.render import FrameText, RenderOptions, flat_mask
 
@@ -311,7 +311,7 @@ def explain(
     model: Any,
     images: Any,
     layers: str | Sequence[str] | None = None,
-    method: str = "gradcam",
+    method: str | Method = "gradcam",
     target: int | str | Sequence[int | str] | None = None,
     *,
     preprocess: Any = None,
@@ -336,7 +336,8 @@ def explain(
             values is several inputs; a list is always several images.
         layers: ``None`` (every conv layer, or a built-in model's friendly names), a name,
             a glob pattern, or a list of them.
-        method: a name from :func:`layerscope.list_methods`.
+        method: a name from :func:`layerscope.list_methods` (or a
+            :class:`~layerscope.methods.Method`).
         target: ``None`` (top-1), a class index or name, or one per image; or (PyTorch,
             gradient methods) a callable ``(model_output) -> (N,)`` scores of any kind, whose
             sum is explained (``targets`` then holds the top-1 class, ``scores`` its values);
@@ -367,7 +368,8 @@ def explain(
     Returns:
         An :class:`Explanation`.
     """
-    m = get_method(method)
+    m = method if isinstance(method, Method) else get_method(method)
+    method = m.name
     unknown = set(method_options) - set(m.options)
     if unknown:
         valid = ", ".join(m.options) or "none"

@@ -1,8 +1,10 @@
 """One image, several methods or classes: :func:`grid` (the layers × methods grid image)
 and :func:`explain_many` (one :class:`~layerscope.Explanation` per method and class, from
-one capture per method).
+one capture for all the one-pass methods).
 
-Glue only: :func:`layerscope.explain` per method, then :func:`layerscope.render.grid.draw_grid`.
+Glue only: :func:`layerscope.explain` (one call for all the one-pass methods, joined by
+:func:`layerscope.methods.one_pass`, one per other method), then
+:func:`layerscope.render.grid.draw_grid`.
 """
 
 from __future__ import annotations
@@ -86,7 +88,6 @@ def grid(
         A ``PIL.Image.Image``; save it with ``.save(path)`` or atomically with
         :func:`layerscope.outputs.write_image` (``.png``, ``.jpg``, ``.webp``).
     """
-    from layerscope.explanation import explain
     from layerscope.methods import get_method
     from layerscope.render.grid import draw_grid
 
@@ -98,30 +99,20 @@ def grid(
     unused = set(options_) - {k for m in chosen for k in m.options}
     if unused:
         raise UsageError(f"no chosen method has the option(s) {', '.join(sorted(unused))}")
-    exps = []
-    seen: set[tuple[type, str]] = set()
-    for m in chosen:
-        m_opts = {k: v for k, v in options_.items() if k in m.options}
-        with _each_warning_once(seen):
-            exp = explain(
-                model,
-                image,
-                layers,
-                m.name,
-                target,
-                preprocess=preprocess,
-                framework=framework,
-                info=info,
-                device=device,
-                precision=precision,
-                output=output,
-                **m_opts,
-            )
-        if len(exp.targets) != 1:
-            raise UsageError(f"a grid shows one image, not {len(exp.targets)}")
-        if target is None:
-            target = int(exp.targets[0])  # the same class for every method
-        exps.append(exp)
+    exps = explain_many(  # the one-pass methods from one capture
+        model,
+        image,
+        names,
+        None if target is None else [target],
+        layers=layers,
+        preprocess=preprocess,
+        framework=framework,
+        info=info,
+        device=device,
+        precision=precision,
+        output=output,
+        **options_,
+    )
     first = exps[0]
     maps = [[exp.cams[layer][0] for layer in first.layers] for exp in exps]
     title = f"Class: {first.class_name(0)} (p = {first.probabilities[0]:.2f})"
@@ -148,6 +139,7 @@ def _take(exp: Any, i: int) -> Any:
         info=exp.info,
         outputs=None if exp.outputs is None else exp.outputs[i : i + 1],
         grids=dict(exp.grids),
+        blocked=dict(exp.blocked),
     )
 
 
@@ -165,9 +157,13 @@ def explain_many(
     :class:`~layerscope.Explanation` per (method, class), methods outermost — what the
     interactive explorer's method and class switches show.
 
-    The classes of one method come from one capture: the image is repeated once per class
-    and each copy explains its own class, so K classes cost one forward and one backward pass
-    of a batch of K.
+    Every one-pass method (the gradient family and the activation methods, e.g. Grad-CAM,
+    Grad-CAM++, Layer-CAM, XGrad-CAM, HiResCAM, Eigen-CAM) comes from **one** capture: each
+    layer's activation and gradient go to all of them as the gradient arrives, so M such
+    methods × L layers cost one forward and one backward pass (the perturbation and pixel
+    methods run one capture each). Several classes share the capture too: the image is
+    repeated once per class and each copy explains its own class, so K classes cost one
+    forward and one backward pass of a batch of K.
 
     Args:
         model: as for :func:`layerscope.explain`.
@@ -184,7 +180,7 @@ def explain_many(
         ``len(methods) × len(classes)`` explanations of one image each.
     """
     from layerscope.explanation import explain
-    from layerscope.methods import get_method
+    from layerscope.methods import ONE_PASS, get_method, one_pass
 
     names = _method_list(methods)
     chosen = [get_method(n) for n in names]
@@ -198,14 +194,23 @@ def explain_many(
         raise UsageError("give the classes to explain or top_k_classes, not both")
     if top_k_classes is not None and top_k_classes < 1:
         raise UsageError(f"top_k_classes must be 1 or more, not {top_k_classes}")
-    out: list[Any] = []
+
+    def opts_of(m: Any) -> dict[str, Any]:
+        return {k: v for k, v in method_options.items() if k in m.options}
+
+    joined = [m for m in chosen if m.needs <= ONE_PASS]
+    groups = [joined] if len(joined) > 1 else []
+    groups += [[m] for m in chosen if not (len(joined) > 1 and m in joined)]
     classes: list[int | str] | None = list(targets) if targets is not None else None
+    by_method: dict[str, list[Any]] = {}
     seen: set[tuple[type, str]] = set()
-    for m in chosen:
-        opts = {k: v for k, v in method_options.items() if k in m.options}
+    for group in groups:
+        method = group[0] if len(group) == 1 else one_pass([(m, opts_of(m)) for m in group])
+        opts = opts_of(group[0]) if len(group) == 1 else {}
         with _each_warning_once(seen):
+            exp = None
             if classes is None:
-                exp = explain(model, image, layers, m.name, None, **shared, **opts)
+                exp = explain(model, image, layers, method, None, **shared, **opts)
                 if len(exp.targets) != 1:
                     raise UsageError(f"explain_many explains one image, not {len(exp.targets)}")
                 if top_k_classes is None:
@@ -215,13 +220,30 @@ def explain_many(
                         raise UsageError("top_k_classes needs the model's whole output")
                     k = min(top_k_classes, exp.outputs.shape[1])
                     classes = [int(c) for c in np.argsort(-exp.outputs[0], kind="stable")[:k]]
-                if len(classes) == 1:
-                    out.append(exp)
-                    continue
-            batch = _repeat(image, len(classes))
-            exp = explain(model, batch, layers, m.name, list(classes), **shared, **opts)
-            out.extend(_take(exp, i) for i in range(len(classes)))
-    return out
+                    exp = exp if len(classes) == 1 else None
+            if exp is None:
+                exp = explain(model, _repeat(image, len(classes)), layers, method, list(classes), **shared, **opts)
+        for m, part in zip(group, _split(exp, group, opts_of), strict=True):
+            by_method[m.name] = [_take(part, i) for i in range(len(part.targets))]
+    return [e for m in chosen for e in by_method[m.name]]
+
+
+def _split(exp: Any, group: Sequence[Any], opts_of: Any) -> list[Any]:
+    """The explanations of each method of ``group`` from one joined capture
+    (:func:`layerscope.methods.one_pass`: each layer's maps are ``(M·N, h, w)``, method by method)."""
+    if len(group) == 1:
+        return [exp]
+    n = len(exp.targets)
+    return [
+        dataclasses.replace(
+            exp,
+            cams={k: v[i * n : (i + 1) * n] for k, v in exp.cams.items()},
+            flat={k: v[i * n : (i + 1) * n] for k, v in exp.flat.items()},
+            method=m.name,
+            options={k: v for k, v in opts_of(m).items() if v != m.options.get(k)},
+        )
+        for i, m in enumerate(group)
+    ]
 
 
 def _repeat(image: Any, n: int) -> Any:

@@ -24,7 +24,17 @@ A method's ``needs`` (one set over ``"activations"``, ``"gradients"``, ``"pertur
 
 from __future__ import annotations
 
-from layerscope.methods._registry import CONTEXT, NEEDS, ONE_PASS, CamFn, Method, get_method, list_methods, register
+from layerscope.methods._registry import (
+    CONTEXT,
+    NEEDS,
+    ONE_PASS,
+    CamFn,
+    Method,
+    get_method,
+    list_methods,
+    one_pass,
+    register,
+)
 
 # Importing these registers their methods, in this order.
 # isort: off
@@ -34,4 +44,4 @@ from layerscope.methods import perturbation as _perturbation  # noqa: F401
 from layerscope.methods import guided as _guided  # noqa: F401
 # isort: on
 
-__all__ = ["CONTEXT", "NEEDS", "ONE_PASS", "CamFn", "Method", "get_method", "list_methods", "register"]
+__all__ = ["CONTEXT", "NEEDS", "ONE_PASS", "CamFn", "Method", "get_method", "list_methods", "one_pass", "register"]

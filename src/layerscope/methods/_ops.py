@@ -43,6 +43,19 @@ def index(like: Any, values: np.ndarray) -> Any:
     return np.asarray(values, dtype=np.int64)
 
 
+def concat(parts: Sequence[Any]) -> Any:
+    """``parts`` joined along the first axis (torch, numpy, or the Keras adapter's device arrays)."""
+    first = parts[0]
+    if is_torch(first):
+        import torch
+
+        return torch.cat(list(parts), dim=0)
+    xp = getattr(first, "xp", None)  # a TensorFlow / JAX tensor seen through numpy-style methods
+    if xp is not None:
+        return type(first)(xp.concatenate([p.t for p in parts], axis=0), xp)
+    return np.concatenate([np.asarray(p) for p in parts], axis=0)
+
+
 def to_numpy(x: Any) -> np.ndarray:
     """A host numpy copy of a tensor or array."""
     return x.detach().cpu().numpy() if is_torch(x) else np.asarray(x)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +91,29 @@ class Method:
         """The frameworks whose adapter serves the method's needs (the one-pass methods run
         everywhere; perturbation and saliency need PyTorch)."""
         return ("torch", "keras") if self.needs <= ONE_PASS else ("torch",)
+
+
+def one_pass(chosen: Sequence[tuple[Method, dict[str, Any]]]) -> Method:
+    """Several one-pass methods (with their options) as one method, so one forward and one
+    backward pass serve them all: each layer's ``(A, G)`` goes to every method, and their
+    ``(N, h, w)`` maps are joined along the first axis, method by method, into ``(M·N, h, w)``
+    (split again by :func:`layerscope.grid.explain_many`)."""
+    from layerscope.methods._ops import concat
+
+    if not chosen or any(not m.needs <= ONE_PASS for m, _ in chosen):
+        raise ValueError("one_pass() joins one-pass methods (activations and gradients) only")
+
+    def fn(activations: Any, gradients: Any) -> Any:
+        return concat([m.fn(activations, gradients, **opts) for m, opts in chosen])
+
+    names = "+".join(m.name for m, _ in chosen)
+    return Method(
+        name=names,
+        title=" + ".join(m.title for m, _ in chosen),
+        fn=fn,
+        summary=f"{names} from one pass",
+        needs=frozenset().union(*(m.needs for m, _ in chosen)),
+    )
 
 
 _REGISTRY: dict[str, Method] = {}
