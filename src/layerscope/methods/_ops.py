@@ -126,3 +126,46 @@ def top_eigenvector(m: Any) -> Any:
 def sign(x: Any) -> Any:
     """+1 where ``x >= 0``, −1 elsewhere (never 0, so a sign flip never zeroes a map)."""
     return (x >= 0) * 2.0 - 1.0
+
+
+def eye(like: Any, n: int) -> Any:
+    """The ``n × n`` identity in ``like``'s dtype (and device)."""
+    if is_torch(like):
+        import torch
+
+        return torch.eye(n, dtype=like.dtype, device=like.device)
+    return np.eye(n, dtype=like.dtype)
+
+
+def stack(arrays: Sequence[Any], axis: int = 0) -> Any:
+    """``arrays`` stacked along a new ``axis``."""
+    if is_torch(arrays[0]):
+        import torch
+
+        return torch.stack(list(arrays), dim=axis)
+    return np.stack(list(arrays), axis=axis)
+
+
+def concat(arrays: Sequence[Any], axis: int = -1) -> Any:
+    """``arrays`` joined along ``axis``."""
+    if is_torch(arrays[0]):
+        import torch
+
+        return torch.cat(list(arrays), dim=axis)
+    return np.concatenate(list(arrays), axis=axis)
+
+
+def zero_lowest(x: Any, k: int) -> Any:
+    """``x`` ``(M, P)`` with the ``k`` lowest values of each row set to 0 (ties: the first
+    ones in the row, a stable sort in both frameworks)."""
+    if k <= 0:
+        return x
+    if is_torch(x):
+        import torch
+
+        idx = torch.argsort(x, dim=1, stable=True)[:, :k]
+        return x.scatter(1, idx, 0.0)
+    idx = np.argsort(x, axis=1, kind="stable")[:, :k]
+    out = x.copy()
+    np.put_along_axis(out, idx, 0, axis=1)
+    return out

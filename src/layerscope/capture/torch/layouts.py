@@ -90,6 +90,13 @@ def _grids(hw: tuple[int, int], tokens: int, patch: int | None) -> list[tuple[in
     return sorted(((e, g) for g, e in found.items()), key=lambda eg: (eg[0], -eg[1][0]))
 
 
+def token_grid(tokens: int, hw: tuple[int, int], patch: int | None) -> tuple[int, tuple[int, int]] | None:
+    """``(extra tokens, (h, w))`` of ``tokens`` tokens for an ``hw`` input, as
+    :func:`infer_layout` lays them out (fewest extra tokens first); ``None``: no grid."""
+    grids = _grids(hw, tokens, patch) or (_grids(hw, tokens, None) if patch is not None else [])
+    return grids[0] if grids else None
+
+
 def _is_grid(hw: tuple[int, int], dims: tuple[int, int], patch: int | None) -> bool:
     return any(e == 0 and g == dims for e, g in _grids(hw, dims[0] * dims[1], patch))
 
@@ -123,9 +130,9 @@ def infer_layout(
         return Layout("nchw")
     if len(shape) == 3 and hw is not None:
         tokens, channels = shape[1], shape[2]
-        grids = _grids(hw, tokens, patch) or (_grids(hw, tokens, None) if patch is not None else [])
-        if grids:
-            extra, grid = grids[0]
+        found = token_grid(tokens, hw, patch)
+        if found is not None:
+            extra, grid = found
             lay = Layout("tokens", grid=grid, extra=extra)
             lay.note = f"tokens {tokens} → {grid[0]}×{grid[1]}"
             return lay
