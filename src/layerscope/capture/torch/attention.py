@@ -209,6 +209,8 @@ def block_scores(model: nn.Module, blocks: Sequence[str]) -> Iterator[None]:
 
     def last(module: nn.Module, inputs: Any, output: Any) -> Any:
         t = _first(output)
+        if any(o.shape[1:] != t.shape[1:] for o in outs):
+            return None  # token counts change between blocks (Swin): refused after the pass, saying why
         return _replace_first(output, torch.cat([*outs, t], dim=0))
 
     handles = [model.get_submodule(b).register_forward_hook(inner) for b in blocks[:-1]]
@@ -344,7 +346,7 @@ def _maps(
         scores=scores,
         join=join_scores if scores is not None else None,
     )
-    result.grids = {layer: f"attention {tokens} tokens → {grid[0]}×{grid[1]}" for layer in order}
+    result.grids = {layer: f"tokens {tokens} → {grid[0]}×{grid[1]}" for layer in order}
     return result
 
 
