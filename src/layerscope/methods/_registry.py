@@ -89,6 +89,12 @@ class Method:
         return "gradient" if "gradients" in self.needs else "activation"
 
     @property
+    def class_agnostic(self) -> bool:
+        """Whether the maps ignore the explained class: no gradients, no scores and no
+        saliency are needed (Eigen-CAM, attention rollout)."""
+        return not self.needs & {"gradients", "perturbation", "saliency"}
+
+    @property
     def needs_gradients(self) -> bool:
         """Whether ``fn`` gets the layer gradients (the capture runs a backward pass)."""
         return "gradients" in self.needs
