@@ -77,9 +77,9 @@ class Explanation:
 
     @property
     def class_agnostic(self) -> bool:
-        """Whether the method ignores the class (Eigen-CAM: the maps come from the activations
-        alone, so they name no class)."""
-        return get_method(self.method).kind == "activation"
+        """Whether the method ignores the class (Eigen-CAM, attention rollout: the maps come
+        from the activations or attention weights alone, so they name no class)."""
+        return get_method(self.method).class_agnostic
 
     @property
     def note(self) -> str | None:

@@ -45,7 +45,7 @@ from layerscope.models import vgg
 
 
 def test_registry_has_the_family_with_kinds_costs_and_papers() -> None:
-    assert list_methods() == ALL
+    assert list_methods() == [*ALL, "rollout", "gradrollout", "legrad"]  # the attention ones: test_attention.py
     kinds = {n: get_method(n).kind for n in ALL}
     assert {n for n, k in kinds.items() if k == "gradient"} == set(GRADIENT)
     assert kinds["eigencam"] == "activation" and not get_method("eigencam").needs_gradients

@@ -29,6 +29,14 @@ def token_grids(hw: tuple[int, int], tokens: int, patch: int | None) -> list[tup
     return sorted(((e, g) for g, e in found.items()), key=lambda eg: (eg[0], -eg[1][0]))
 
 
+def token_grid(tokens: int, hw: tuple[int, int], patch: int | None) -> tuple[int, tuple[int, int]] | None:
+    """``(extra tokens, (h, w))`` of ``tokens`` tokens for an ``hw`` input, as the adapters lay
+    them out (fewest extra tokens first; a known patch size first, then any stride);
+    ``None``: no grid."""
+    grids = token_grids(hw, tokens, patch) or (token_grids(hw, tokens, None) if patch is not None else [])
+    return grids[0] if grids else None
+
+
 def match_layers(
     specs: str | list[str] | tuple[str, ...] | None,
     names: dict[str, str],

@@ -13,6 +13,7 @@ _TITLES = {"torch": "PyTorch", "keras": "Keras"}
 _WHY = {
     "perturbation": "re-runs the model on perturbed inputs or with a layer's output replaced",
     "saliency": "needs guided backpropagation (rewritten ReLU gradients)",
+    "attention": "needs the attention weights of every transformer block",
 }
 
 

@@ -7,7 +7,8 @@ be torch tensors or numpy arrays: methods use only operations both support (the 
 differ are in :mod:`layerscope.methods._ops`), so the work stays on the model's device.
 
 A method's ``needs`` (one set over ``"activations"``, ``"gradients"``, ``"perturbation"``,
-``"saliency"``) tell the capture what to compute; its ``kind`` is that set in one word:
+``"saliency"``, ``"attention"``, ``"layer_scores"``) tell the capture what to compute; its
+``kind`` is that set in one word:
 
 ``"gradient"``
     ``fn(A, G)``: one forward and one backward pass for every layer at once.
@@ -20,6 +21,10 @@ A method's ``needs`` (one set over ``"activations"``, ``"gradients"``, ``"pertur
 ``"pixel"``
     ``fn(A, G, saliency=...)``: maps at the input's resolution that use guided
     backpropagation's input gradient (one more forward and backward); PyTorch only.
+``"attention"``
+    ``fn(A, G, extra=..., grid=...)`` once for all blocks: ``A`` the attention weights of every
+    transformer block stacked ``(L, N, H, T, T)``, ``G`` their gradients (or ``None``); returns
+    ``(L, N, h, w)``, one map per block (:mod:`layerscope.methods.attention`); PyTorch only.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from layerscope.methods import gradient as _gradient  # noqa: F401
 from layerscope.methods import activation as _activation  # noqa: F401
 from layerscope.methods import perturbation as _perturbation  # noqa: F401
 from layerscope.methods import guided as _guided  # noqa: F401
+from layerscope.methods import attention as _attention  # noqa: F401
 # isort: on
 
 __all__ = ["CONTEXT", "NEEDS", "ONE_PASS", "CamFn", "Method", "get_method", "list_methods", "one_pass", "register"]

@@ -43,17 +43,17 @@ def index(like: Any, values: np.ndarray) -> Any:
     return np.asarray(values, dtype=np.int64)
 
 
-def concat(parts: Sequence[Any]) -> Any:
-    """``parts`` joined along the first axis (torch, numpy, or the Keras adapter's device arrays)."""
+def concat(parts: Sequence[Any], axis: int = 0) -> Any:
+    """``parts`` joined along ``axis`` (torch, numpy, or the Keras adapter's device arrays)."""
     first = parts[0]
     if is_torch(first):
         import torch
 
-        return torch.cat(list(parts), dim=0)
+        return torch.cat(list(parts), dim=axis)
     xp = getattr(first, "xp", None)  # a TensorFlow / JAX tensor seen through numpy-style methods
     if xp is not None:
-        return type(first)(xp.concatenate([p.t for p in parts], axis=0), xp)
-    return np.concatenate([np.asarray(p) for p in parts], axis=0)
+        return type(first)(xp.concatenate([p.t for p in parts], axis=axis), xp)
+    return np.concatenate([np.asarray(p) for p in parts], axis=axis)
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -139,3 +139,37 @@ def top_eigenvector(m: Any) -> Any:
 def sign(x: Any) -> Any:
     """+1 where ``x >= 0``, −1 elsewhere (never 0, so a sign flip never zeroes a map)."""
     return (x >= 0) * 2.0 - 1.0
+
+
+def eye(like: Any, n: int) -> Any:
+    """The ``n × n`` identity in ``like``'s dtype (and device)."""
+    if is_torch(like):
+        import torch
+
+        return torch.eye(n, dtype=like.dtype, device=like.device)
+    return np.eye(n, dtype=like.dtype)
+
+
+def stack(arrays: Sequence[Any], axis: int = 0) -> Any:
+    """``arrays`` stacked along a new ``axis``."""
+    if is_torch(arrays[0]):
+        import torch
+
+        return torch.stack(list(arrays), dim=axis)
+    return np.stack(list(arrays), axis=axis)
+
+
+def zero_lowest(x: Any, k: int) -> Any:
+    """``x`` ``(M, P)`` with the ``k`` lowest values of each row set to 0 (ties: the first
+    ones in the row, a stable sort in both frameworks)."""
+    if k <= 0:
+        return x
+    if is_torch(x):
+        import torch
+
+        idx = torch.argsort(x, dim=1, stable=True)[:, :k]
+        return x.scatter(1, idx, 0.0)
+    idx = np.argsort(x, axis=1, kind="stable")[:, :k]
+    out = x.copy()
+    np.put_along_axis(out, idx, 0, axis=1)
+    return out

@@ -13,10 +13,10 @@ from layerscope.errors import UsageError, unknown_name
 CamFn = Callable[..., Any]
 
 #: Keyword parameters the capture hands to a method (never user options).
-CONTEXT = ("probe", "saliency")
+CONTEXT = ("probe", "saliency", "extra", "grid")
 
 #: What a method can need from the capture (``Method.needs``; ``layerscope.capture`` uses this one).
-NEEDS = ("activations", "gradients", "perturbation", "saliency")
+NEEDS = ("activations", "gradients", "perturbation", "saliency", "attention", "layer_scores")
 
 #: The needs every adapter serves (one forward, one backward).
 ONE_PASS = frozenset({"activations", "gradients"})
@@ -31,13 +31,18 @@ class Method:
         title: display name for captions, e.g. "Grad-CAM".
         fn: ``fn(activations, gradients, **options) -> cam``. Its keyword parameters after
             the first two, with their defaults, are the method's options (:attr:`options`):
-            written once, in the signature. ``probe`` and ``saliency`` are what the capture
-            hands over, not options.
+            written once, in the signature. ``probe``, ``saliency``, ``extra`` and ``grid``
+            are what the capture hands over (:data:`CONTEXT`), not options.
         summary: one line for ``layerscope methods``.
         needs: what the capture must compute for it, some of :data:`NEEDS`:
             ``"activations"`` (the layer's output), ``"gradients"`` (of the target w.r.t.
             it: a backward pass), ``"perturbation"`` (the method re-runs the model through
-            a probe), ``"saliency"`` (guided backpropagation's input gradient). The one
+            a probe), ``"saliency"`` (guided backpropagation's input gradient),
+            ``"attention"`` (every transformer block's attention weights, stacked, instead of
+            a layer's output: ``fn`` gets ``(L, N, H, T, T)`` arrays once and returns one map
+            per block), ``"layer_scores"`` (with ``"attention"`` and ``"gradients"``: each
+            block's gradients are of that block's own score, the model's head applied to
+            the block's output, as LeGrad defines them). The one
             descriptor: :attr:`kind` and :attr:`needs_gradients` are read from it.
         cost: what one call costs, in passes, for ``layerscope methods``.
         forward_passes: for perturbation methods, ``(images, channels, **options) -> int``,
@@ -73,13 +78,21 @@ class Method:
 
     @property
     def kind(self) -> str:
-        """The needs in one word, for listings: ``"pixel"`` (saliency), ``"perturbation"``,
-        ``"gradient"`` or ``"activation"``."""
+        """The needs in one word, for listings: ``"attention"``, ``"pixel"`` (saliency),
+        ``"perturbation"``, ``"gradient"`` or ``"activation"``."""
+        if "attention" in self.needs:
+            return "attention"
         if "saliency" in self.needs:
             return "pixel"
         if "perturbation" in self.needs:
             return "perturbation"
         return "gradient" if "gradients" in self.needs else "activation"
+
+    @property
+    def class_agnostic(self) -> bool:
+        """Whether the maps ignore the explained class: no gradients, no scores and no
+        saliency are needed (Eigen-CAM, attention rollout)."""
+        return not self.needs & {"gradients", "perturbation", "saliency"}
 
     @property
     def needs_gradients(self) -> bool:
@@ -89,7 +102,7 @@ class Method:
     @property
     def frameworks(self) -> tuple[str, ...]:
         """The frameworks whose adapter serves the method's needs (the one-pass methods run
-        everywhere; perturbation and saliency need PyTorch)."""
+        everywhere; perturbation, saliency and attention need PyTorch)."""
         return ("torch", "keras") if self.needs <= ONE_PASS else ("torch",)
 
 

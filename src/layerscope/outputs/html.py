@@ -197,7 +197,7 @@ def explorer_data(
     for e in exps:
         m = get_method(e.method)
         title_m = m.title + (" (guided gradients)" if e.options.get("guided_grads") else "")
-        agnostic = m.kind == "activation"
+        agnostic = m.class_agnostic
         key_m = e.method + ("+guided" if e.options.get("guided_grads") else "")
         ck = _class_key(e, index)
         key = f"{key_m}|{ck}"

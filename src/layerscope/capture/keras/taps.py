@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from layerscope.capture._layers import MAX_EXTRA_TOKENS, match_layers, token_grids
+from layerscope.capture._layers import MAX_EXTRA_TOKENS, match_layers, token_grid
 from layerscope.capture.keras._module import keras_module as _keras
 from layerscope.errors import ModelError, UsageError
 from layerscope.info import ModelInfo
@@ -185,14 +185,10 @@ class _Taps:
             return True
         if self.hw is None:
             return False
-        tokens = shape[1]
-        grids = token_grids(self.hw, tokens, self.patch) or (
-            token_grids(self.hw, tokens, None) if self.patch is not None else []
-        )
-        if grids:
-            extra, grid = grids[0]
-            self.layouts[name] = TokenLayout(extra, grid, tokens)
-        return bool(grids)
+        found = token_grid(shape[1], self.hw, self.patch)
+        if found is not None:
+            self.layouts[name] = TokenLayout(*found, shape[1])
+        return found is not None
 
     def __enter__(self) -> _Taps:
         try:

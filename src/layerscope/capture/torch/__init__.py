@@ -10,6 +10,7 @@
 * :mod:`~layerscope.capture._autograd`: the one backward pass and the one transfer;
 * :mod:`~layerscope.capture.torch.guided`: guided backpropagation;
 * :mod:`~layerscope.capture.torch.probe`: the perturbation methods' probe;
+* :mod:`~layerscope.capture.torch.attention`: every block's attention weights (rollout & co.);
 * :mod:`~layerscope.capture.torch.adapter`: the adapter and the one-pass runner.
 """
 

@@ -1,7 +1,7 @@
 """The :class:`TorchAdapter`, the :class:`~layerscope.capture.Adapter` for
 ``torch.nn.Module`` models, and the one-pass runner.
 
-Three strategies, chosen by ``CaptureRequest.needs``, over one forward-hook helper
+Four strategies, chosen by ``CaptureRequest.needs``, over one forward-hook helper
 (:class:`_Hooks`), one target resolution (:func:`resolve_targets`) and one finite-map
 check with one transfer to the host (:func:`layerscope.capture._maps.host_transfer`):
 
@@ -10,7 +10,10 @@ check with one transfer to the host (:func:`layerscope.capture._maps.host_transf
 * **perturbation**: one forward pass captures every layer; each layer's method then re-runs
   the model through a :class:`Probe` (masked inputs, or the layer's output replaced);
 * **saliency**: one guided-backpropagation pass gives the input gradient
-  (:func:`guided_relu`), then the one-pass capture hands it to every layer's map.
+  (:func:`guided_relu`), then the one-pass capture hands it to every layer's map;
+* **attention** (``"attention"``): one forward pass keeps every transformer block's attention
+  weights (and, with ``"gradients"``, one backward pass their gradients); the method makes
+  every block's map at once (:func:`~layerscope.capture.torch.attention.attention_pass`).
 
 How the one pass is kept correct and cheap:
 
@@ -42,6 +45,7 @@ from torch import nn
 
 from layerscope.capture._autograd import backward_to_maps, join_scores, precision_mode, torch_maps
 from layerscope.capture._request import CaptureRequest, CaptureResult, LayerShape, Supports
+from layerscope.capture.torch.attention import attention_pass
 from layerscope.capture.torch.device import eval_mode, model_dtype, placed, resolve_device
 from layerscope.capture.torch.guided import guided_saliency
 from layerscope.capture.torch.hooks import _Hooks, capture_forward, input_hw
@@ -51,6 +55,12 @@ from layerscope.capture.torch.probe import perturbation
 from layerscope.errors import ModelError, UsageError
 from layerscope.info import ModelInfo
 
+_NOT_SEVERAL = (
+    ("perturbation", "perturbation"),
+    ("saliency", "guided backpropagation"),
+    ("attention", "attention weights"),
+)
+
 
 class TorchAdapter:
     """The :class:`~layerscope.capture.Adapter` for ``torch.nn.Module`` models."""
@@ -59,7 +69,7 @@ class TorchAdapter:
     supports = Supports(
         devices=("auto", "cpu", "cuda", "cuda:N", "mps"),
         precisions=("default", "highest", "fast"),
-        needs=frozenset({"activations", "gradients", "perturbation", "saliency"}),
+        needs=frozenset({"activations", "gradients", "perturbation", "saliency", "attention", "layer_scores"}),
         several_inputs=True,
     )
 
@@ -142,12 +152,14 @@ class TorchAdapter:
         with placed(model, device) as dev, precision_mode(request.precision, dev) as autocast:
             xin = model_input(model, x, dev, channels_last=request.precision == "fast")
             needs = request.needs
-            if isinstance(xin, ModelInputs) and needs & {"perturbation", "saliency"}:
-                how = "perturbation" if "perturbation" in needs else "guided backpropagation"
+            if isinstance(xin, ModelInputs) and needs & {"perturbation", "saliency", "attention"}:
+                how = next(w for k, w in _NOT_SEVERAL if k in needs)
                 raise UsageError(
                     f"several model inputs work with the one-pass methods (Grad-CAM family, Eigen-CAM), "
                     f"not {request.label or 'this method'} ({how})"
                 )
+            if "attention" in needs:
+                return attention_pass(model, xin, layers, targets, request, autocast)
             if "perturbation" in needs:
                 return perturbation(model, xin, layers, targets, request, autocast)
             context: dict[str, Any] = {}

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from layerscope.capture._layers import token_grids
+from layerscope.capture._layers import token_grid, token_grids
 from layerscope.errors import UsageError
 
 _RESHAPE_HINT = "pass reshape=fn to explain, a callable from the layer's output to an (N, C, h, w) tensor"
@@ -102,9 +102,9 @@ def infer_layout(
         return Layout("nchw")
     if len(shape) == 3 and hw is not None:
         tokens, channels = shape[1], shape[2]
-        grids = token_grids(hw, tokens, patch) or (token_grids(hw, tokens, None) if patch is not None else [])
-        if grids:
-            extra, grid = grids[0]
+        found = token_grid(tokens, hw, patch)
+        if found is not None:
+            extra, grid = found
             lay = Layout("tokens", grid=grid, extra=extra)
             lay.note = f"tokens {tokens} → {grid[0]}×{grid[1]}"
             return lay
