@@ -122,7 +122,10 @@ class _Tokenizer:
             transformers = require("transformers", "hf")
             opts = {"trust_remote_code": self.trust, **({"local_files_only": True} if self.local_only else {})}
             try:
-                self._tok = transformers.AutoTokenizer.from_pretrained(self.repo, **opts)
+                tok = transformers.AutoTokenizer.from_pretrained(self.repo, **opts)
+                special = set(getattr(tok, "all_special_tokens", ()))
+                if len(tok) <= len(special):  # transformers 5 makes an empty one when the files are missing
+                    raise OSError("it has no vocabulary (no tokenizer files)")
             except Exception as e:
                 why = " ".join(str(e).split())[:200]
                 raise UsageError(
@@ -130,6 +133,7 @@ class _Tokenizer:
                     "save the tokenizer (or processor) into the folder with save_pretrained, or pass tokenizer= / "
                     "input_ids= to layerscope.targets.text"
                 ) from None
+            self._tok = tok
         return self._tok(*args, **kwargs)
 
 
