@@ -348,9 +348,9 @@ def explain(
         target: ``None`` (top-1), a class index or name, or one per image; or (PyTorch,
             gradient methods) a callable ``(model_output) -> (N,)`` scores of any kind, whose
             sum is explained (``targets`` then holds the top-1 class, ``scores`` its values);
-            for a segmentation model (``(N, K, H, W)`` output),
-            :func:`layerscope.targets.region` ``(c, mask)``: class ``c`` summed over a mask
-            or the predicted region (``targets`` then holds ``c``).
+            :func:`layerscope.targets.region` ``(c, mask)`` for a segmentation model;
+            :func:`~layerscope.targets.text` (a CLIP prompt) or
+            :func:`~layerscope.targets.similar_to` (an embedding's cosine to a reference).
         preprocess: a :class:`~layerscope.inputs.Preprocess` or a callable from a list of
             uint8 RGB arrays to the model input; default: the model info's, else
             ImageNet normalisation at 224×224.

@@ -26,7 +26,7 @@ from __future__ import annotations
 from layerscope.targets._embedding import KINDS, EmbeddingTarget, described
 from layerscope.targets.region import SEGMENTATION_KEYS, Region, region
 from layerscope.targets.similar import SimilarTo, similar_to
-from layerscope.targets.text import Text, is_dual_encoder, text
+from layerscope.targets.text import Text, image_features, is_dual_encoder, text
 
 __all__ = [
     "KINDS",
@@ -36,6 +36,7 @@ __all__ = [
     "SimilarTo",
     "Text",
     "described",
+    "image_features",
     "is_dual_encoder",
     "region",
     "similar_to",

@@ -20,6 +20,11 @@ def is_dual_encoder(model: Any) -> bool:
     return all(hasattr(model, a) for a in DUAL_ENCODER)
 
 
+def image_features(model: Any, x: Any) -> Any:
+    """A CLIP model run on pixels alone: its image tower and projection (``get_image_features``)."""
+    return model.get_image_features(pixel_values=x)
+
+
 class Text(EmbeddingTarget):
     """The logits of an image against ``K`` prompts (see :func:`text`).
 
@@ -71,7 +76,7 @@ class Text(EmbeddingTarget):
     def similarities(self, model: Any, x: Any) -> Any:
         """``logit_scale.exp() · cos(image, prompt)`` (``+ logit_bias`` for SigLIP), ``(N, K)``:
         the model's own ``logits_per_image``."""
-        image = normalised(embedding_of(model.get_image_features(pixel_values=x), "text()"))
+        image = normalised(embedding_of(image_features(model, x), "text()"))
         text = self.embeddings.to(image.device)
         logits = (image @ text.T) * model.logit_scale.exp().float()
         bias = getattr(model, "logit_bias", None)

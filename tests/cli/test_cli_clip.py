@@ -1,5 +1,5 @@
-"""``layerscope tour --target-text``: a CLIP folder (save_pretrained, with its tokenizer)
-explained against prompts end to end, and the mistakes refused before any model is loaded."""
+"""The CLI on a CLIP folder (save_pretrained, with its tokenizer): ``tour --target-text``
+end to end, its mistakes refused before any model is loaded, and ``layers``."""
 
 from __future__ import annotations
 
@@ -93,3 +93,10 @@ def test_mistakes_are_refused_before_any_model_is_loaded(
     code, _, err = run_cli(capsys, "tour", str(photo), *extra, "-o", str(tmp_path / "x.gif"))
     assert code == 2 and message in err, err
     assert not (tmp_path / "x.gif").exists()
+
+
+def test_layers_lists_the_vision_blocks(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, err = run_cli(capsys, "layers", "--model", f"hf:{folder}")
+    assert code == 0, err
+    assert [line.split()[0] for line in stdout.splitlines()[1:]] == LAYERS
+    assert all(line.split()[-1] == "17x16" for line in stdout.splitlines()[1:])
