@@ -17,6 +17,7 @@ from layerscope.inputs import display_from_tensor, is_tensor, prepare_batch
 from layerscope.methods import Method, get_method
 from layerscope.methods._ops import softmax
 from layerscope.render import FrameText, RenderOptions, flat_mask
+from layerscope.targets import described
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Explanation:
         images: the original RGB images (uint8 ``(H, W, 3)``) the maps are drawn over.
         blocked: ``{layer: why}`` for layers the explained score does not depend on, whose
             maps are flat for that reason (see :meth:`flat_reason`).
+        target_kind: ``"class"``, or ``"text"`` / ``"image"``: prompts, references (:mod:`layerscope.targets`).
     """
 
     layers: list[str]
@@ -56,6 +58,7 @@ class Explanation:
     #: feature maps, e.g. ``"tokens 197 → 14×14"`` for a vision transformer's block.
     grids: dict[str, str] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)
+    target_kind: str = "class"
 
     def class_name(self, index: int = 0) -> str:
         """The explained class of image ``index``, by name where the model has names."""
@@ -63,6 +66,11 @@ class Explanation:
         if self.class_names and 0 <= t < len(self.class_names):
             return self.class_names[t]
         return f"class {t}"
+
+    def target_caption(self, index: int = 0) -> str:
+        """What image ``index``'s maps explain, as captions say it (:func:`~layerscope.targets.described`)."""
+        k = 1 if self.outputs is None else int(self.outputs.shape[1])
+        return described(self.target_kind, self.class_name(index), self.probabilities[index], self.scores[index], k)
 
     def flat_reason(self, layer: str) -> str | None:
         """Why ``layer``'s maps are flat when layerscope knows (``None`` otherwise): the
@@ -138,11 +146,11 @@ class Explanation:
         method = get_method(self.method).title
         if self.options.get("guided_grads"):
             method += " (guided gradients)"
-        p = f"(p = {self.probabilities[index]:.2f})"
+        p = self.probabilities[index]
         if self.class_agnostic:
-            second = f"{method} · class-agnostic · top-1: {self.class_name(index)} {p}"
+            second = f"{method} · class-agnostic · top-1: {self.class_name(index)} (p = {p:.2f})"
         else:
-            second = f"Class: {self.class_name(index)} {p} · {method}"
+            second = f"{self.target_caption(index)} · {method}"
         if self.flat[layer][index]:
             why = self.blocked.get(layer)
             second += (
@@ -341,9 +349,9 @@ def explain(
         target: ``None`` (top-1), a class index or name, or one per image; or (PyTorch,
             gradient methods) a callable ``(model_output) -> (N,)`` scores of any kind, whose
             sum is explained (``targets`` then holds the top-1 class, ``scores`` its values);
-            for a segmentation model (``(N, K, H, W)`` output),
-            :func:`layerscope.targets.region` ``(c, mask)``: class ``c`` summed over a mask
-            or the predicted region (``targets`` then holds ``c``).
+            :func:`layerscope.targets.region` ``(c, mask)`` for a segmentation model;
+            :func:`~layerscope.targets.text` (a CLIP prompt) or
+            :func:`~layerscope.targets.similar_to` (an embedding's cosine to a reference).
         preprocess: a :class:`~layerscope.inputs.Preprocess` or a callable from a list of
             uint8 RGB arrays to the model input; default: the model info's, else
             ImageNet normalisation at 224×224.
@@ -414,6 +422,7 @@ def explain(
         )
     _warn_blocked(result.blocked)
     rows = np.arange(len(result.targets))
+    labels = getattr(target, "labels", None) if callable(target) else None  # a prompt's, a reference's
     flat = {name: flat_mask(result.cams[name]) for name in result.layers}
     return Explanation(
         layers=result.layers,
@@ -429,12 +438,13 @@ def explain(
         flat=flat,
         images=originals,
         method=method,
-        class_names=list(class_names) if class_names else None,
+        class_names=list(labels or class_names or ()) or None,
         options={k: v for k, v in opts.items() if v != m.options.get(k)},
         info=facts,
         outputs=np.asarray(result.outputs, dtype=np.float32),
         grids=dict(result.grids),
         blocked=dict(result.blocked),
+        target_kind=str(getattr(target, "kind", "class")) if labels else "class",
     )
 
 

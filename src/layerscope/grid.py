@@ -140,6 +140,7 @@ def _take(exp: Any, i: int) -> Any:
         outputs=None if exp.outputs is None else exp.outputs[i : i + 1],
         grids=dict(exp.grids),
         blocked=dict(exp.blocked),
+        target_kind=exp.target_kind,
     )
 
 
@@ -147,7 +148,7 @@ def explain_many(
     model: Any,
     image: Any,
     methods: str | Sequence[str] = ("gradcam",),
-    targets: Sequence[int | str] | None = None,
+    targets: Sequence[int | str] | Any = None,
     *,
     top_k_classes: int | None = None,
     layers: str | Sequence[str] | None = None,
@@ -169,7 +170,10 @@ def explain_many(
         model: as for :func:`layerscope.explain`.
         image: one image (path, PIL image, uint8 array or a ``(1, C, H, W)`` tensor).
         methods: method names, a list or a comma-separated string.
-        targets: the classes to explain (indices or names); default: the top-1 class.
+        targets: the classes to explain (indices or names); default: the top-1 class. Or
+            a target of several prompts or reference images
+            (:func:`layerscope.targets.text`, :func:`~layerscope.targets.similar_to`): one
+            explanation per prompt, from one pass of the image repeated once per prompt.
         top_k_classes: explain the K most probable classes instead (not with ``targets``).
         layers: as for :func:`layerscope.explain`.
         **options: ``explain``'s keyword arguments (``preprocess``, ``framework``, ``info``,
@@ -194,6 +198,10 @@ def explain_many(
         raise UsageError("give the classes to explain or top_k_classes, not both")
     if top_k_classes is not None and top_k_classes < 1:
         raise UsageError(f"top_k_classes must be 1 or more, not {top_k_classes}")
+    if callable(targets):  # several prompts or references: the image repeated, copy i explains prompt i
+        if top_k_classes is not None:
+            raise UsageError("give a text or similar_to target or top_k_classes, not both")
+        return _explain_each(model, image, chosen, targets, layers, shared, method_options)
 
     def opts_of(m: Any) -> dict[str, Any]:
         return {k: v for k, v in method_options.items() if k in m.options}
@@ -244,6 +252,27 @@ def _split(exp: Any, group: Sequence[Any], opts_of: Any) -> list[Any]:
         )
         for i, m in enumerate(group)
     ]
+
+
+def _explain_each(
+    model: Any, image: Any, chosen: list[Any], target: Any, layers: Any, shared: dict[str, Any], options: Any
+) -> list[Any]:
+    """``explain_many`` for a target of ``K`` prompts or references: one capture per method."""
+    from layerscope.explanation import explain
+
+    k = len(getattr(target, "labels", ()) or ())
+    if k == 0:
+        raise UsageError("explain_many takes a callable target that names its columns (text, similar_to)")
+    out: list[Any] = []
+    seen: set[tuple[type, str]] = set()
+    for m in chosen:
+        opts = {key: v for key, v in options.items() if key in m.options}
+        with _each_warning_once(seen):
+            exp = explain(model, _repeat(image, k) if k > 1 else image, layers, m.name, target, **shared, **opts)
+        if len(exp.targets) != k:
+            raise UsageError(f"explain_many explains one image, not {len(exp.targets) // k}")
+        out.extend([exp] if k == 1 else [_take(exp, i) for i in range(k)])
+    return out
 
 
 def _repeat(image: Any, n: int) -> Any:

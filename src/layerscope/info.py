@@ -50,6 +50,9 @@ class ModelInfo:
         input_size: ``(height, width)`` when the model accepts only that input size (a
             Hugging Face ViT's ``image_size``), ``None`` when any size works;
             :meth:`size_hint` says it in a sentence for an error message.
+        tokenizer: the model's text tokenizer (called as a Hugging Face tokenizer is), for
+            :func:`layerscope.targets.text`; a CLIP folder loaded by ``load_model("hf:...")``
+            has its own, loaded when first used.
     """
 
     name: str | None = None
@@ -60,6 +63,7 @@ class ModelInfo:
     warning: str | None = None
     note: str | None = None
     input_size: tuple[int, int] | None = None
+    tokenizer: Any = None
 
     def __post_init__(self) -> None:
         if self.output is not None and self.output not in OUTPUT_KINDS:

@@ -153,3 +153,23 @@ def test_model_info_repr_is_short() -> None:
     assert "<13 layers: block1_conv1, block1_conv2, block2_conv1, …>" in text
     assert len(text) < 400
     assert repr(ModelInfo(name="x", class_names=("a", "b"))) == "ModelInfo(name='x', class_names=<2 names: 'a', 'b'>)"
+
+
+def test_a_clip_folder_loads_whole_with_its_vision_size_and_tokenizer(tmp_path: Path) -> None:
+    from helpers_clip import clip_folder
+    from layerscope.models.hf import is_dual_encoder
+
+    folder = clip_folder(tmp_path)
+    assert is_dual_encoder(str(folder)) is True
+    assert is_dual_encoder(str(_vit_folder(tmp_path, 32, 8))) is False
+    model = layerscope.load_model(f"hf:{folder}")
+    info = model_info(model)
+    assert type(model).__name__ == "CLIPModel"  # not CLIPForImageClassification with a random head
+    assert info.input_size == (32, 32) and info.preprocess.size == (32, 32)
+    assert repr(info.tokenizer) == f"<tokenizer of hf:{folder}>"
+    assert info.tokenizer(["a cat"], return_tensors="pt")["input_ids"].shape == (1, 6)  # bos, a, c a t, eos
+    (folder / "tokenizer.json").unlink()
+    (folder / "tokenizer_config.json").unlink()
+    bare = model_info(layerscope.load_model(f"hf:{folder}"))
+    with pytest.raises(UsageError, match="cannot load its tokenizer"):
+        bare.tokenizer(["a cat"])

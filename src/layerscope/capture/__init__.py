@@ -14,9 +14,10 @@ placement (``resolve_device``, ``placed``, ``move``, ``accelerators``) and what 
     or a list of them). Unknown names raise :class:`~layerscope.errors.UsageError` listing
     close matches.
 
-``layer_shapes(model, size, info, every_module=False) -> list[LayerShape]``
+``layer_shapes(model, size, info, every_module=False, run_model=None) -> list[LayerShape]``
     every default layer (or every leaf module/layer) with its real per-image output shape
-    for an input of ``size`` = ``(height, width)``: what ``layerscope layers`` prints.
+    for an input of ``size`` = ``(height, width)``: what ``layerscope layers`` prints
+    (``run_model(model, x)``: how to run a model that takes more than pixels, torch only).
 
 ``run(model, x, layers, targets, request) -> CaptureResult``
     what the :class:`CaptureRequest` asks for: one forward pass, then (for gradient

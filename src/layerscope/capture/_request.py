@@ -163,7 +163,12 @@ class Adapter(Protocol):
     def resolve_layers(self, model: Any, spec: Any, info: ModelInfo | None = None) -> list[tuple[str, str]]: ...
 
     def layer_shapes(
-        self, model: Any, size: tuple[int, int], info: ModelInfo | None = None, every_module: bool = False
+        self,
+        model: Any,
+        size: tuple[int, int],
+        info: ModelInfo | None = None,
+        every_module: bool = False,
+        run_model: Any = None,
     ) -> list[LayerShape]: ...
 
     def run(

@@ -23,6 +23,7 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from layerscope.capture import detect_framework, get_adapter
     from layerscope.info import info_for
+    from layerscope.targets import image_features, is_dual_encoder
 
     _common.check_model_args(args)
     size = _common.size(args.size)
@@ -31,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     if size is None:
         prep = info.preprocessor()
         size = tuple(getattr(prep, "size", None) or (224, 224))
-    rows = get_adapter(detect_framework(model)).layer_shapes(model, size, info, every_module=args.all)
+    run = image_features if is_dual_encoder(model) else None  # CLIP: its image tower alone
+    rows = get_adapter(detect_framework(model)).layer_shapes(model, size, info, every_module=args.all, run_model=run)
     w = max([len(r[0]) for r in rows] + [5])
     pw = max([len(r[1]) for r in rows] + [6])
     print(f"{'layer':{w}s}  {'module':{pw}s}  output")

@@ -34,6 +34,13 @@ def add_parser(sub: Any) -> None:
         help="explain the K most probable classes, for the page's class switch (.html output only); "
         "--target also takes a comma-separated list of classes",
     )
+    p.add_argument(
+        "--target-text",
+        action="append",
+        metavar="PROMPT",
+        help="explain a CLIP model's image–text similarity for this prompt (--model hf:CLIP_FOLDER_OR_ID); "
+        "repeat it for several prompts, one explanation each on the interactive page (-o NAME.html)",
+    )
     _common.add_render_args(p)
     _common.add_frame_args(p)
     p.add_argument(
@@ -90,14 +97,15 @@ def run(args: argparse.Namespace) -> int:
     for m in methods:
         get_method(m)
     targets = _common.csv_list(args.target) if args.target and "," in args.target else None
-    several = len(methods) > 1 or targets is not None or (args.top_k_classes or 1) > 1
+    prompts = _check_prompts(args, name, methods)
+    several = len(methods) > 1 or targets is not None or (args.top_k_classes or 1) > 1 or len(prompts) > 1
     if args.methods and args.method != "gradcam":
         raise UsageError("give --method or --methods, not both")
     if targets is not None and args.top_k_classes:
         raise UsageError("give --target classes or --top-k-classes, not both")
     if several and not args.output.lower().endswith((".html", ".htm")):
         raise UsageError(
-            "several methods or classes are shown by the interactive page: write -o NAME.html "
+            "several methods, classes or prompts are shown by the interactive page: write -o NAME.html "
             "(or compare methods in one picture with `layerscope grid`)"
         )
     method_options = _common.method_options(args, methods, recipe=is_recipe)
@@ -118,6 +126,13 @@ def run(args: argparse.Namespace) -> int:
 
     model = _common.load_model_from_args(args)
     extra: dict[str, Any] = {"device": args.device, "precision": args.precision, "output": args.model_output}
+    target: Any = args.target
+    if prompts:
+        from layerscope.targets import is_dual_encoder, text
+
+        if not is_dual_encoder(model):
+            raise UsageError(f"--target-text needs a CLIP model (image and text towers); {name} is not one")
+        target = targets = text(prompts, model=model)
     if several:
         from layerscope.grid import explain_many
 
@@ -133,23 +148,65 @@ def run(args: argparse.Namespace) -> int:
         )
         path = outputs.write_html(exps, args.output, options, overwrite=args.overwrite)
         classes = list(dict.fromkeys(e.class_name(0) for e in exps))
+        kind = plural(len(classes), "prompt") if prompts else plural(len(classes), "class", "classes")
         print(
             f"{_common.shown(path)}: {plural(len(exps[0].layers), 'layer')}, "
             f"{plural(len(methods), 'method')} ({', '.join(methods)}) × "
-            f"{plural(len(classes), 'class', 'classes')} ({', '.join(map(repr, classes))})"
-            + (f"; {note}" if note else "")
+            f"{kind} ({', '.join(classes if prompts else map(repr, classes))})" + (f"; {note}" if note else "")
         )
         return 0
-    exp = explain(model, image, layers=args.layers, method=args.method, target=args.target, **method_options, **extra)
+    exp = explain(model, image, layers=args.layers, method=args.method, target=target, **method_options, **extra)
     saved = exp.save(args.output, overwrite=args.overwrite, options=options)
     path = saved[0] if isinstance(saved, list) else saved
     flat = [layer for layer in exp.layers if exp.flat[layer][0] and layer not in exp.blocked]
+    what = (
+        f"text {exp.class_name(0)} (logit {exp.scores[0]:.3f})"
+        if prompts
+        else f"class {exp.class_name(0)!r} (index {int(exp.targets[0])}, p = {exp.probabilities[0]:.3f})"
+    )
     print(
-        f"{_common.shown(path)}: {plural(len(exp.layers), 'layer')}, {exp.method}, class {exp.class_name(0)!r} "
-        f"(index {int(exp.targets[0])}, p = {exp.probabilities[0]:.3f})" + (f"; {note}" if note else "")
+        f"{_common.shown(path)}: {plural(len(exp.layers), 'layer')}, {exp.method}, {what}"
+        + (f"; {note}" if note else "")
     )
     if flat:
         print(f"flat maps (nothing to show) at: {_common.shown(', '.join(flat))}")
     for layer in exp.blocked:
         print(f"flat map at {_common.shown(layer)}: {exp.flat_reason(layer)}")
     return 0
+
+
+def _check_prompts(args: argparse.Namespace, name: str, methods: list[str]) -> list[str]:
+    """``--target-text`` checked before anything is loaded: non-empty prompts, not with
+    ``--target`` or ``--top-k-classes``, gradient methods, a CLIP model (from its config);
+    a CLIP model without a prompt is an error too."""
+    from layerscope.methods import get_method
+
+    prompts = list(args.target_text or [])
+    hf = name.startswith("hf:") and not args.model_file
+    if not prompts:
+        if hf and _dual_encoder(name[3:]):
+            raise UsageError(
+                f"{name} is a CLIP model (image and text towers): say what to explain with --target-text PROMPT"
+            )
+        return prompts
+    if any(not p.strip() for p in prompts):
+        raise UsageError("--target-text: a prompt is empty; give the words to explain, e.g. --target-text 'a cat'")
+    if args.target is not None or args.top_k_classes:
+        raise UsageError("give --target-text or --target / --top-k-classes, not both")
+    for m in methods:
+        if get_method(m).needs & {"perturbation", "saliency"}:
+            raise UsageError(f"--target-text works with the gradient methods (Grad-CAM family), not {m}")
+    known = _dual_encoder(name[3:]) if hf else None
+    if known is False or (not hf and ":" not in name) or args.model_file or args.framework == "keras":
+        raise UsageError(
+            f"--target-text explains a CLIP model's image–text similarity; {args.model_file or name} is not a CLIP "
+            "model: give --model hf:FOLDER (written by save_pretrained) or a Hub CLIP id "
+            "(e.g. hf:openai/clip-vit-base-patch32)"
+        )
+    return prompts
+
+
+def _dual_encoder(repo: str) -> bool | None:
+    from layerscope.models.hf import is_dual_encoder
+
+    return is_dual_encoder(repo)

@@ -12,7 +12,12 @@
 * **bounded input size**: a config asking for more than
   :data:`~layerscope.models._build.MAX_MODEL_SIDE` pixels a side is capped, with a warning
   naming ``--size`` to use the model's own; the model's fixed input size is recorded as
-  :attr:`ModelInfo.input_size <layerscope.info.ModelInfo.input_size>`.
+  :attr:`ModelInfo.input_size <layerscope.info.ModelInfo.input_size>`;
+* **CLIP**: a config with a vision and a text tower (``CLIPModel``, ``SiglipModel`` …) is
+  loaded whole (``AutoModel``), its input size read from the vision tower's config, and its
+  folder's tokenizer recorded as :attr:`ModelInfo.tokenizer
+  <layerscope.info.ModelInfo.tokenizer>` (loaded when :func:`layerscope.targets.text` first
+  needs it).
 """
 
 from __future__ import annotations
@@ -66,9 +71,70 @@ def load(
         if not config_file.is_file():
             raise UsageError(f"hf:{repo}: the folder has no config.json (not a folder written by save_pretrained)")
     _check_remote_code(repo, config_file, trust_model)
+    dual = _dual_encoder(_read_config(repo, config_file))
     with _quiet(transformers):
-        model = _build(transformers, repo, kind, weights, seed, listing, trust_model, local_only)
-        return model, _info(transformers, repo, model.config, trust_model, size)
+        model = _build(transformers, repo, kind, weights, seed, listing, trust_model, local_only, dual)
+        info = _info(transformers, repo, model.config, trust_model, size)
+        return model, info.replace(tokenizer=_Tokenizer(repo, trust_model, local_only)) if dual else info
+
+
+def is_dual_encoder(repo: str) -> bool | None:
+    """Whether ``hf:REPO`` is a model with a vision and a text tower (CLIP), read from its
+    ``config.json`` alone when it is a local folder or in the local cache (``None``: not known
+    without a download)."""
+    folder = _local_folder(repo)
+    config_file = folder / "config.json" if folder is not None else _cached_config(repo)
+    if config_file is None or not config_file.is_file():
+        return None
+    return _dual_encoder(_read_config(repo, config_file))
+
+
+def _read_config(repo: str, config_file: Path | None) -> dict[str, Any]:
+    if config_file is None:
+        return {}
+    try:
+        config = json.loads(config_file.read_text("utf-8"))
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"hf:{repo}: cannot read its config.json: {e}") from None
+    return config if isinstance(config, dict) else {}
+
+
+def _dual_encoder(config: dict[str, Any]) -> bool:
+    """A vision and a text tower, and not saved as an image classifier (CLIPForImageClassification)."""
+    archs = config.get("architectures") or []
+    classifier = any("ForImageClassification" in str(a) for a in archs)
+    return "vision_config" in config and "text_config" in config and not classifier
+
+
+class _Tokenizer:
+    """The tokenizer of a Hugging Face folder or repo, loaded on its first call (no network
+    when the model came from the local cache)."""
+
+    def __init__(self, repo: str, trust: bool, local_only: bool) -> None:
+        self.repo, self.trust, self.local_only = repo, trust, local_only
+        self._tok: Any = None
+
+    def __repr__(self) -> str:
+        return f"<tokenizer of hf:{self.repo}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self._tok is None:
+            transformers = require("transformers", "hf")
+            opts = {"trust_remote_code": self.trust, **({"local_files_only": True} if self.local_only else {})}
+            try:
+                tok = transformers.AutoTokenizer.from_pretrained(self.repo, **opts)
+                special = set(getattr(tok, "all_special_tokens", ()))
+                if len(tok) <= len(special):  # transformers 5 makes an empty one when the files are missing
+                    raise OSError("it has no vocabulary (no tokenizer files)")
+            except Exception as e:
+                why = " ".join(str(e).split())[:200]
+                raise UsageError(
+                    f"hf:{self.repo}: cannot load its tokenizer ({type(e).__name__}: {why}); "
+                    "save the tokenizer (or processor) into the folder with save_pretrained, or pass tokenizer= / "
+                    "input_ids= to layerscope.targets.text"
+                ) from None
+            self._tok = tok
+        return self._tok(*args, **kwargs)
 
 
 def _download_config(repo: str) -> Path:
@@ -187,8 +253,9 @@ def _build(
     listing: bool,
     trust: bool,
     local_only: bool,
+    dual: bool = False,
 ) -> Any:
-    auto_model = transformers.AutoModelForImageClassification
+    auto_model = transformers.AutoModel if dual else transformers.AutoModelForImageClassification
     folder = Path(repo).expanduser().is_dir()
     where = repo if folder else f"{repo} from the Hugging Face Hub"
     opts = {"trust_remote_code": trust, **({"local_files_only": True} if local_only else {})}
@@ -217,7 +284,7 @@ def _info(transformers: Any, repo: str, cfg: Any, trust: bool, size: tuple[int, 
     labels = getattr(cfg, "id2label", None) or {}
     names = [str(labels[k]) for k in sorted(labels, key=int)] if labels else []
     generic = all(n == f"LABEL_{i}" for i, n in enumerate(names))
-    fixed = getattr(cfg, "image_size", None)
+    fixed = getattr(cfg, "image_size", None) or getattr(getattr(cfg, "vision_config", None), "image_size", None)
     prep = _preprocess(transformers, repo, cfg, trust)
     if size is None and max(prep.size) > MAX_MODEL_SIDE:
         h, w = prep.size
@@ -246,7 +313,7 @@ def _preprocess(transformers: Any, repo: str, cfg: Any, trust: bool) -> Preproce
     """The image processor's size, mean and std, read from the local cache only (no network);
     else the config's ``image_size`` with ImageNet's normalisation."""
     mean, std = IMAGENET_MEAN, IMAGENET_STD
-    hw = _hw(getattr(cfg, "image_size", None) or 224)
+    hw = _hw(getattr(cfg, "image_size", None) or getattr(getattr(cfg, "vision_config", None), "image_size", 224))
     try:
         proc = transformers.AutoImageProcessor.from_pretrained(repo, local_files_only=True, trust_remote_code=trust)
     except Exception:

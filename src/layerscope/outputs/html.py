@@ -234,6 +234,7 @@ def explorer_data(
             "title": title_m,
             "label": e.class_name(index),
             "p": float(e.probabilities[index]),
+            "caption": e.target_caption(index),
             "note": getattr(e, "note", None),
             "shared": [slo, shi],
             "layers": layers,
@@ -254,6 +255,7 @@ def explorer_data(
         "colormap": {"name": opts.colormap, "lut": _b64(colormap_lut(opts.colormap).tobytes())},
         "methods": list(methods.values()),
         "classes": list(classes.values()),
+        "switch": {"text": "prompt", "image": "reference"}.get(getattr(first, "target_kind", "class"), "class"),
         "views": views,
     }
 
@@ -346,6 +348,7 @@ def explorer_fragment(
         n_layers=len(first_view["layers"]),
         methods=data["methods"],
         classes=data["classes"],
+        switch=data["switch"],
         alpha=data["alpha"],
         data_json=Markup(data_json),
     )

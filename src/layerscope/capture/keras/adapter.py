@@ -95,11 +95,17 @@ class KerasAdapter:
         return resolve_layers(model, spec, info)
 
     def layer_shapes(
-        self, model: Any, size: tuple[int, int], info: ModelInfo | None = None, every_module: bool = False
+        self,
+        model: Any,
+        size: tuple[int, int],
+        info: ModelInfo | None = None,
+        every_module: bool = False,
+        run_model: Any = None,
     ) -> list[LayerShape]:
         """Each default layer (every leaf layer with ``every_module``) and its real per-image
         output shape, in the layer's own layout, in forward order, from one forward pass of a
-        zero image. A model with a fixed input size uses its own size, not ``size``."""
+        zero image. A model with a fixed input size uses its own size, not ``size``
+        (``run_model`` is for torch models that take more than pixels; not used here)."""
         keras = _keras()
         if every_module:
             display = _display(model)

@@ -105,11 +105,17 @@ class TorchAdapter:
         return resolve_layers(model, spec, info)
 
     def layer_shapes(
-        self, model: nn.Module, size: tuple[int, int], info: ModelInfo | None = None, every_module: bool = False
+        self,
+        model: nn.Module,
+        size: tuple[int, int],
+        info: ModelInfo | None = None,
+        every_module: bool = False,
+        run_model: Any = None,
     ) -> list[LayerShape]:
         """Each default layer (every leaf module with ``every_module``) and its real per-image
         output shape for a ``size`` = ``(height, width)`` input, in forward order, from one
-        forward pass of a zero image without gradients."""
+        forward pass of a zero image without gradients (``run_model(model, x)`` instead of
+        ``model(x)`` for a model that takes more than pixels: CLIP's image tower)."""
         if every_module:
             friendly = {p: n for n, p in (info.layers if info is not None else {}).items()}
             chosen = [(friendly.get(p, p), p) for p, m in model.named_modules() if p and not list(m.children())]
@@ -121,7 +127,7 @@ class TorchAdapter:
             x = torch.zeros(1, channels, *(int(s) for s in size), device=device, dtype=model_dtype(model))
             hooks = _Hooks(model, chosen, strict=False)
             with eval_mode(model), torch.no_grad(), hooks:
-                forward(model, x)
+                forward(model, x, run_model)
         return [LayerShape(n, paths[n], hooks.shapes[n]) for n in hooks.order]
 
     def run(

@@ -128,7 +128,9 @@ def capture_forward(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One forward pass with ``hooks`` (run again with clones if an in-place function changed
     a captured output); returns the ``(N, classes)`` output, checked, and for a callable
-    ``target`` its ``(N,)`` scores of the model's whole output (else ``None``)."""
+    ``target`` its ``(N,)`` scores of the model's whole output (else ``None``). A target with
+    ``run_model(model, x)`` runs the model itself (a CLIP target: the image tower and its
+    similarity to fixed text embeddings)."""
 
     def run(clone: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         hooks.reset(clone)
@@ -136,7 +138,7 @@ def capture_forward(
         with contextlib.ExitStack() as stack:
             if autocast is not None:
                 stack.enter_context(torch.autocast(xin.device.type, dtype=autocast))
-            raw = forward(model, xg)
+            raw = forward(model, xg, getattr(target, "run_model", None) if callable(target) else None)
             if not callable(target):
                 return select_output(raw, key), None
             if hasattr(target, "scores_of"):  # a layerscope.targets region: it scores the chosen output

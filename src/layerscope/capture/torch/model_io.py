@@ -85,9 +85,12 @@ SIZE_HINT: contextvars.ContextVar[str | None] = contextvars.ContextVar("layersco
 _SHAPE_WORDS = ("shape", "size", "dimension", "mismatch")
 
 
-def forward(model: nn.Module, x: torch.Tensor | ModelInputs) -> Any:
-    """``model(x)`` (``model(*args, **kwargs)`` for :class:`ModelInputs`), with the model's
-    own errors said as the model's.
+def forward(
+    model: nn.Module, x: torch.Tensor | ModelInputs, call: Callable[[nn.Module, Any], Any] | None = None
+) -> Any:
+    """``model(x)`` (``model(*args, **kwargs)`` for :class:`ModelInputs`; ``call(model, x)``
+    for a target that says how to run the model), with the model's own errors said as the
+    model's.
 
     Raises:
         UsageError: an input of the wrong size (a fixed-input-size model), smaller than the
@@ -97,6 +100,8 @@ def forward(model: nn.Module, x: torch.Tensor | ModelInputs) -> Any:
             calling ``sys.exit``.
     """
     try:
+        if call is not None:
+            return call(model, x)
         return x(model) if isinstance(x, ModelInputs) else model(x)
     except LayerscopeError:
         raise  # layerscope's own hooks (a layer it cannot lay out, a probe's replacement)

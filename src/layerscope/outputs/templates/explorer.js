@@ -131,7 +131,7 @@
     this.q(".ls-shape").textContent = " · output " + L.shape + (L.tokens ? " · " + L.h + "×" + L.w + " token grid" : " · map " + L.h + "×" + L.w) + (L.flat ? " · flat map" : "");
     this.q(".ls-class").textContent = v.agnostic
       ? v.title + " · class-agnostic · top-1: " + v.label + " (p = " + v.p.toFixed(2) + ")"
-      : "Class: " + v.label + " (p = " + v.p.toFixed(2) + ") · " + v.title;
+      : v.caption + " · " + v.title;
     this.q(".ls-note").textContent = v.note || "";
   };
   Explorer.prototype.drawLegendBar = function () {

@@ -1,17 +1,5 @@
-"""Targets beyond a class index: callables ``(model_output) -> (N,) scores`` for ``explain(target=...)``.
-
-:func:`region` is the Grad-CAM-for-segmentation target: for a model whose output is
-``(N, K, H, W)`` per-pixel class scores, the explained score of each image is class ``c``'s
-scores summed over a mask, or over the pixels the model itself labels ``c``::
-
-    import layerscope
-    from layerscope.targets import region
-
-    ex = layerscope.explain(seg_model, image, target=region(3))  # the predicted class-3 region
-    ex = layerscope.explain(seg_model, image, target=region(3, mask=road))  # a (H, W) mask
-
-Torch is imported only when a target is called.
-"""
+"""The segmentation target, :func:`region`: a class's per-pixel scores summed over a mask
+(the Grad-CAM recipe for segmentation). Torch is imported only when the target is called."""
 
 from __future__ import annotations
 
