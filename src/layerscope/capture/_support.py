@@ -13,6 +13,8 @@ _TITLES = {"torch": "PyTorch", "keras": "Keras"}
 _WHY = {
     "perturbation": "re-runs the model on perturbed inputs or with a layer's output replaced",
     "saliency": "needs guided backpropagation (rewritten ReLU gradients)",
+    "score": "differentiates its own score of the model's output",
+    "hessian": "needs Hessian–vector products (a double backward)",
 }
 
 

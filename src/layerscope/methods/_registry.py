@@ -13,10 +13,10 @@ from layerscope.errors import UsageError, unknown_name
 CamFn = Callable[..., Any]
 
 #: Keyword parameters the capture hands to a method (never user options).
-CONTEXT = ("probe", "saliency")
+CONTEXT = ("probe", "saliency", "hvp")
 
 #: What a method can need from the capture (``Method.needs``; ``layerscope.capture`` uses this one).
-NEEDS = ("activations", "gradients", "perturbation", "saliency")
+NEEDS = ("activations", "gradients", "perturbation", "saliency", "score", "hessian")
 
 #: The needs every adapter serves (one forward, one backward).
 ONE_PASS = frozenset({"activations", "gradients"})
@@ -39,9 +39,19 @@ class Method:
             it: a backward pass), ``"perturbation"`` (the method re-runs the model through
             a probe), ``"saliency"`` (guided backpropagation's input gradient). The one
             descriptor: :attr:`kind` and :attr:`needs_gradients` are read from it.
+            ``"score"``: the method explains its own score of the model's output
+            (:attr:`score`; added to the needs when ``score`` is given); ``"hessian"``: the
+            layer's Hessian–vector product ``hvp = (∂²y/∂A²)·A`` by double backward, handed
+            to ``fn`` as ``hvp=``.
         cost: what one call costs, in passes, for ``layerscope methods``.
         forward_passes: for perturbation methods, ``(images, channels, **options) -> int``,
             the extra forward passes one layer will cost (announced before starting).
+        score: ``score(outputs, targets, **options) -> (N,)``: the per-image score whose
+            gradient the maps use, from the model's ``(N, K)`` output and the ``(N,)``
+            explained classes, instead of ``outputs[i, targets[i]]`` (Finer-CAM's
+            ``y_c − γ·y_d``). Written with the array operations torch and numpy share
+            (:mod:`layerscope.methods._ops`); it gets every option of the method, whose
+            defaults live in ``fn``'s signature.
     """
 
     name: str
@@ -51,6 +61,7 @@ class Method:
     needs: frozenset[str] = frozenset({"activations", "gradients"})
     cost: str = "1 forward + 1 backward, all layers together"
     forward_passes: Callable[..., int] | None = None
+    score: Callable[..., Any] | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -66,6 +77,10 @@ class Method:
 
     def __post_init__(self) -> None:
         needs = frozenset([self.needs] if isinstance(self.needs, str) else self.needs)
+        if self.score is not None:
+            needs |= {"score"}
+        elif "score" in needs:
+            raise ValueError(f"method {self.name!r} needs 'score' but gives no score function")
         bad = sorted(needs - set(NEEDS))
         if bad or not needs:
             raise ValueError(f"method {self.name!r}: unknown needs {bad or '(none)'}; expected some of {NEEDS}")
