@@ -399,6 +399,7 @@ def explain(
     else:
         x, originals = prepare_batch(_image_tensor_as_pictures(images), prep)
     forward_passes = m.forward_passes
+    method_score = m.score
     request = CaptureRequest(
         fn=lambda a, g, **context: m.fn(a, g, **context, **opts),
         needs=m.needs,
@@ -410,6 +411,7 @@ def explain(
         output_key=output,
         reshape=reshape,
         size_hint=_size_hint(facts),
+        score=(lambda out, t: method_score(out, t, **opts)) if method_score is not None else None,
     )
     result = adapter.run(model, x, resolved, resolve_target(target, class_names), request)
     if facts.warning:

@@ -146,3 +146,19 @@ def test_one_host_transfer_for_a_13_layer_tour(vgg16: nn.Module, method: str) ->
             result = adapter.run(vgg16, x, layers, target, request)
         assert len(result.layers) == 13
         assert mode.calls == ["numpy"], mode.calls  # all maps, flags, outputs, targets: one copy
+
+
+def test_hessian_to_maps_gives_each_layer_its_own_hessian_vector_product() -> None:
+    from layerscope.capture._autograd import hessian_to_maps
+
+    x = torch.tensor([[1.0, -2.0, 3.0]], requires_grad=True)
+    a = x * 1.0
+    b = 2.0 * a
+    y = 0.5 * (b**2).sum() + (a**3).sum()  # ∂y/∂a = 4a + 3a², H_aa·a = 4a + 6a²; ∂y/∂b = b + …
+    kept: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    hessian_to_maps(y, torch.zeros(1), {"a": a, "b": b}, lambda n, act, g, hvp: kept.__setitem__(n, (act, g, hvp)), y)
+    av = a.detach()
+    torch.testing.assert_close(kept["a"][1], 4 * av + 3 * av**2)  # through b and directly
+    torch.testing.assert_close(kept["a"][2], 4 * av + 6 * av**2)  # a's own block, not mixed with b's
+    torch.testing.assert_close(kept["b"][1], 2 * av)  # ∂y/∂b = b (the a³ term does not pass through b)
+    torch.testing.assert_close(kept["b"][2], 2 * av)  # H_bb·b = b

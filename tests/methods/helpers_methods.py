@@ -18,7 +18,10 @@ TOL = 1e-4
 WIDTHS = (8, 16, 16, 32, 32)
 TARGETS = [3, 5]
 GRADIENT = ["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "gradcam-elementwise", "eigengradcam"]
-ALL = [*GRADIENT, "eigencam", "scorecam", "ablationcam", "guided-backprop", "guided-gradcam"]
+#: Finer-CAM and ShapleyCAM are gradient methods too, with a score or Hessian of their own
+#: (tests/methods/test_new_methods.py); FEM and KPCA-CAM need activations only.
+NEW = ["finercam", "shapleycam", "kpcacam", "fem"]
+ALL = [*GRADIENT, "eigencam", "scorecam", "ablationcam", "guided-backprop", "guided-gradcam", *NEW]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -189,7 +189,7 @@ def test_registry_lists_them_with_options_and_papers() -> None:
         assert m.kind == "attention" and m.frameworks == ("torch",) and year in m.fn.__doc__ and year in m.summary
     assert not get_method("rollout").needs_gradients and get_method("legrad").needs_gradients
     assert get_method("rollout").class_agnostic and not get_method("gradrollout").class_agnostic
-    assert [n for n in list_methods() if get_method(n).class_agnostic] == ["eigencam", "rollout"]
+    assert [n for n in list_methods() if get_method(n).class_agnostic] == ["eigencam", "kpcacam", "fem", "rollout"]
 
 
 def test_bad_options_are_one_clear_error() -> None:

@@ -47,14 +47,14 @@ from layerscope.models import vgg
 def test_registry_has_the_family_with_kinds_costs_and_papers() -> None:
     assert list_methods() == [*ALL, "rollout", "gradrollout", "legrad"]  # the attention ones: test_attention.py
     kinds = {n: get_method(n).kind for n in ALL}
-    assert {n for n, k in kinds.items() if k == "gradient"} == set(GRADIENT)
+    assert {n for n, k in kinds.items() if k == "gradient"} == {*GRADIENT, "finercam", "shapleycam"}
     assert kinds["eigencam"] == "activation" and not get_method("eigencam").needs_gradients
     assert kinds["scorecam"] == kinds["ablationcam"] == "perturbation"
     assert kinds["guided-backprop"] == kinds["guided-gradcam"] == "pixel"
     for name in ALL:
         m = get_method(name)
         assert m.summary and m.cost and m.title
-        assert name == "gradcam-elementwise" or any(str(y) in (m.fn.__doc__ or "") for y in range(2014, 2022)), name
+        assert name == "gradcam-elementwise" or any(str(y) in (m.fn.__doc__ or "") for y in range(2014, 2026)), name
     for name in ("scorecam", "ablationcam"):
         m = get_method(name)
         assert {"perturb_batch", "top_k"} <= set(m.options)

@@ -110,6 +110,83 @@ def backward_to_maps(
             keep(name, act, torch.zeros_like(act))
 
 
+def method_scores(out: torch.Tensor, targets: torch.Tensor, score: Callable[[Any, Any], Any]) -> torch.Tensor:
+    """A method's own score of the output (``CaptureRequest.score``), checked, summed over the
+    images in float32, inside the graph even under an outer ``no_grad``."""
+    with torch.enable_grad():
+        s = score(out, targets.to(out.device))
+    n = int(out.shape[0])
+    if not isinstance(s, torch.Tensor) or tuple(s.shape) != (n,):
+        got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
+        raise ModelError(f"the method's score has shape {got}; expected one score per image, ({n},)")
+    return s.float().sum()
+
+
+def hessian_to_maps(
+    out: torch.Tensor,
+    targets: torch.Tensor,
+    acts: dict[str, torch.Tensor],
+    keep: Callable[..., None],
+    score: torch.Tensor | None = None,
+    blocked: dict[str, str] | None = None,
+) -> None:
+    """The gradients *and* the Hessian–vector products ``H_l A_l = ∂/∂A_l ⟨∂y/∂A_l, A_l⟩``
+    (``A_l`` held constant in the product) of every captured layer: one backward with
+    ``create_graph=True``, then one double backward for all layers together.
+
+    Each layer's product needs its own Hessian block: a single double backward of
+    ``Σ_l ⟨∂y/∂A_l, A_l⟩`` would mix the layers (``Σ_m H_lm A_m``). So the double backward
+    is one ``torch.autograd.grad`` call batched over the layers (``is_grads_batched``):
+    vector ``l`` of the batch is ``A_l`` on layer ``l``'s gradient and zero elsewhere, and
+    layer ``l`` keeps its entry ``l``. That costs about as much as ``L`` Hessian–vector
+    products (vectorised) and memory for ``L`` copies of every captured activation.
+    ``keep(name, A, G, hvp=HA)`` gets each layer once it is all known. ``score`` and
+    ``blocked`` as for :func:`backward_to_maps`.
+    """
+    if score is None:
+        score = target_scores(out, targets)
+    if not score.requires_grad:
+        raise ModelError("the model's output does not depend on the chosen layers")
+    names = list(acts)
+    for name in names:
+        if acts[name].grad_fn is None:
+            raise ModelError(f"layer {name!r} is not connected to the output")
+    tensors = [acts[n] for n in names]
+    grads = list(torch.autograd.grad(score, tensors, create_graph=True, allow_unused=True))
+    live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+    hvps: list[torch.Tensor | None] = [None] * len(names)
+    if live:
+        vectors = []
+        for j, i in enumerate(live):
+            v = tensors[i].new_zeros((len(live), *tensors[i].shape))
+            v[j] = tensors[i].detach()
+            vectors.append(v)
+        got = torch.autograd.grad(
+            [grads[i] for i in live],
+            [tensors[i] for i in live],
+            grad_outputs=vectors,
+            is_grads_batched=True,
+            allow_unused=True,
+        )
+        del vectors
+        for j, i in enumerate(live):
+            hvps[i] = None if got[j] is None else got[j][j]
+        del got
+    with torch.no_grad():
+        for i, name in enumerate(names):
+            act = acts.pop(name)
+            g, h = grads[i], hvps[i]
+            grads[i] = hvps[i] = None
+            if g is None and blocked is not None:  # a layer the score does not depend on
+                blocked[name] = "output"
+            keep(
+                name,
+                act,
+                torch.zeros_like(act) if g is None else g.detach(),
+                hvp=torch.zeros_like(act) if h is None else h.detach(),
+            )
+
+
 def fp32(t: torch.Tensor | None) -> torch.Tensor | None:
     """``t`` in float32 when it is a lower-precision float (CAM math runs in fp32)."""
     if t is None or t.dtype in (torch.float32, torch.float64) or not t.is_floating_point():

@@ -156,7 +156,10 @@ class Maps:
         self.blocked: dict[str, str] = {}
         self._cut: dict[str, Any] = {}  # {layer: a 0-d device flag}, moved with the maps
 
-    def keep(self, name: str, act: Any, grad: Any) -> None:
+    def keep(self, name: str, act: Any, grad: Any, **extra: Any) -> None:
+        """Make layer ``name``'s map from its activation and gradient (``None`` for
+        gradient-free methods); ``extra`` are per-layer arrays shaped like ``act`` handed to
+        ``fn`` by keyword (``hvp=``), laid out alike."""
         with self.guard():
             act = self.prepare(act)
             self.shapes[name] = tuple(int(s) for s in act.shape[1:])
@@ -168,7 +171,9 @@ class Maps:
                     if flag is not None:
                         self._cut[name] = flag
                 act, grad = lay(act), (None if grad is None else lay(grad))
-            self.maps[name] = self.fn(self.fp32(act), self.fp32(grad), **self.context)
+                extra = {k: lay(v) for k, v in extra.items()}
+            extra = {k: self.fp32(v) for k, v in extra.items()}
+            self.maps[name] = self.fn(self.fp32(act), self.fp32(grad), **self.context, **extra)
 
     def finish(
         self,

@@ -44,7 +44,10 @@ class CaptureRequest:
             ``"gradients"`` one forward + one backward for all layers, else one forward;
             ``"perturbation"``: the method re-runs the model through a probe;
             ``"saliency"``: guided backpropagation's input gradient first, then the
-            one-pass capture. One name is accepted for a set of one.
+            one-pass capture; ``"score"``: the gradients are those of :attr:`score`;
+            ``"hessian"``: ``fn`` also gets each layer's Hessian–vector product as
+            ``hvp=`` (one double backward for every layer). One name is accepted for a set
+            of one.
         output: the model's output kind (``"logits"``, ``"probabilities"`` or ``None`` to
             detect), for methods that score probabilities.
         forward_passes: for perturbation methods, ``(images, channels) -> passes`` that one
@@ -62,6 +65,9 @@ class CaptureRequest:
             ``(N, T, C)`` and channels-last ``(N, h, w, C)`` outputs laid out automatically).
         size_hint: what to tell the user when the model rejects the input's size
             (``ModelInfo.size_hint``, e.g. ``"this model takes 64×64 images: --size 64"``).
+        score: ``(outputs (N, K), targets (N,)) -> (N,)`` scores to differentiate instead of
+            ``outputs[i, targets[i]]`` (the method's ``Method.score``, options bound);
+            ``None``: the target class's output.
     """
 
     fn: Callable[..., Any]
@@ -74,6 +80,7 @@ class CaptureRequest:
     output_key: str | int | None = None
     reshape: Callable[[Any], Any] | None = None
     size_hint: str | None = None
+    score: Callable[[Any, Any], Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "needs", as_needs(self.needs))

@@ -14,6 +14,8 @@ _WHY = {
     "perturbation": "re-runs the model on perturbed inputs or with a layer's output replaced",
     "saliency": "needs guided backpropagation (rewritten ReLU gradients)",
     "attention": "needs the attention weights of every transformer block",
+    "score": "differentiates its own score of the model's output",
+    "hessian": "needs Hessian–vector products (a double backward)",
 }
 
 

@@ -18,6 +18,10 @@ A method's ``needs`` (one set over ``"activations"``, ``"gradients"``, ``"pertur
     ``fn(A, None, probe=...)``: the method re-runs the model on perturbed inputs or with the
     layer's output replaced, through a ``probe`` the capture hands it (see
     :class:`layerscope.capture.torch.Probe`); PyTorch only.
+``"gradient"`` with the need ``"score"``
+    ``fn(A, G)`` where ``G`` is the gradient of the method's own score of the output
+    (``Method.score``, Finer-CAM); ``"hessian"``: ``fn(A, G, hvp=...)`` also gets the
+    layer's Hessian–vector product from a double backward (ShapleyCAM); PyTorch only.
 ``"pixel"``
     ``fn(A, G, saliency=...)``: maps at the input's resolution that use guided
     backpropagation's input gradient (one more forward and backward); PyTorch only.
@@ -47,6 +51,10 @@ from layerscope.methods import gradient as _gradient  # noqa: F401
 from layerscope.methods import activation as _activation  # noqa: F401
 from layerscope.methods import perturbation as _perturbation  # noqa: F401
 from layerscope.methods import guided as _guided  # noqa: F401
+from layerscope.methods import finercam as _finercam  # noqa: F401
+from layerscope.methods import shapleycam as _shapleycam  # noqa: F401
+from layerscope.methods import kpcacam as _kpcacam  # noqa: F401
+from layerscope.methods import fem as _fem  # noqa: F401
 from layerscope.methods import attention as _attention  # noqa: F401
 # isort: on
 

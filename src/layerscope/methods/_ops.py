@@ -173,3 +173,41 @@ def zero_lowest(x: Any, k: int) -> Any:
     out = x.copy()
     np.put_along_axis(out, idx, 0, axis=1)
     return out
+
+
+def exp(x: Any) -> Any:
+    """Element-wise ``e**x``."""
+    return x.exp() if is_torch(x) else np.exp(x)
+
+
+def tanh(x: Any) -> Any:
+    """Element-wise hyperbolic tangent."""
+    return x.tanh() if is_torch(x) else np.tanh(x)
+
+
+def top_eigenpair(k: Any) -> tuple[Any, Any]:
+    """For symmetric ``k`` ``(N, P, P)``: each item's largest eigenvalue ``(N,)`` and its unit
+    eigenvector ``(N, P)``, computed in float64 (returned in ``k``'s dtype)."""
+    if is_torch(k):
+        import torch
+
+        vals, vecs = torch.linalg.eigh(k.double())
+        return vals[..., -1].to(k.dtype), vecs[..., -1].to(k.dtype)
+    vals, vecs = np.linalg.eigh(np.asarray(k, dtype=np.float64))
+    return vals[..., -1].astype(k.dtype), vecs[..., -1].astype(k.dtype)
+
+
+def take_along(x: Any, idx: Any) -> Any:
+    """``x[i, idx[i, j]]`` for ``x`` ``(N, K)`` and integer ``idx`` ``(N, M)``."""
+    return x.gather(1, idx) if is_torch(x) else np.take_along_axis(x, idx, axis=1)
+
+
+def argsort(x: Any) -> Any:
+    """Indices that sort each row of ``x`` ``(N, K)`` ascending; ties keep their order."""
+    return x.argsort(dim=1, stable=True) if is_torch(x) else np.argsort(x, axis=1, kind="stable")
+
+
+def as_float64(x: Any) -> Any:
+    """``x`` in float64: a torch tensor stays on its device; anything else becomes a host
+    numpy array (TensorFlow / JAX views included)."""
+    return x.double() if is_torch(x) else np.asarray(x, dtype=np.float64)

@@ -13,10 +13,10 @@ from layerscope.errors import UsageError, unknown_name
 CamFn = Callable[..., Any]
 
 #: Keyword parameters the capture hands to a method (never user options).
-CONTEXT = ("probe", "saliency", "extra", "grid")
+CONTEXT = ("probe", "saliency", "extra", "grid", "hvp")
 
 #: What a method can need from the capture (``Method.needs``; ``layerscope.capture`` uses this one).
-NEEDS = ("activations", "gradients", "perturbation", "saliency", "attention", "layer_scores")
+NEEDS = ("activations", "gradients", "perturbation", "saliency", "attention", "layer_scores", "score", "hessian")
 
 #: The needs every adapter serves (one forward, one backward).
 ONE_PASS = frozenset({"activations", "gradients"})
@@ -44,9 +44,19 @@ class Method:
             block's gradients are of that block's own score, the model's head applied to
             the block's output, as LeGrad defines them). The one
             descriptor: :attr:`kind` and :attr:`needs_gradients` are read from it.
+            ``"score"``: the method explains its own score of the model's output
+            (:attr:`score`; added to the needs when ``score`` is given); ``"hessian"``: the
+            layer's Hessian–vector product ``hvp = (∂²y/∂A²)·A`` by double backward, handed
+            to ``fn`` as ``hvp=``.
         cost: what one call costs, in passes, for ``layerscope methods``.
         forward_passes: for perturbation methods, ``(images, channels, **options) -> int``,
             the extra forward passes one layer will cost (announced before starting).
+        score: ``score(outputs, targets, **options) -> (N,)``: the per-image score whose
+            gradient the maps use, from the model's ``(N, K)`` output and the ``(N,)``
+            explained classes, instead of ``outputs[i, targets[i]]`` (Finer-CAM's
+            ``y_c − γ·y_d``). Written with the array operations torch and numpy share
+            (:mod:`layerscope.methods._ops`); it gets every option of the method, whose
+            defaults live in ``fn``'s signature.
     """
 
     name: str
@@ -56,6 +66,7 @@ class Method:
     needs: frozenset[str] = frozenset({"activations", "gradients"})
     cost: str = "1 forward + 1 backward, all layers together"
     forward_passes: Callable[..., int] | None = None
+    score: Callable[..., Any] | None = None
 
     @property
     def options(self) -> dict[str, Any]:
@@ -71,6 +82,10 @@ class Method:
 
     def __post_init__(self) -> None:
         needs = frozenset([self.needs] if isinstance(self.needs, str) else self.needs)
+        if self.score is not None:
+            needs |= {"score"}
+        elif "score" in needs:
+            raise ValueError(f"method {self.name!r} needs 'score' but gives no score function")
         bad = sorted(needs - set(NEEDS))
         if bad or not needs:
             raise ValueError(f"method {self.name!r}: unknown needs {bad or '(none)'}; expected some of {NEEDS}")

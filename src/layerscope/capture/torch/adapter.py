@@ -6,7 +6,9 @@ Four strategies, chosen by ``CaptureRequest.needs``, over one forward-hook helpe
 check with one transfer to the host (:func:`layerscope.capture._maps.host_transfer`):
 
 * **one pass** (``"gradients"``, ``"activations"``): one forward pass and, for gradient
-  methods, one backward pass for every chosen layer;
+  methods, one backward pass for every chosen layer — of the method's own score of the
+  output with ``"score"`` (Finer-CAM), and with ``"hessian"`` followed by one double
+  backward for every layer together (ShapleyCAM, :func:`hessian_to_maps`);
 * **perturbation**: one forward pass captures every layer; each layer's method then re-runs
   the model through a :class:`Probe` (masked inputs, or the layer's output replaced);
 * **saliency**: one guided-backpropagation pass gives the input gradient
@@ -43,7 +45,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from layerscope.capture._autograd import backward_to_maps, join_scores, precision_mode, torch_maps
+from layerscope.capture._autograd import (
+    backward_to_maps,
+    hessian_to_maps,
+    join_scores,
+    method_scores,
+    precision_mode,
+    torch_maps,
+)
 from layerscope.capture._request import CaptureRequest, CaptureResult, LayerShape, Supports
 from layerscope.capture.torch.attention import attention_pass
 from layerscope.capture.torch.device import eval_mode, model_dtype, placed, resolve_device
@@ -69,7 +78,9 @@ class TorchAdapter:
     supports = Supports(
         devices=("auto", "cpu", "cuda", "cuda:N", "mps"),
         precisions=("default", "highest", "fast"),
-        needs=frozenset({"activations", "gradients", "perturbation", "saliency", "attention", "layer_scores"}),
+        needs=frozenset(
+            {"activations", "gradients", "perturbation", "saliency", "attention", "layer_scores", "score", "hessian"}
+        ),
         several_inputs=True,
     )
 
@@ -170,6 +181,11 @@ class TorchAdapter:
                 return perturbation(model, xin, layers, targets, request, autocast)
             context: dict[str, Any] = {}
             need_grad = "gradients" in needs
+            if request.score is not None and callable(targets):
+                raise UsageError(
+                    f"{request.label or 'this method'} explains its own score of the output; "
+                    "give it a class index or name as the target, not a callable"
+                )
             if "saliency" in needs:
                 if callable(targets):
                     raise UsageError(f"a callable target works with the gradient methods, not {request.label}")
@@ -199,7 +215,10 @@ def _one_pass(
                 score = scores.sum()
                 if not score.requires_grad:
                     raise ModelError("the target callable's scores do not depend on the chosen layers")
-            backward_to_maps(out, targets, hooks.acts, maps.keep, score, blocked=maps.blocked)
+            elif request.score is not None:
+                score = method_scores(out, targets, request.score)
+            backward = hessian_to_maps if "hessian" in request.needs else backward_to_maps
+            backward(out, targets, hooks.acts, maps.keep, score, blocked=maps.blocked)
         else:
             for name in order:
                 maps.keep(name, hooks.acts.pop(name), None)
