@@ -213,15 +213,24 @@ def fuse(name: str, maps: Sequence[np.ndarray], size: tuple[int, int] | None = N
 
 
 register_fusion(
-    Fusion("layercam-fusion", "LayerCAM fusion", layercam_fusion, "LayerCAM's tanh-scaled maximum over layers")
+    Fusion(
+        "layercam-fusion",
+        "LayerCAM fusion",
+        layercam_fusion,
+        "LayerCAM's fusion: tanh-scaled maps, element-wise max (Jiang et al. 2021)",
+    )
 )
-register_fusion(Fusion("refinecam", "RefineCAM", refinecam, "product of the normalised per-layer maps"))
+register_fusion(
+    Fusion(
+        "refinecam", "RefineCAM", refinecam, "RefineCAM: product of the normalised per-layer maps (arXiv:2605.14641)"
+    )
+)
 register_fusion(
     Fusion(
         "polycam",
         "Poly-CAM",
         polycam,
-        "deepest to shallowest: upsample, multiply by the locally normalised map",
+        "Poly-CAM: deepest to shallowest, upsample × locally normalised map (Englebert et al. 2022)",
         select=_deepest_of_each_size,
     )
 )
