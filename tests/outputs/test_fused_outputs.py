@@ -64,6 +64,14 @@ def test_frames_and_captions_end_with_the_fused_map() -> None:
     assert not np.array_equal(np.asarray(frames[-1]), np.asarray(frames[-2]))
 
 
+def test_show_draws_the_fused_frame() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = make().show("fused")
+    assert ax.images[0].get_array().shape[:2] == np.asarray(make().frames()[-1]).shape[:2]
+
+
 def test_the_fused_map_keeps_its_own_range_on_a_shared_scale() -> None:
     exp = make()
     maps, ranges = exp._frame_maps(0, "shared")

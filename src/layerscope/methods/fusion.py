@@ -98,16 +98,13 @@ def minmax(cams: np.ndarray) -> np.ndarray:
 
 
 def layercam_fusion(maps: Sequence[np.ndarray], size: tuple[int, int], gamma: float = 2.0) -> np.ndarray:
-    r"""LayerCAM's fusion of several layers (Jiang et al. 2021, "LayerCAM: Exploring
+    """LayerCAM's fusion of several layers (Jiang et al. 2021, "LayerCAM: Exploring
     Hierarchical Class Activation Maps for Localization", IEEE TIP, eq. 9).
 
-    Each layer's map is scaled, at its own size, by
-
-    .. math:: \hat M_l = \tanh\big(\gamma \cdot \mathrm{norm}(M_l)\big)
-
-    (the paper's :math:`\tanh(\gamma M / \max M)`, with the min–max normalisation torchcam
-    applies; the two agree when a map's minimum is 0), enlarged to ``size`` and fused by the
-    element-wise maximum over the layers. ``gamma = 2`` is the paper's. Equals torchcam's
+    Each layer's map is scaled at its own size, ``M̂_l = tanh(γ · norm(M_l))`` — the paper's
+    ``tanh(γ · M / max M)``, with the min–max normalisation torchcam applies (the two agree
+    when a map's minimum is 0) —, enlarged to ``size``, and the layers fused by the
+    element-wise maximum: ``F = max_l up(M̂_l)``. ``γ = 2`` is the paper's. Equals torchcam's
     ``LayerCAM.fuse_cams`` on normalised maps.
     """
     if gamma <= 0:
@@ -120,15 +117,13 @@ def layercam_fusion(maps: Sequence[np.ndarray], size: tuple[int, int], gamma: fl
 
 
 def refinecam(maps: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndarray:
-    r"""RefineCAM (2026, "How to Evaluate and Refine your CAM", arXiv:2605.14641; torchcam
-    0.5's ``RefineCAM``, pytorch-grad-cam 1.5.7's ``RefineCAM``): the product of the
-    normalised per-layer maps, enlarged to one size, normalised again:
-
-    .. math:: \mathrm{norm}\Big(\prod_l \mathrm{up}\big(\mathrm{norm}(M_l)\big)\Big)
+    """RefineCAM (2026, "How to Evaluate and Refine your CAM", arXiv:2605.14641; torchcam
+    0.5's and pytorch-grad-cam 1.5.7's ``RefineCAM``): the product of the normalised
+    per-layer maps, enlarged to one size, normalised again: ``F = norm(Π_l up(norm(M_l)))``.
 
     A region survives only where every layer agrees: it denoises the sharp but noisy shallow
-    maps with the coarse, class-specific deep ones. torchcam enlarges to the largest map (as
-    here), pytorch-grad-cam to the input image.
+    maps with the coarse, class-specific deep ones (and one flat layer makes it flat).
+    torchcam enlarges to the largest map (as here), pytorch-grad-cam to the input image.
     """
     out = None
     for m in maps:
@@ -156,22 +151,20 @@ def _lnorm(a: np.ndarray, coarse: tuple[int, int]) -> np.ndarray:
 
 
 def polycam(maps: Sequence[np.ndarray], size: tuple[int, int], outlier: float = 0.1) -> np.ndarray:
-    r"""Poly-CAM's recursive fusion (Englebert, Cornu, De Vleeschouwer 2022, "Poly-CAM: High
+    """Poly-CAM's recursive fusion (Englebert, Cornu, De Vleeschouwer 2022, "Poly-CAM: High
     resolution class activation map for convolutional neural networks", arXiv:2204.13359).
 
-    From the deepest layer :math:`L` to the shallowest, one layer per resolution (the deepest
-    of each size, the paper's targets):
+    From the deepest layer ``L`` to the shallowest, one layer per resolution (the deepest of
+    each size, the paper's targets: :attr:`Fusion.select`)::
 
-    .. math::
+        P_L = M_L
+        P_l = ReLU( M_l / up(down(M_l)) ⊙ up(P_{l+1}) )
 
-        P_L = M_L, \qquad
-        P_l = \mathrm{ReLU}\Big(\frac{M_l}{\mathrm{up}(\mathrm{down}(M_l))} \odot \mathrm{up}(P_{l+1})\Big)
-
-    where :math:`M_l / \mathrm{up}(\mathrm{down}(M_l))` is the local relevance normalisation
-    (LNorm: each pixel over its patch's mean at the coarser resolution), then
-    :math:`P_1` normalised to [0, 1] between its ``outlier`` and ``100 − outlier``
-    percentiles (0.1 %, the paper's) and enlarged to ``size``. The paper's per-layer maps are
-    its own (PCAM±); here they are the explained method's.
+    where ``M_l / up(down(M_l))`` is the local relevance normalisation (LNorm: each pixel over
+    its patch's mean at the coarser resolution of ``P_{l+1}``); then the shallowest ``P``
+    normalised to [0, 1] between its ``outlier`` and ``100 − outlier`` percentiles (0.1 %,
+    the paper's) and enlarged to ``size``. The paper's per-layer maps are its own (PCAM±);
+    here they are the explained method's.
     """
     if not 0 <= outlier < 50:
         raise UsageError(f"polycam's outlier must be a percentage in [0, 50), not {outlier!r}")
