@@ -63,7 +63,7 @@ def test_tour_fuse_appends_the_fused_frame(
         "--layers", "block5_*,block1_conv1", "--fuse", "layercam-fusion",
     )  # fmt: skip
     assert code == 0, err
-    assert "4 layers" in stdout and "fused: layercam fusion of 4 layers" in stdout
+    assert "4 layers" in stdout and "fused: LayerCAM fusion of 4 layers" in stdout
     with Image.open(out) as im:
         assert im.n_frames == 5
 

@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"{_common.shown(path)}: {plural(len(exp.layers), 'layer')}, {exp.method}, {what}"
-        + (f"; {exp.fusion.caption.lower()}" if exp.fusion is not None else "")
+        + (f"; f{exp.fusion.caption[1:]}" if exp.fusion is not None else "")
         + (f"; {note}" if note else "")
     )
     if flat:
