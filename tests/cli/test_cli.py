@@ -54,6 +54,20 @@ def test_tour_layers_subset_and_existing_output(
         assert im.n_frames == 4
 
 
+def test_tour_fuse_appends_the_fused_frame(
+    image_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "fused.gif"
+    code, stdout, err = run_cli(
+        capsys, "tour", str(image_file), "--weights", "random", "-o", str(out), "--method", "layercam",
+        "--layers", "block5_*,block1_conv1", "--fuse", "layercam-fusion",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "4 layers" in stdout and "fused: LayerCAM fusion of 4 layers" in stdout
+    with Image.open(out) as im:
+        assert im.n_frames == 5
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
@@ -62,6 +76,8 @@ def test_tour_layers_subset_and_existing_output(
         (["tour", "{image}", "--layers", "block5_cnv3"], 2, "Did you mean block5_conv3"),
         (["tour", "{image}", "--target", "no-such-class"], 2, "unknown class"),
         (["tour", "{image}", "--colormap", "jte"], 2, "unknown colormap"),
+        (["tour", "{image}", "--fuse", "layercam-fusoin"], 2, "Did you mean layercam-fusion"),
+        (["tour", "{image}", "--fuse", "polycam", "--layers", "block5_conv3"], 2, "at least 2 layers"),
         (["tour", "{image}", "-o", "{tmp}/x.bmp"], 2, "unsupported"),
         (["tour", "{image}", "-o", "{tmp}/nodir/x.gif"], 1, "does not exist"),
         (["tour", "{image}", "--weights", "{unsafe}"], 1, "refused"),
@@ -150,6 +166,9 @@ def test_layers_lists_real_output_shapes(capsys: pytest.CaptureFixture[str]) -> 
 def test_methods_lists_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(capsys, "methods")
     assert code == 0 and out.startswith("gradcam") and "1 forward + 1 backward" in out
+    fusion = out.split("\nfusion ", 1)[1].splitlines()[1:]
+    assert [ln.split()[0] for ln in fusion] == ["layercam-fusion", "refinecam", "polycam"]
+    assert all("[no extra pass" in ln for ln in fusion)
 
 
 def test_python_m_and_import_stays_light(tmp_path: Path) -> None:

@@ -41,6 +41,14 @@ def add_parser(sub: Any) -> None:
         help="explain a CLIP model's image–text similarity for this prompt (--model hf:CLIP_FOLDER_OR_ID); "
         "repeat it for several prompts, one explanation each on the interactive page (-o NAME.html)",
     )
+    from layerscope.methods import list_fusions
+
+    p.add_argument(
+        "--fuse",
+        metavar="NAME",
+        help="append a last frame 'fused': one map fused from the layers' maps at no extra pass "
+        f"({', '.join(list_fusions())}; see `layerscope methods`)",
+    )
     _common.add_render_args(p)
     _common.add_frame_args(p)
     p.add_argument(
@@ -79,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from layerscope import outputs
     from layerscope.explanation import explain
     from layerscope.inputs import load_image
-    from layerscope.methods import get_method
+    from layerscope.methods import get_fusion, get_method
 
     # Everything that can be checked is checked before the model is loaded.
     if args.cifar10 is not None and args.image:
@@ -96,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     methods = _common.csv_list(args.methods) if args.methods else [args.method]
     for m in methods:
         get_method(m)
+    if args.fuse is not None:
+        get_fusion(args.fuse)
     targets = _common.csv_list(args.target) if args.target and "," in args.target else None
     prompts = _check_prompts(args, name, methods)
     several = len(methods) > 1 or targets is not None or (args.top_k_classes or 1) > 1 or len(prompts) > 1
@@ -146,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
             **method_options,
             **extra,
         )
+        for e in exps if args.fuse is not None else ():
+            e.fused(args.fuse)
         path = outputs.write_html(exps, args.output, options, overwrite=args.overwrite)
         classes = list(dict.fromkeys(e.class_name(0) for e in exps))
         kind = plural(len(classes), "prompt") if prompts else plural(len(classes), "class", "classes")
@@ -155,7 +167,9 @@ def run(args: argparse.Namespace) -> int:
             f"{kind} ({', '.join(classes if prompts else map(repr, classes))})" + (f"; {note}" if note else "")
         )
         return 0
-    exp = explain(model, image, layers=args.layers, method=args.method, target=target, **method_options, **extra)
+    exp = explain(
+        model, image, layers=args.layers, method=args.method, target=target, fuse=args.fuse, **method_options, **extra
+    )
     saved = exp.save(args.output, overwrite=args.overwrite, options=options)
     path = saved[0] if isinstance(saved, list) else saved
     flat = [layer for layer in exp.layers if exp.flat[layer][0] and layer not in exp.blocked]
@@ -166,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"{_common.shown(path)}: {plural(len(exp.layers), 'layer')}, {exp.method}, {what}"
+        + (f"; f{exp.fusion.caption[1:]}" if exp.fusion is not None else "")
         + (f"; {note}" if note else "")
     )
     if flat:

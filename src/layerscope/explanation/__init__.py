@@ -6,7 +6,7 @@ turned into a result); :mod:`~layerscope.explanation.result` the :class:`Explana
 
 from __future__ import annotations
 
-from layerscope.explanation.result import Explanation
+from layerscope.explanation.result import Explanation, FusedMap
 from layerscope.explanation.run import explain, resolve_target
 
-__all__ = ["Explanation", "explain", "resolve_target"]
+__all__ = ["Explanation", "FusedMap", "explain", "resolve_target"]

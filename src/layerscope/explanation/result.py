@@ -3,6 +3,7 @@ they are captioned, drawn, saved and shown. No capture, no math."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,34 @@ import numpy as np
 
 from layerscope.errors import UsageError, unknown_name
 from layerscope.info import ModelInfo
-from layerscope.methods import get_method
-from layerscope.render import FrameText, RenderOptions
+from layerscope.methods import get_fusion, get_method
+from layerscope.render import FrameText, RenderOptions, flat_mask, layer_ranges, map_range
 from layerscope.targets import described
+
+
+@dataclass(frozen=True)
+class FusedMap:
+    """A map fused from several layers' maps (:meth:`Explanation.fused`).
+
+    Attributes:
+        method: the fusion's registry name (:func:`layerscope.methods.list_fusions`).
+        layers: the layers whose maps it used, in forward order.
+        map: float32 ``(N, H, W)``.
+        flat: bool ``(N,)``, fused maps that are flat.
+        options: the fusion's options that differ from their defaults.
+    """
+
+    method: str
+    layers: tuple[str, ...]
+    map: np.ndarray
+    flat: np.ndarray
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def caption(self) -> str:
+        """``Fused: LayerCAM fusion of 13 layers``: the first caption line of its frame."""
+        n = len(self.layers)
+        return f"Fused: {get_fusion(self.method).title} of {n} layer{'s' if n != 1 else ''}"
 
 
 @dataclass
@@ -34,6 +60,8 @@ class Explanation:
         blocked: ``{layer: why}`` for layers the explained score does not depend on, whose
             maps are flat for that reason (see :meth:`flat_reason`).
         target_kind: ``"class"``, or ``"text"`` / ``"image"``: prompts, references (:mod:`layerscope.targets`).
+        fusion: the map fused across layers (:meth:`fused`), drawn as one more, last frame
+            (and the ``fused`` array of a ``.npz``); ``None``: none.
     """
 
     layers: list[str]
@@ -55,6 +83,7 @@ class Explanation:
     grids: dict[str, str] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)
     target_kind: str = "class"
+    fusion: FusedMap | None = None
 
     def class_name(self, index: int = 0) -> str:
         """The explained class of image ``index``, by name where the model has names."""
@@ -139,14 +168,7 @@ class Explanation:
             shape += f" · {self.grids[layer]}"  # e.g. "tokens 197 → 14×14"
         elif len(dims) < 3 or grid not in (dims[-2:], dims[:2], dims[1:3]):
             shape += f" · {grid[0]}×{grid[1]} token grid"  # a transformer's tokens as a map
-        method = get_method(self.method).title
-        if self.options.get("guided_grads"):
-            method += " (guided gradients)"
-        p = self.probabilities[index]
-        if self.class_agnostic:
-            second = f"{method} · class-agnostic · top-1: {self.class_name(index)} (p = {p:.2f})"
-        else:
-            second = f"{self.target_caption(index)} · {method}"
+        second = self._explained_line(index)
         if self.flat[layer][index]:
             why = self.blocked.get(layer)
             second += (
@@ -158,24 +180,104 @@ class Explanation:
             )
         return [f"Layer: {layer} · output {shape}", second]
 
+    @property
+    def n_frames(self) -> int:
+        """How many frames an image's animation has: one per layer, and the fused map's."""
+        return len(self.layers) + (self.fusion is not None)
+
+    def _explained_line(self, index: int) -> str:
+        """The caption's second line: what is explained, by which method."""
+        method = get_method(self.method).title
+        if self.options.get("guided_grads"):
+            method += " (guided gradients)"
+        p = self.probabilities[index]
+        if self.class_agnostic:
+            return f"{method} · class-agnostic · top-1: {self.class_name(index)} (p = {p:.2f})"
+        return f"{self.target_caption(index)} · {method}"
+
     def frame_texts(self, index: int = 0, options: RenderOptions | None = None) -> list[FrameText]:
         """What is written on each layer's frame: caption lines, the model's note, ``3/13``."""
         opts = RenderOptions.of(options)
-        n = len(self.layers)
-        return [
+        n = self.n_frames
+        texts = [
             FrameText(tuple(self.caption(name, index, opts.caption)), self.note, f"{k}/{n}")
             for k, name in enumerate(self.layers, 1)
         ]
+        if self.fusion is not None:
+            texts.append(FrameText(tuple(self.fused_caption(index, opts.caption)), self.note, f"{n}/{n}"))
+        return texts
+
+    def fused(
+        self,
+        method: str = "layercam-fusion",
+        layers: Sequence[str] | None = None,
+        *,
+        size: tuple[int, int] | None = None,
+        keep: bool = True,
+        **options: Any,
+    ) -> np.ndarray:
+        """One map fused from several layers' maps already captured: no pass of the model.
+
+        Args:
+            method: a fusion from :func:`layerscope.methods.list_fusions`:
+                ``"layercam-fusion"`` (LayerCAM's tanh-scaled maximum), ``"refinecam"``
+                (product of the normalised maps), ``"polycam"`` (Poly-CAM's recursive
+                upsampling, the deepest layer of each size).
+            layers: the layers to fuse (default: all of this explanation's), at least 2.
+            size: the fused map's ``(H, W)`` (default: the largest map's height and width).
+            keep: keep the result as :attr:`fusion`, so that frames, files and pages get a
+                last frame "fused".
+            **options: the fusion's options (``gamma=`` for ``layercam-fusion``,
+                ``outlier=`` for ``polycam``).
+
+        Returns:
+            float32 ``(N, H, W)``.
+        """
+        from layerscope.methods.fusion import fuse
+
+        f = get_fusion(method)
+        names = list(self.layers) if layers is None else [self._check_layer(n) for n in layers]
+        names = [n for n in self.layers if n in set(names)]  # forward order, once each
+        maps = [np.asarray(self.cams[n]) for n in names]
+        out = fuse(method, maps, size, **options)
+        if keep:
+            used = [names[i] for i in f.chosen([tuple(m.shape[-2:]) for m in maps])]
+            opts = {k: v for k, v in options.items() if v != f.options.get(k)}
+            self.fusion = FusedMap(method, tuple(used), out, flat_mask(out), opts)
+        return out
+
+    def fused_caption(self, index: int = 0, style: str = "layerscope") -> list[str]:
+        """The caption lines of the fused frame (:attr:`fusion`): ``Fused: LayerCAM fusion of
+        13 layers`` and, in the layerscope style, what is explained and by which method."""
+        if self.fusion is None:
+            raise UsageError("this explanation has no fused map: call exp.fused(...) first")
+        first = self.fusion.caption + (" · flat map" if self.fusion.flat[index] else "")
+        if style == "recipe":
+            return [first]
+        if style != "layerscope":
+            raise UsageError(f"unknown caption style {style!r}; expected 'layerscope' or 'recipe'")
+        return [first, self._explained_line(index)]
+
+    def _frame_maps(self, index: int, scale: str) -> tuple[list[np.ndarray], list[tuple[float, float]]]:
+        """The maps of image ``index``'s frames, the fused one last, and their colour ranges
+        (the fused map always on its own range: its values are not a layer's)."""
+        maps = [self.cams[name][index] for name in self.layers]
+        ranges = layer_ranges(maps, scale)
+        if self.fusion is not None:
+            maps.append(self.fusion.map[index])
+            ranges.append(map_range(self.fusion.map[index]))
+        return maps, ranges
 
     def iter_frames(self, index: int = 0, options: RenderOptions | None = None, **option_overrides: Any) -> Any:
-        """The frames of image ``index``, one per layer, drawn one at a time (a generator of
-        PIL images; see :func:`layerscope.render.render_frames`)."""
+        """The frames of image ``index``, one per layer (and the fused map's last, when there
+        is one), drawn one at a time (a generator of PIL images; see
+        :func:`layerscope.render.render_frames`)."""
         from layerscope.render import render_frames
 
         opts = RenderOptions.of(options, **option_overrides)
         index = self._check_index(index)
-        maps = [self.cams[name][index] for name in self.layers]
-        return render_frames(self.images[index], maps, self.frame_texts(index, opts), opts)
+        maps, ranges = self._frame_maps(index, opts.scale)
+        return render_frames(self.images[index], maps, self.frame_texts(index, opts), opts, ranges)
 
     def frames(self, index: int = 0, options: RenderOptions | None = None, **option_overrides: Any) -> list[Any]:
         """One captioned overlay (a PIL image) per layer, for image ``index``.
@@ -231,18 +333,21 @@ class Explanation:
         ax: Any = None,
         **option_overrides: Any,
     ) -> Any:
-        """Draw one layer's frame with matplotlib (default: the last layer); returns the axes."""
+        """Draw one layer's frame with matplotlib (default: the last layer; ``"fused"``: the
+        fused map's, see :meth:`fused`); returns the axes."""
         import matplotlib.pyplot as plt
 
-        from layerscope.render import layer_ranges, render_frames
+        from layerscope.render import render_frames
 
-        name = self._check_layer(layer if layer is not None else self.layers[-1])
         opts = RenderOptions.of(options, **option_overrides)
         index = self._check_index(index)
-        k = self.layers.index(name)
+        if layer == "fused" and layer not in self.cams and self.fusion is not None:
+            k = len(self.layers)
+        else:
+            k = self.layers.index(self._check_layer(layer if layer is not None else self.layers[-1]))
+        maps, ranges = self._frame_maps(index, opts.scale)
         text = self.frame_texts(index, opts)[k]
-        rng = layer_ranges([self.cams[n][index] for n in self.layers], opts.scale)[k]
-        (img,) = render_frames(self.images[index], [self.cams[name][index]], [text], opts, [rng])
+        (img,) = render_frames(self.images[index], [maps[k]], [text], opts, [ranges[k]])
         if ax is None:
             _, ax = plt.subplots(figsize=(img.width / 100, img.height / 100), dpi=100)
         ax.imshow(img)

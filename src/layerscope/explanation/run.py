@@ -14,7 +14,7 @@ from layerscope.errors import UsageError, unknown_name
 from layerscope.explanation.result import Explanation
 from layerscope.info import ModelInfo, info_for
 from layerscope.inputs import display_from_tensor, is_tensor, prepare_batch
-from layerscope.methods import Method, get_method
+from layerscope.methods import Method, get_fusion, get_method
 from layerscope.methods._ops import softmax
 from layerscope.render import flat_mask
 
@@ -87,6 +87,7 @@ def explain(
     precision: str = "default",
     output: str | int | None = None,
     reshape: Any = None,
+    fuse: str | None = None,
     **method_options: Any,
 ) -> Explanation:
     """Class-activation maps of every chosen layer, from one forward and one backward pass.
@@ -129,6 +130,10 @@ def explain(
         reshape: a callable from a chosen layer's output to an ``(N, C, h, w)`` tensor, for a
             layout layerscope cannot infer (token ``(N, T, C)`` outputs of ViT/DeiT/Swin and
             channels-last ``(N, h, w, C)`` outputs are laid out automatically).
+        fuse: a fusion across layers (:func:`layerscope.methods.list_fusions`:
+            ``"layercam-fusion"``, ``"refinecam"``, ``"polycam"``) computed from the maps with
+            its default options, at no extra pass: ``Explanation.fusion``, drawn as a last frame
+            "fused" (see :meth:`Explanation.fused` for options).
         **method_options: the method's options, e.g. ``guided_grads=True`` for ``gradcam``.
 
     Returns:
@@ -146,6 +151,10 @@ def explain(
     facts = info_for(model, info)
     class_names = facts.class_names
     resolved = adapter.resolve_layers(model, layers, facts)
+    if fuse is not None:
+        get_fusion(fuse)  # an unknown name fails before the pass
+        if len(resolved) < 2:
+            raise UsageError(f"fusion {fuse!r} needs the maps of at least 2 layers; {len(resolved)} chosen")
     prep = preprocess if preprocess is not None else facts.preprocessor()
     if _several_inputs(images):
         if not adapter.supports.several_inputs:
@@ -184,7 +193,7 @@ def explain(
     rows = np.arange(len(result.targets))
     labels = getattr(target, "labels", None) if callable(target) else None  # a prompt's, a reference's
     flat = {name: flat_mask(result.cams[name]) for name in result.layers}
-    return Explanation(
+    exp = Explanation(
         layers=result.layers,
         cams=result.cams,
         shapes=result.shapes,
@@ -206,6 +215,9 @@ def explain(
         blocked=dict(result.blocked),
         target_kind=str(getattr(target, "kind", "class")) if labels else "class",
     )
+    if fuse is not None:
+        exp.fused(fuse)
+    return exp
 
 
 def _size_hint(info: ModelInfo) -> str | None:

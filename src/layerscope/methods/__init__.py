@@ -29,6 +29,9 @@ A method's ``needs`` (one set over ``"activations"``, ``"gradients"``, ``"pertur
     ``fn(A, G, extra=..., grid=...)`` once for all blocks: ``A`` the attention weights of every
     transformer block stacked ``(L, N, H, T, T)``, ``G`` their gradients (or ``None``); returns
     ``(L, N, h, w)``, one map per block (:mod:`layerscope.methods.attention`); PyTorch only.
+
+Fusions across layers are a kind of their own (:mod:`layerscope.methods.fusion`): one map
+from several layers' maps already captured, whatever the method, at no extra pass.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from layerscope.methods._registry import (
     one_pass,
     register,
 )
+from layerscope.methods.fusion import Fusion, get_fusion, list_fusions, register_fusion
 
 # Importing these registers their methods, in this order.
 # isort: off
@@ -58,4 +62,18 @@ from layerscope.methods import fem as _fem  # noqa: F401
 from layerscope.methods import attention as _attention  # noqa: F401
 # isort: on
 
-__all__ = ["CONTEXT", "NEEDS", "ONE_PASS", "CamFn", "Method", "get_method", "list_methods", "one_pass", "register"]
+__all__ = [
+    "CONTEXT",
+    "NEEDS",
+    "ONE_PASS",
+    "CamFn",
+    "Fusion",
+    "Method",
+    "get_fusion",
+    "get_method",
+    "list_fusions",
+    "list_methods",
+    "one_pass",
+    "register",
+    "register_fusion",
+]

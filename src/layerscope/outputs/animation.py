@@ -218,13 +218,13 @@ def _gif(exp: Any, path: Path, options: RenderOptions, index: int | None, overwr
             stacklevel=4,
         )
     with atomic_file(path, overwrite) as f:
-        write_gif(f, lambda: exp.iter_frames(index or 0, options), options.duration, n_frames=len(exp.layers))
+        write_gif(f, lambda: exp.iter_frames(index or 0, options), options.duration, n_frames=exp.n_frames)
     return path
 
 
 def _apng(exp: Any, path: Path, options: RenderOptions, index: int | None, overwrite: bool) -> Path:
     with atomic_file(path, overwrite) as f:
-        write_apng(f, lambda: exp.iter_frames(index or 0, options), options.duration, n_frames=len(exp.layers))
+        write_apng(f, lambda: exp.iter_frames(index or 0, options), options.duration, n_frames=exp.n_frames)
     return path
 
 

@@ -4,7 +4,9 @@ manifest entry saying what they are.
 Keys: ``cam/<layer>`` (float32 ``(N, h, w)``), ``layers``, ``targets``, ``scores``,
 ``probabilities``, ``flat/<layer>`` and ``manifest`` (a JSON string: layers and their output
 shapes, targets and class names, method and options, the model's name and note, image
-sizes, the layerscope, numpy and framework versions). Read it back with
+sizes, the layerscope, numpy and framework versions); with a map fused across layers
+(``Explanation.fused``) also ``fused`` (float32 ``(N, H, W)``) and ``fused_flat``, and the
+manifest's ``fusion`` (its name, layers and options; ``null`` without one). Read it back with
 :func:`read_manifest`.
 """
 
@@ -39,6 +41,7 @@ def manifest(exp: Any, indices: list[int]) -> dict[str, Any]:
         "map_shapes": {k: [int(s) for s in exp.cams[k].shape[1:]] for k in exp.layers},
         "method": exp.method,
         "method_options": {k: _jsonable(v) for k, v in (exp.options or {}).items()},
+        "fusion": _fusion(exp),
         "targets": targets,
         "target_names": [names[t] if names and 0 <= t < len(names) else None for t in targets],
         "probabilities": [float(exp.probabilities[i]) for i in indices],
@@ -48,6 +51,18 @@ def manifest(exp: Any, indices: list[int]) -> dict[str, Any]:
         "note": getattr(info, "note", None),
         "warning": getattr(info, "warning", None),
         "versions": versions(),
+    }
+
+
+def _fusion(exp: Any) -> dict[str, Any] | None:
+    f = getattr(exp, "fusion", None)
+    if f is None:
+        return None
+    return {
+        "method": f.method,
+        "layers": list(f.layers),
+        "options": {k: _jsonable(v) for k, v in f.options.items()},
+        "map_shape": [int(s) for s in f.map.shape[1:]],
     }
 
 
@@ -70,6 +85,8 @@ def _npz(exp: Any, path: Path, options: RenderOptions, index: int | None, overwr
     idx = list(range(len(exp.targets))) if index is None else [index]
     arrays: dict[str, np.ndarray] = {f"cam/{k}": np.asarray(exp.cams[k])[idx] for k in exp.layers}
     arrays.update({f"flat/{k}": np.asarray(exp.flat[k])[idx] for k in exp.layers})
+    if getattr(exp, "fusion", None) is not None:
+        arrays.update(fused=np.asarray(exp.fusion.map)[idx], fused_flat=np.asarray(exp.fusion.flat)[idx])
     arrays.update(
         layers=np.asarray(exp.layers),
         targets=np.asarray(exp.targets)[idx],

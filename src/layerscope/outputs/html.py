@@ -102,10 +102,12 @@ def _quantise(cam: np.ndarray) -> tuple[np.ndarray, float, float, bool]:
     return q, lo, hi, False
 
 
-def default_series(maps: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+def default_series(maps: Sequence[np.ndarray], n_layers: int | None = None) -> list[dict[str, Any]]:
     """The chart's two series, each in [0, 1] per layer: the distance of the map's peak from
     the last layer's peak (as a fraction of the image diagonal), and the fraction of the
-    image where the map is at least half its maximum. A flat map has no peak: both 0."""
+    image where the map is at least half its maximum. A flat map has no peak: both 0.
+    ``n_layers``: the first maps that are layers (the others, a fused map, are measured
+    against the last layer's peak too); default: all."""
     peaks, area = [], []
     for m in maps:
         lo, hi = map_range(m)
@@ -117,7 +119,7 @@ def default_series(maps: Sequence[np.ndarray]) -> list[dict[str, Any]]:
         y, x = np.unravel_index(int(np.argmax(up)), up.shape)
         peaks.append(((y + 0.5) / CHART_GRID, (x + 0.5) / CHART_GRID))
         area.append(float(np.mean(up - lo >= 0.5 * (up.max() - lo))))
-    last = next((p for p in reversed(peaks) if p is not None), None)
+    last = next((p for p in reversed(peaks[:n_layers]) if p is not None), None)
     shift = [
         0.0 if p is None or last is None else float(np.hypot(p[0] - last[0], p[1] - last[1]) / np.sqrt(2.0))
         for p in peaks
@@ -227,6 +229,18 @@ def explorer_data(
         shi = max(L["hi"] for L in layers)
         if is_flat(slo, shi):
             shi = slo
+        n_layers = len(layers)
+        if getattr(e, "fusion", None) is not None:  # one more view, last, on its own scale
+            q, lo, hi, flat = _quantise(e.fusion.map[index])
+            fused = {"name": "fused", "fused": e.fusion.caption, "shape": "", "tokens": False}
+            layers.append(fused | {"h": int(q.shape[0]), "w": int(q.shape[1]), "lo": lo, "hi": hi, "flat": flat})
+            layers[-1]["data"] = _b64(q.tobytes())
+            maps.append(np.asarray(e.fusion.map[index]))
+        own = _series_of(series, e.method)
+        chart = _user_series(own, n_layers) if own else default_series(maps, n_layers)
+        for s in chart if own else ():
+            s["values"] += [0.0] * (len(layers) - n_layers)  # the fused view: a gap
+            s["raw"] += [None] * (len(layers) - n_layers)
         views[key] = {
             "key": key,
             "method": key_m,
@@ -238,7 +252,7 @@ def explorer_data(
             "note": getattr(e, "note", None),
             "shared": [slo, shi],
             "layers": layers,
-            "series": _user_series(own, len(layers)) if (own := _series_of(series, e.method)) else default_series(maps),
+            "series": chart,
         }
         for s, colour in zip(views[key]["series"], series_colours(len(views[key]["series"])), strict=True):
             s["colour"] = colour
@@ -282,7 +296,7 @@ def series_colours(n: int) -> list[str]:
 
 
 def _static_src(exp: Any, index: int, options: RenderOptions | None) -> str:
-    """The last layer's frame, shrunk to :data:`STATIC_MAX_SIDE`, as a data URL."""
+    """The last frame (the last layer's, or the fused map's), shrunk to :data:`STATIC_MAX_SIDE`, as a data URL."""
     from collections import deque
 
     (last,) = deque(exp.iter_frames(index, options), maxlen=1)  # drawn one at a time; only the last kept
@@ -333,10 +347,12 @@ def explorer_fragment(
     data_json = _json_for_script(data)
     css, js = explorer_assets()
     first_view = next(iter(data["views"].values()))
+    fusion = getattr(exps[0], "fusion", None)
+    last = fusion.caption if fusion is not None else f"{exps[0].layers[-1]}: the last layer's map"
     return _template("explorer_fragment.html.j2").render(
         assets=assets,
         static_src=static_src,
-        static_alt=f"{exps[0].layers[-1]}: the last layer's map (a still: the interactive explorer needs scripts)",
+        static_alt=f"{last} (a still: the interactive explorer needs scripts)",
         css=Markup(css),
         js=Markup(js),
         element_id=element_id or "ls-" + hashlib.sha1(data_json.encode()).hexdigest()[:12],

@@ -76,7 +76,7 @@
     return this.axes[key];
   };
   Explorer.prototype.range = function (v, L) {
-    if (this.state.scale === "shared") return [v.shared[0], v.shared[1]];
+    if (this.state.scale === "shared" && !L.fused) return [v.shared[0], v.shared[1]];  // a fused map: its own
     return [L.lo, L.hi];
   };
   // The raw map value at display pixel (x, y), bilinearly interpolated (as the renderer).
@@ -127,8 +127,8 @@
   Explorer.prototype.caption = function (v, L) {
     var n = v.layers.length, i = this.state.layer;
     this.q(".ls-counter").textContent = (i + 1) + "/" + n;
-    this.q(".ls-layer").textContent = "Layer: " + L.name;
-    this.q(".ls-shape").textContent = " · output " + L.shape + (L.tokens ? " · " + L.h + "×" + L.w + " token grid" : " · map " + L.h + "×" + L.w) + (L.flat ? " · flat map" : "");
+    this.q(".ls-layer").textContent = L.fused ? L.fused : "Layer: " + L.name;
+    this.q(".ls-shape").textContent = (L.fused ? " · map " + L.h + "×" + L.w : " · output " + L.shape + (L.tokens ? " · " + L.h + "×" + L.w + " token grid" : " · map " + L.h + "×" + L.w)) + (L.flat ? " · flat map" : "");
     this.q(".ls-class").textContent = v.agnostic
       ? v.title + " · class-agnostic · top-1: " + v.label + " (p = " + v.p.toFixed(2) + ")"
       : v.caption + " · " + v.title;
@@ -148,7 +148,7 @@
     this.q(".ls-lo").textContent = fmt(r[0]);
     this.q(".ls-hi").textContent = fmt(r[1]);
     this.q(".ls-meaning").textContent = this.state.scale === "shared"
-      ? "shared scale: one range for all " + v.layers.length + " layers (weak layers look weak)"
+      ? "shared scale: one range for all " + v.layers.filter(function (M) { return !M.fused; }).length + " layers (weak layers look weak)" + (L.fused ? "; the fused map on its own" : "")
       : "per-layer scale: each layer from its own min to its own max";
   };
   Explorer.prototype.chart = function (v) {
