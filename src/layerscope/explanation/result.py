@@ -116,6 +116,8 @@ class Explanation:
         more = ", …" if n > 3 else ""
         if self.class_agnostic:
             parts.append("class-agnostic, top-1 " + ", ".join(shown) + more)
+        elif shown and self.target_kind == "box":
+            parts.append(("box " if n == 1 else "boxes ") + ", ".join(shown) + more)
         elif shown:
             parts.append(("class " if n == 1 else "classes ") + ", ".join(shown) + more)
         if self.note:

@@ -116,7 +116,7 @@ class FrameText:
 @dataclass(frozen=True)
 class DrawnBox:
     """A detection drawn on a frame: ``(x0, y0, x1, y1)`` in the picture's pixels, ``thick``
-    for the explained box (white, with its ``text`` above it), thin for the others."""
+    for the explained box (white, with its ``text`` above it), thin (magenta) for the others."""
 
     box: tuple[float, float, float, float]
     thick: bool = False
@@ -125,7 +125,7 @@ class DrawnBox:
 
 #: The explained box's colour and the other detections'.
 BOX_THICK = (255, 255, 255)
-BOX_THIN = (0, 255, 255)
+BOX_THIN = (255, 0, 255)  # magenta: no colour of the usual colormaps
 
 
 def draw_boxes(rgb: np.ndarray, boxes: Sequence[DrawnBox], scale: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
