@@ -125,17 +125,21 @@ class _BoxTarget:
 
     def records(self, parsed: Sequence[dict[str, Any]], size: tuple[int, int] | None) -> list[dict[str, Any]]:
         """Per image, its detections as host arrays (:func:`as_record`) and ``explained``:
-        ``{"box", "label", "score", "matched"}`` (the box, its label or ``None``, the best
-        matching detection's score, how many detections match) or ``None``."""
+        ``{"box", "label", "score", "matched"}`` (the box; its label, or for any label the best
+        matching detection's; that detection's score; how many detections match) or ``None``."""
         out = []
         for det, chosen in zip(parsed, self.explained(parsed), strict=True):
             rec = as_record(det, size)
             rec["explained"] = None
             if chosen is not None:
                 idx, _ = matches(det, chosen[0], chosen[1], self.iou, self.match == "best")
-                best = float(det["scores"][idx].detach().max()) if len(idx) else 0.0
+                label, best = chosen[1], 0.0
+                if len(idx):
+                    top = idx[int(det["scores"][idx].detach().argmax())]
+                    best = float(det["scores"][top].detach())
+                    label = int(det["labels"][top]) if label is None else label  # any label: the best match's
                 box = [float(v) for v in np.asarray(_host(chosen[0]), dtype=np.float64).reshape(4)]
-                rec["explained"] = {"box": box, "label": chosen[1], "score": best, "matched": len(idx)}
+                rec["explained"] = {"box": box, "label": label, "score": best, "matched": len(idx)}
             out.append(rec)
         return out
 
