@@ -111,7 +111,7 @@ def explain(
             :func:`~layerscope.targets.text` (a CLIP prompt) or
             :func:`~layerscope.targets.similar_to` (an embedding's cosine to a reference);
             :func:`~layerscope.targets.box` / :func:`~layerscope.targets.detections` for a
-            detector (torchvision-style or YOLO-style outputs, see :doc:`detectors`).
+            detector (torchvision-style or YOLO-style outputs; see the "Detectors" page).
         preprocess: a :class:`~layerscope.inputs.Preprocess` or a callable from a list of
             uint8 RGB arrays to the model input; default: the model info's, else
             ImageNet normalisation at 224×224.
