@@ -141,6 +141,7 @@ def _take(exp: Any, i: int) -> Any:
         grids=dict(exp.grids),
         blocked=dict(exp.blocked),
         target_kind=exp.target_kind,
+        detections=None if exp.detections is None else exp.detections[i : i + 1],
     )
 
 
@@ -262,7 +263,9 @@ def _explain_each(
 
     k = len(getattr(target, "labels", ()) or ())
     if k == 0:
-        raise UsageError("explain_many takes a callable target that names its columns (text, similar_to)")
+        raise UsageError(
+            "explain_many takes a callable target that names its columns (text, similar_to, box, detections)"
+        )
     out: list[Any] = []
     seen: set[tuple[type, str]] = set()
     for m in chosen:
@@ -271,7 +274,10 @@ def _explain_each(
             exp = explain(model, _repeat(image, k) if k > 1 else image, layers, m.name, target, **shared, **opts)
         if len(exp.targets) != k:
             raise UsageError(f"explain_many explains one image, not {len(exp.targets) // k}")
-        out.extend([exp] if k == 1 else [_take(exp, i) for i in range(k)])
+        each = [exp] if k == 1 else [_take(exp, i) for i in range(k)]
+        if exp.target_kind == "box" and exp.detections is not None:  # detections(k): ranks the image has
+            each = [e for e in each if e.detections[0].get("explained") is not None] or each[:1]
+        out.extend(each)
     return out
 
 

@@ -110,6 +110,9 @@ class CaptureResult:
     #: reached the layer's output, or reached only its class token (a CLS-token ViT's last
     #: block: the class token's score does not read the block's patch tokens)
     blocked: dict[str, str] = field(default_factory=dict)
+    #: a detector's detections per image (``boxes``, ``labels``, ``scores``, ``size``,
+    #: ``explained``; see :mod:`layerscope.targets.box`), ``None`` for other models
+    detections: list[dict[str, Any]] | None = None
 
 
 class LayerShape(NamedTuple):

@@ -228,7 +228,11 @@ def add_method_args(p: argparse.ArgumentParser, several: bool = False) -> None:
         type=positive_int,
         help="perturbation methods: only the K channels of largest mean activation per layer (default: all)",
     )
-    p.add_argument("--target", help="class to explain: index or name (default: the top-1 prediction)")
+    p.add_argument(
+        "--target",
+        help="class to explain: index or name (default: the top-1 prediction); for a detector "
+        "(tour) box:x0,y0,x1,y1[:label] in model input pixels, or top-detections:K",
+    )
 
 
 def add_render_args(p: argparse.ArgumentParser, scale_help: str | None = None) -> None:
@@ -347,10 +351,14 @@ def check_model_name(args: argparse.Namespace) -> None:
     raise UsageError(unknown_name("model", name, MODELS, cutoff=0.4, n=3, valid="Built-in models"))
 
 
-def check_target(args: argparse.Namespace) -> None:
+def check_target(args: argparse.Namespace, boxes: bool = False) -> None:
     """``--target`` checked against a built-in model's class names before the model is loaded
     (a name not known, an index out of range)."""
     target = getattr(args, "target", None)
+    if str(target).lower().startswith(("box:", "top-detections:")):  # a detector's: cli._targets checks it
+        if not boxes:
+            raise UsageError(f"--target {target}: box and top-detections targets are for `layerscope tour`")
+        return
     if not target or getattr(args, "model_file", None):
         return
     from layerscope.explanation import resolve_target
@@ -399,13 +407,14 @@ def load_model_from_args(args: argparse.Namespace, listing: bool = False) -> Any
     )
 
 
-def check_model_args(args: argparse.Namespace, *, classes: bool = True) -> None:
+def check_model_args(args: argparse.Namespace, *, classes: bool = True, boxes: bool = False) -> None:
     """The model arguments that need no model: the name, ``--target`` (unless not
     ``classes``: batch's targets include ``label``), ``--size`` (capped), ``--mean`` /
-    ``--std`` (finite; std > 0). Every command calls it before loading a model."""
+    ``--std`` (finite; std > 0); ``boxes``: ``--target`` may name a detector's box. Every
+    command calls it before loading a model."""
     check_model_name(args)
     if classes:
-        check_target(args)
+        check_target(args, boxes)
     check_size(args)
     _floats(getattr(args, "mean", None), "--mean")
     _floats(getattr(args, "std", None), "--std")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from layerscope.cli import _common
+from layerscope.cli import _common, _targets
 from layerscope.errors import UsageError, plural
 from layerscope.recipe import RECIPE_MODEL
 
@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--cifar10-path needs --cifar10 N (the image to explain)")
     if args.model_file and args.framework != "keras":
         raise UsageError("--model-file takes a Keras .keras file: add --framework keras")
-    _common.check_model_args(args)
+    _common.check_model_args(args, boxes=True)
+    detector = _targets.detector_target(args.target)  # box:… / top-detections:K, checked now
     name = _common.model_name(args)
     is_recipe = name == RECIPE_MODEL and args.cifar10 is not None and not args.model_file
     options = _common.render_options(args, caption=args.caption or ("recipe" if is_recipe else "layerscope"))
@@ -106,16 +107,22 @@ def run(args: argparse.Namespace) -> int:
         get_method(m)
     if args.fuse is not None:
         get_fusion(args.fuse)
-    targets = _common.csv_list(args.target) if args.target and "," in args.target else None
+    targets = _common.csv_list(args.target) if args.target and "," in args.target and detector is None else None
     prompts = _check_prompts(args, name, methods)
+    for m in methods if detector is not None else ():
+        if get_method(m).needs & {"perturbation", "saliency", "attention"}:
+            raise UsageError(f"a box or top-detections target works with the Grad-CAM family and Eigen-CAM, not {m}")
+    if detector is not None and args.top_k_classes:
+        raise UsageError("give --target box:…/top-detections:K or --top-k-classes, not both")
     several = len(methods) > 1 or targets is not None or (args.top_k_classes or 1) > 1 or len(prompts) > 1
+    several = several or len(getattr(detector, "labels", ())) > 1
     if args.methods and args.method != "gradcam":
         raise UsageError("give --method or --methods, not both")
     if targets is not None and args.top_k_classes:
         raise UsageError("give --target classes or --top-k-classes, not both")
     if several and not args.output.lower().endswith((".html", ".htm")):
         raise UsageError(
-            "several methods, classes or prompts are shown by the interactive page: write -o NAME.html "
+            "several methods, classes, prompts or detections are shown by the interactive page: write -o NAME.html "
             "(or compare methods in one picture with `layerscope grid`)"
         )
     method_options = _common.method_options(args, methods, recipe=is_recipe)
@@ -143,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
         if not is_dual_encoder(model):
             raise UsageError(f"--target-text needs a CLIP model (image and text towers); {name} is not one")
         target = targets = text(prompts, model=model)
+    if detector is not None:
+        target = detector
+        targets = detector if several else None
     if several:
         from layerscope.grid import explain_many
 
@@ -161,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         path = outputs.write_html(exps, args.output, options, overwrite=args.overwrite)
         classes = list(dict.fromkeys(e.class_name(0) for e in exps))
         kind = plural(len(classes), "prompt") if prompts else plural(len(classes), "class", "classes")
+        if detector is not None:
+            kind, prompts = plural(len(classes), "detection"), True  # named as they are, not quoted
         print(
             f"{_common.shown(path)}: {plural(len(exps[0].layers), 'layer')}, "
             f"{plural(len(methods), 'method')} ({', '.join(methods)}) × "
@@ -174,7 +186,9 @@ def run(args: argparse.Namespace) -> int:
     path = saved[0] if isinstance(saved, list) else saved
     flat = [layer for layer in exp.layers if exp.flat[layer][0] and layer not in exp.blocked]
     what = (
-        f"text {exp.class_name(0)} (logit {exp.scores[0]:.3f})"
+        f"box {exp.class_name(0)} (p = {exp.probabilities[0]:.3f}, score {exp.scores[0]:.3f})"
+        if detector is not None
+        else f"text {exp.class_name(0)} (logit {exp.scores[0]:.3f})"
         if prompts
         else f"class {exp.class_name(0)!r} (index {int(exp.targets[0])}, p = {exp.probabilities[0]:.3f})"
     )

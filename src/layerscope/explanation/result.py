@@ -13,8 +13,12 @@ import numpy as np
 from layerscope.errors import UsageError, unknown_name
 from layerscope.info import ModelInfo
 from layerscope.methods import get_fusion, get_method
-from layerscope.render import FrameText, RenderOptions, flat_mask, layer_ranges, map_range
+from layerscope.render import DrawnBox, FrameText, RenderOptions, flat_mask, layer_ranges, map_range
 from layerscope.targets import described
+from layerscope.targets._detections import box_text
+
+#: The most other detections drawn (thin) on a frame, highest score first.
+MAX_DRAWN = 20
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,12 @@ class Explanation:
         images: the original RGB images (uint8 ``(H, W, 3)``) the maps are drawn over.
         blocked: ``{layer: why}`` for layers the explained score does not depend on, whose
             maps are flat for that reason (see :meth:`flat_reason`).
-        target_kind: ``"class"``, or ``"text"`` / ``"image"``: prompts, references (:mod:`layerscope.targets`).
+        target_kind: ``"class"``, or ``"text"`` / ``"image"`` / ``"box"``: prompts,
+            references, detected boxes (:mod:`layerscope.targets`).
+        detections: for a detector, per image ``{"boxes" (M, 4), "labels", "scores", "size"
+            (the input's (H, W), the boxes' pixels), "explained"}``, ``explained`` being
+            ``{"box", "label", "score", "matched"}`` for a box target (else ``None``); drawn
+            on every frame (the explained box thick, the others thin).
         fusion: the map fused across layers (:meth:`fused`), drawn as one more, last frame
             (and the ``fused`` array of a ``.npz``); ``None``: none.
     """
@@ -84,9 +93,13 @@ class Explanation:
     blocked: dict[str, str] = field(default_factory=dict)
     target_kind: str = "class"
     fusion: FusedMap | None = None
+    detections: list[dict[str, Any]] | None = None
 
     def class_name(self, index: int = 0) -> str:
-        """The explained class of image ``index``, by name where the model has names."""
+        """The explained class of image ``index``, by name where the model has names (for a
+        box target: the box and its label, ``(12,8,40,52) cat``)."""
+        if self.target_kind == "box" and self.detections is not None:
+            return explained_text(self.detections[index].get("explained"), self.info.class_names)
         t = int(self.targets[index])
         if self.class_names and 0 <= t < len(self.class_names):
             return self.class_names[t]
@@ -132,6 +145,8 @@ class Explanation:
         more = ", …" if n > 3 else ""
         if self.class_agnostic:
             parts.append("class-agnostic, top-1 " + ", ".join(shown) + more)
+        elif shown and self.target_kind == "box":
+            parts.append(("box " if n == 1 else "boxes ") + ", ".join(shown) + more)
         elif shown:
             parts.append(("class " if n == 1 else "classes ") + ", ".join(shown) + more)
         if self.note:
@@ -277,7 +292,15 @@ class Explanation:
         opts = RenderOptions.of(options, **option_overrides)
         index = self._check_index(index)
         maps, ranges = self._frame_maps(index, opts.scale)
-        return render_frames(self.images[index], maps, self.frame_texts(index, opts), opts, ranges)
+        boxes = self.drawn_boxes(index)
+        return render_frames(self.images[index], maps, self.frame_texts(index, opts), opts, ranges, boxes=boxes)
+
+    def drawn_boxes(self, index: int = 0) -> list[Any]:
+        """Image ``index``'s detections as :class:`~layerscope.render.DrawnBox` es in the
+        picture's pixels (the explained box thick, the others thin; none for other models)."""
+        if self.detections is None:
+            return []
+        return drawn_boxes(self.detections[index], self.images[index].shape[:2], self.info.class_names)
 
     def frames(self, index: int = 0, options: RenderOptions | None = None, **option_overrides: Any) -> list[Any]:
         """One captioned overlay (a PIL image) per layer, for image ``index``.
@@ -347,7 +370,8 @@ class Explanation:
             k = self.layers.index(self._check_layer(layer if layer is not None else self.layers[-1]))
         maps, ranges = self._frame_maps(index, opts.scale)
         text = self.frame_texts(index, opts)[k]
-        (img,) = render_frames(self.images[index], [maps[k]], [text], opts, [ranges[k]])
+        boxes = self.drawn_boxes(index)
+        (img,) = render_frames(self.images[index], [maps[k]], [text], opts, [ranges[k]], boxes=boxes)
         if ax is None:
             _, ax = plt.subplots(figsize=(img.width / 100, img.height / 100), dpi=100)
         ax.imshow(img)
@@ -360,3 +384,37 @@ class Explanation:
         from layerscope.outputs import explorer_fragment
 
         return explorer_fragment(self, 0)
+
+
+def label_name(label: int | None, class_names: list[str] | None) -> str:
+    """A detector's label by name where the model has names, else ``label 3``."""
+    if label is None:
+        return "any label"
+    if class_names and 0 <= int(label) < len(class_names):
+        return class_names[int(label)]
+    return f"label {int(label)}"
+
+
+def explained_text(explained: dict[str, Any] | None, class_names: list[str] | None) -> str:
+    """An explained box as captions say it: ``(12,8,40,52) cat`` (``no detection``)."""
+    if explained is None:
+        return "no detection"
+    return f"{box_text(explained['box'])} {label_name(explained['label'], class_names)}"
+
+
+def drawn_boxes(record: dict[str, Any], shape: tuple[int, int], class_names: list[str] | None) -> list[DrawnBox]:
+    """One image's detections in the picture's pixels: the boxes are in the model input's
+    pixels (``record["size"]``), scaled to the picture (exact when preprocessing resizes
+    without cropping)."""
+    size = record.get("size") or shape
+    sy, sx = shape[0] / max(1, size[0]), shape[1] / max(1, size[1])
+
+    def scaled(b: Any) -> tuple[float, float, float, float]:
+        return float(b[0]) * sx, float(b[1]) * sy, float(b[2]) * sx, float(b[3]) * sy
+
+    out = [DrawnBox(scaled(b), thick=False) for b in np.asarray(record["boxes"]).reshape(-1, 4)[:MAX_DRAWN]]
+    explained = record.get("explained")
+    if explained is not None:
+        text = f"{label_name(explained['label'], class_names)} {explained['score']:.2f}"
+        out.append(DrawnBox(scaled(explained["box"]), thick=True, text=text))
+    return out

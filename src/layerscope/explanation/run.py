@@ -110,7 +110,9 @@ def explain(
             sum is explained (``targets`` then holds the top-1 class, ``scores`` its values);
             :func:`layerscope.targets.region` ``(c, mask)`` for a segmentation model;
             :func:`~layerscope.targets.text` (a CLIP prompt) or
-            :func:`~layerscope.targets.similar_to` (an embedding's cosine to a reference).
+            :func:`~layerscope.targets.similar_to` (an embedding's cosine to a reference);
+            :func:`~layerscope.targets.box` / :func:`~layerscope.targets.detections` for a
+            detector (torchvision-style or YOLO-style outputs; see the "Detectors" page).
         preprocess: a :class:`~layerscope.inputs.Preprocess` or a callable from a list of
             uint8 RGB arrays to the model input; default: the model info's, else
             ImageNet normalisation at 224×224.
@@ -203,7 +205,7 @@ def explain(
             if result.scores is not None
             else result.outputs[rows, result.targets].astype(np.float32)
         ),
-        probabilities=_probabilities(result.outputs, result.targets, facts.output),
+        probabilities=_probabilities(result.outputs, result.targets, _output_kind(target, result, facts)),
         flat=flat,
         images=originals,
         method=method,
@@ -214,10 +216,20 @@ def explain(
         grids=dict(result.grids),
         blocked=dict(result.blocked),
         target_kind=str(getattr(target, "kind", "class")) if labels else "class",
+        detections=getattr(result, "detections", None),
     )
     if fuse is not None:
         exp.fused(fuse)
     return exp
+
+
+def _output_kind(target: Any, result: Any, info: ModelInfo) -> str | None:
+    """What the output's numbers are: a box target's confidences and a detector's per-label
+    scores are probabilities; otherwise the model info says (``None``: guessed)."""
+    kind = getattr(target, "output_kind", None) if callable(target) else None
+    if kind is None and getattr(result, "detections", None) is not None:
+        kind = "probabilities"
+    return kind or info.output
 
 
 def _size_hint(info: ModelInfo) -> str | None:

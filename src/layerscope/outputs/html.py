@@ -2,8 +2,9 @@
 image and the maps embedded, the script inline) that works opened from disk.
 
 It shows the original image with the map of one layer over it: a layer slider and ←/→ keys,
-play/pause at the frame duration, a method switch and a class switch when several
-explanations are given (:func:`write_html` takes a list), an opacity slider, per-layer or
+play/pause at the frame duration, a method switch and a class switch (or prompt, reference,
+detection switch) when several explanations are given (:func:`write_html` takes a list), a
+detector's boxes drawn over the map, an opacity slider, per-layer or
 shared scale, a colour bar legend with the scale's range, a "show original" toggle, the
 map's value under the pointer, and a small SVG chart per layer (where the map's peak is
 relative to the last layer's, and how much of the image it covers; or the caller's own
@@ -163,6 +164,21 @@ def _is_token_grid(dims: tuple[int, ...], grid: tuple[int, ...]) -> bool:
     return len(dims) < 3 or tuple(grid) not in (dims[-2:], dims[:2], dims[1:3])
 
 
+#: The class switch's word for each kind of target (:mod:`layerscope.targets`).
+SWITCH_WORDS = {"text": "prompt", "image": "reference", "box": "detection"}
+
+
+def _boxes(exp: Any, index: int) -> list[dict[str, Any]]:
+    """A detector's boxes of image ``index`` as fractions of the picture, for the explorer
+    to draw (the explained one thick, with its label and score), as the frames draw them."""
+    drawn = exp.drawn_boxes(index) if hasattr(exp, "drawn_boxes") else []
+    h, w = exp.images[index].shape[:2]
+    return [
+        {"box": [d.box[0] / w, d.box[1] / h, d.box[2] / w, d.box[3] / h], "thick": d.thick, "text": d.text}
+        for d in drawn
+    ]
+
+
 def _class_key(exp: Any, index: int) -> str:
     return str(int(exp.targets[index]))
 
@@ -253,6 +269,7 @@ def explorer_data(
             "shared": [slo, shi],
             "layers": layers,
             "series": chart,
+            "boxes": _boxes(e, index),
         }
         for s, colour in zip(views[key]["series"], series_colours(len(views[key]["series"])), strict=True):
             s["colour"] = colour
@@ -269,7 +286,7 @@ def explorer_data(
         "colormap": {"name": opts.colormap, "lut": _b64(colormap_lut(opts.colormap).tobytes())},
         "methods": list(methods.values()),
         "classes": list(classes.values()),
-        "switch": {"text": "prompt", "image": "reference"}.get(getattr(first, "target_kind", "class"), "class"),
+        "switch": SWITCH_WORDS.get(getattr(first, "target_kind", "class"), "class"),
         "views": views,
     }
 

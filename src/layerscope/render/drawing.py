@@ -114,6 +114,50 @@ class FrameText:
 
 
 @dataclass(frozen=True)
+class DrawnBox:
+    """A detection drawn on a frame: ``(x0, y0, x1, y1)`` in the picture's pixels, ``thick``
+    for the explained box (white, with its ``text`` above it), thin (magenta) for the others."""
+
+    box: tuple[float, float, float, float]
+    thick: bool = False
+    text: str | None = None
+
+
+#: The explained box's colour and the other detections'.
+BOX_THICK = (255, 255, 255)
+BOX_THIN = (255, 0, 255)  # magenta: no colour of the usual colormaps
+
+
+def draw_boxes(rgb: np.ndarray, boxes: Sequence[DrawnBox], scale: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """``rgb`` (uint8 ``(h, w, 3)``) with ``boxes`` drawn on it, their coordinates multiplied
+    by ``scale`` = ``(sy, sx)``: thin ones first, the thick one (3 px or more, a dark outline
+    so it reads over any colour) on top with its text; a new array."""
+    if not boxes:
+        return rgb
+    h, w = rgb.shape[:2]
+    img = Image.fromarray(rgb)
+    draw = ImageDraw.Draw(img)
+    sy, sx = scale
+    width = max(3, round(min(h, w) / 80))
+    fnt = font(max(10, min(h, w) // 24))
+    for b in sorted(boxes, key=lambda b: b.thick):
+        x0, y0, x1, y1 = b.box[0] * sx, b.box[1] * sy, b.box[2] * sx, b.box[3] * sy
+        xy = (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+        if not b.thick:
+            draw.rectangle(xy, outline=BOX_THIN, width=max(1, width // 3))
+            continue
+        grow = (xy[0] - 1, xy[1] - 1, xy[2] + 1, xy[3] + 1)
+        draw.rectangle(grow, outline=(0, 0, 0), width=width + 2)
+        draw.rectangle(xy, outline=BOX_THICK, width=width)
+        if b.text:
+            ty = xy[1] - width if xy[1] - width - fnt.size > 0 else xy[3] + width + fnt.size
+            left, top, right, bottom = draw.textbbox((xy[0], ty), b.text, font=fnt, anchor="ld")
+            draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=(0, 0, 0))
+            draw.text((xy[0], ty), b.text, fill=BOX_THICK, font=fnt, anchor="ld")
+    return np.asarray(img)
+
+
+@dataclass(frozen=True)
 class ColorBar:
     """A colour bar beside the overlay: the colormap from ``lo`` (bottom) to ``hi`` (top)
     in the map's own units, and what the range is (``"per layer"`` / ``"shared"``)."""
@@ -254,6 +298,7 @@ def render_frames(
     texts: Sequence[FrameText | Sequence[str]],
     options: RenderOptions | None = None,
     ranges: Sequence[tuple[float, float]] | None = None,
+    boxes: Sequence[DrawnBox] = (),
 ) -> Iterator[Image.Image]:
     """One frame per map, each blended over ``image`` (uint8 RGB), drawn one at a time.
 
@@ -268,6 +313,7 @@ def render_frames(
         options: the :class:`RenderOptions`.
         ranges: the ``(lo, hi)`` colour range of each map (default: from ``options.scale``,
             see :func:`~layerscope.render.scale.layer_ranges`).
+        boxes: detections drawn on every overlay, in ``image``'s pixels (:func:`draw_boxes`).
 
     Yields:
         PIL RGB images.
@@ -299,6 +345,7 @@ def render_frames(
         lines, _, line_h, _ = _layout(t.lines, t.note, c, full_w - 2 * MARGIN, fsize)
         band = max(band, MARGIN // 2 + line_h * len(lines) + MARGIN // 2)
     label = "shared" if opts.scale == "shared" else "per layer"
+    box_scale = (h / max(1, image.shape[0]), w / max(1, image.shape[1]))
     for m, t, c, (lo, hi) in zip(maps, fts, counters, ranges, strict=True):
         a = np.asarray(m, dtype=np.float64)
         if is_flat(lo, hi):
@@ -308,7 +355,7 @@ def render_frames(
                 norm = np.nan_to_num(np.clip((a - lo) / (hi - lo), 0.0, 1.0), nan=0.0).astype(np.float32)
         bar = ColorBar(opts.colormap, lo, hi, label) if bar_on else None
         yield frame(
-            overlay(base, norm, opts.colormap, opts.alpha),
+            draw_boxes(overlay(base, norm, opts.colormap, opts.alpha), boxes, box_scale),
             list(t.lines),
             original=base if opts.side_by_side else None,
             bar=bar,

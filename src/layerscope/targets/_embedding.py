@@ -32,13 +32,13 @@ EMBEDDING_KEYS = ("image_embeds", "text_embeds", "embeddings", "pooler_output")
 
 #: ``{kind: (the caption's word, the name of the explained score)}``; a class target is
 #: ``("Class", None)``: its caption shows the probability.
-KINDS = {"class": ("Class", None), "text": ("Text", "logit"), "image": ("Similar to", "cos")}
+KINDS = {"class": ("Class", None), "text": ("Text", "logit"), "image": ("Similar to", "cos"), "box": ("Box", None)}
 
 
 def described(kind: str, label: str, probability: float, score: float, columns: int = 1) -> str:
     """A target as a caption says it: ``Class: tabby (p = 0.93)``, ``Text: "a photo of a cat"
-    (logit 24.31)``, ``Similar to: "b.jpg" (cos 0.87)``; a prompt among several (``columns``
-    > 1) adds CLIP's probability over them."""
+    (logit 24.31)``, ``Similar to: "b.jpg" (cos 0.87)``, ``Box: (12,8,40,52) cat (p = 0.91)``;
+    a prompt among several (``columns`` > 1) adds CLIP's probability over them."""
     word, name = KINDS.get(kind, KINDS["class"])
     p = f"p = {float(probability):.2f}"
     if name is None:

@@ -222,7 +222,7 @@ def _one_pass(
         else:
             for name in order:
                 maps.keep(name, hooks.acts.pop(name), None)
-        return maps.finish(
+        result = maps.finish(
             order,
             out.detach(),
             targets,
@@ -230,5 +230,7 @@ def _one_pass(
             scores=scores,
             join=join_scores if scores is not None else None,
         )
+        result.detections = hooks.detections
+        return result
     finally:
         hooks.acts.clear()

@@ -16,6 +16,7 @@ from layerscope.capture.torch.layers import ATTENTION_INPUT_NAMES
 from layerscope.capture.torch.layouts import Layout, infer_layout, patch_size
 from layerscope.capture.torch.model_io import check_scores, custom_scores, forward, select_output
 from layerscope.errors import ModelError, UsageError
+from layerscope.targets._detections import as_record, class_table, is_detection_list, parse
 
 
 def input_hw(x: torch.Tensor) -> tuple[int, int] | None:
@@ -51,10 +52,13 @@ class _Hooks:
         self.versions: dict[str, int] = {}
         self.order: list[str] = []
         self.shapes: dict[str, tuple[int, ...]] = {}
+        #: a detector's detections per image (host arrays, for drawing), else ``None``
+        self.detections: list[dict[str, Any]] | None = None
         self._handles: list[Any] = []
 
     def reset(self, clone: bool = False) -> None:
         self.clone = clone
+        self.detections = None
         self.acts.clear()
         self.versions.clear()
         self.order.clear()
@@ -130,7 +134,12 @@ def capture_forward(
     a captured output); returns the ``(N, classes)`` output, checked, and for a callable
     ``target`` its ``(N,)`` scores of the model's whole output (else ``None``). A target with
     ``run_model(model, x)`` runs the model itself (a CLIP target: the image tower and its
-    similarity to fixed text embeddings)."""
+    similarity to fixed text embeddings).
+
+    A detector's output (:mod:`layerscope.targets._detections`) is parsed once: by a box
+    target (``detections_of``: its scores, its ``(N, K)`` confidences as the output), or,
+    for a class index or no target, a torchvision-style list of dicts becomes ``(N, K)``
+    per-label best scores; either way ``hooks.detections`` keeps the boxes for drawing."""
 
     def run(clone: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         hooks.reset(clone)
@@ -139,7 +148,16 @@ def capture_forward(
             if autocast is not None:
                 stack.enter_context(torch.autocast(xin.device.type, dtype=autocast))
             raw = forward(model, xg, getattr(target, "run_model", None) if callable(target) else None)
+            if hasattr(target, "detections_of"):  # a box target: the detector's output parsed once
+                parsed = target.detections_of(raw)
+                scores = custom_scores(target.scored, parsed, len(xin))
+                hooks.detections = target.records(parsed, input_hw(xin))
+                return target.outputs_of(parsed), scores
             if not callable(target):
+                if key is None and is_detection_list(raw):  # torchvision-style detections
+                    parsed = parse(raw)
+                    hooks.detections = [{**as_record(d, input_hw(xin)), "explained": None} for d in parsed]
+                    return class_table(parsed), None
                 return select_output(raw, key), None
             if hasattr(target, "scores_of"):  # a layerscope.targets region: it scores the chosen output
                 out = select_output(raw, key) if key is not None else target.scores_of(raw)

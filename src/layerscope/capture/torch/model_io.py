@@ -176,6 +176,12 @@ def select_output(out: Any, key: str | int | None = None) -> torch.Tensor:
 
 def check_scores(out: torch.Tensor) -> None:
     """The model gave ``(N, classes)`` scores with at least one class (no host sync)."""
+    if out.ndim == 3:
+        raise ModelError(
+            f"the model's output has shape {tuple(out.shape)}, not (N, classes); for a YOLO-style detector "
+            "((N, A, 4+1+K) or (N, 4+K, A)) give target=layerscope.targets.detections(k=1, format='yolo') "
+            "or box(..., format='yolo')"
+        )
     if out.ndim != 2:
         raise ModelError(f"the model's output has shape {tuple(out.shape)}; expected (N, classes)")
     if out.shape[1] == 0:

@@ -88,6 +88,28 @@
     return L.lo + (top * (1 - fy) + bot * fy) / 255 * (L.hi - L.lo);
   };
 
+  // a detector's boxes (fractions of the picture): the explained one thick and white, the others thin
+  Explorer.prototype.drawBoxes = function (v) {
+    var g = this.ctx, W = this.W, H = this.H, boxes = v.boxes || [];
+    var wide = Math.max(3, Math.round(Math.min(W, H) / 80));
+    for (var i = 0; i < boxes.length; i++) {
+      var b = boxes[i], x = b.box[0] * W, y = b.box[1] * H, w = (b.box[2] - b.box[0]) * W, h = (b.box[3] - b.box[1]) * H;
+      if (b.thick) {
+        g.lineWidth = wide + 2; g.strokeStyle = "#000"; g.strokeRect(x, y, w, h);
+        g.lineWidth = wide; g.strokeStyle = "#fff"; g.strokeRect(x, y, w, h);
+        if (b.text) {
+          g.font = Math.max(10, Math.round(Math.min(W, H) / 24)) + "px sans-serif";
+          var tw = g.measureText(b.text).width, th = Math.max(10, Math.round(Math.min(W, H) / 24));
+          var ty = y - wide > th ? y - wide : y + h + wide + th;
+          g.fillStyle = "#000"; g.fillRect(x - 2, ty - th - 2, tw + 4, th + 4);
+          g.fillStyle = "#fff"; g.fillText(b.text, x, ty - 2);
+        }
+      } else {
+        g.lineWidth = Math.max(1, Math.round(wide / 3)); g.strokeStyle = "#f0f"; g.strokeRect(x, y, w, h);
+      }
+    }
+  };
+
   Explorer.prototype.render = function () {
     if (!this.base) return;
     var v = this.view(), n = v.layers.length;
@@ -118,6 +140,7 @@
       }
     }
     this.ctx.putImageData(out, 0, 0);
+    this.drawBoxes(v);
     this.caption(v, L);
     this.legend(v, L);
     this.chart(v);
