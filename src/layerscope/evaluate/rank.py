@@ -219,8 +219,9 @@ def rank_layers(
 
     Cost, announced on the ``layerscope`` logger (INFO) before starting: ROAD one pass per
     image plus ``2 × len(fractions)`` per image and layer (and as many imputations, sparse
-    solves on the CPU: the dominant cost); deletion/insertion ``2 + 2 × (steps − 1)`` per
-    image and layer; drop one per image and layer (:func:`rank_passes`).
+    solves on the CPU: the dominant cost); deletion/insertion one per image for the original
+    and one per substrate, plus ``2 × (steps − 1)`` per image and layer; drop one per image
+    plus one per image and layer (:func:`rank_passes`).
 
     Args:
         model: the PyTorch model ``exp`` explains (the metric re-runs it; Keras models are not supported).
