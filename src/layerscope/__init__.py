@@ -33,6 +33,7 @@ __all__ = [
     "list_models",
     "load_model",
     "model_info",
+    "rank_layers",
     "run_dataset",
     "targets",
 ]
@@ -49,12 +50,14 @@ _LAZY = {
     "list_models": "layerscope.models",
     "LayerscopeError": "layerscope.errors",
     "run_dataset": "layerscope.batch",
+    "rank_layers": "layerscope.evaluate",
     "targets": "layerscope.targets",
 }
 
 if TYPE_CHECKING:
     from layerscope.batch import run_dataset
     from layerscope.errors import LayerscopeError
+    from layerscope.evaluate import rank_layers
     from layerscope.explanation import Explanation, explain
     from layerscope.info import ModelInfo, model_info
     from layerscope.methods import get_method, list_methods

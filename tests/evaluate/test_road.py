@@ -60,3 +60,19 @@ def test_road_orders_and_cost() -> None:
     assert (res.combined[0] > res.combined[1]).all()
     with pytest.raises(UsageError):
         road(model, x, good, targets, fractions=(0.0, 0.5))
+
+
+def test_the_noise_does_not_depend_on_batching_or_on_the_other_maps() -> None:
+    # One noise field per image: a map's ROAD is the same alone or among others, for any
+    # perturb_batch (the layers of a ranking compared on the same noise).
+    model = Counting()
+    x, maps, targets = _data(n=3)
+    together = road(model, x, [maps, -maps, maps[:, ::-1]], targets, fractions=(0.2, 0.6), noise=0.3, perturb_batch=5)
+    for k, m in enumerate([maps, -maps, maps[:, ::-1]]):
+        alone = road(model, x, m, targets, fractions=(0.2, 0.6), noise=0.3, perturb_batch=2)
+        np.testing.assert_allclose(together.morf[k], alone.morf, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(together.lerf[k], alone.lerf, rtol=1e-5, atol=1e-6)
+    noiseless = road(model, x, maps, targets, fractions=(0.2, 0.6), noise=0.0)
+    assert not np.allclose(noiseless.morf, together.morf[0])  # the noise is there
+    other_seed = road(model, x, maps, targets, fractions=(0.2, 0.6), noise=0.3, seed=1)
+    assert not np.allclose(other_seed.morf, together.morf[0])

@@ -167,6 +167,7 @@ def test_cli_evaluate_shapes(capsys, tmp_path) -> None:
     assert code == 0, stderr
     assert "forward passes" in stderr  # the cost, announced before starting
     assert "Pointing game" in stdout and "block5_conv3" in stdout
+    assert "Best layer per image by Deletion AUC ↓  (2 images)" in stdout
     for ext in (".csv", ".png", ".svg"):
         assert (tmp_path / f"ev{ext}").stat().st_size > 100
     code, _, stderr = run_cli(capsys, "evaluate", "--shapes", "2", "--no-progress", "-o", str(out))
@@ -188,3 +189,28 @@ def test_best_takes_the_names_metrics_takes(result: Evaluation) -> None:
         result.best("delet")
     with pytest.raises(UsageError, match="'road_combined' was not measured"):
         result.best("road")
+
+
+def test_best_layer_counts_which_layer_wins_how_often(result: Evaluation, tmp_path) -> None:
+    # No ROAD measured: the first measured metric that re-runs the model, deletion (lower is better).
+    name, counts = result.best_layers()
+    assert name == "deletion_auc" and list(counts) == ["gradcam", "layercam"]
+    for m in result.methods:
+        per_image = np.stack([result.values[("trained", m, layer, name)] for layer in LAYERS])
+        expected = [LAYERS[k] for k in per_image.argmin(axis=0)]
+        assert counts[m] == {layer: expected.count(layer) for layer in LAYERS}
+        assert sum(counts[m].values()) == 3
+    ins_name, ins = result.best_layers("insertion")
+    assert ins_name == "insertion_auc" and all(sum(c.values()) == 3 for c in ins.values())
+    text = result.table()
+    block = text[text.index("Best layer per image by Deletion AUC ↓  (3 images)") :].splitlines()
+    assert block[1].split() == ["layer", "gradcam", "layercam"]
+    assert block[2].split() == [
+        "block3_conv3",
+        str(counts["gradcam"]["block3_conv3"]),
+        str(counts["layercam"]["block3_conv3"]),
+    ]
+    result.save(tmp_path / "ev.csv")
+    with open(tmp_path / "ev.csv", newline="") as f:
+        back = Evaluation.from_rows(list(csv.DictReader(f)))
+    assert back.best_layers()[1] == {} and "Best layer" not in back.table()  # means only: no per-image winner

@@ -7,6 +7,7 @@ from typing import Any
 
 from layerscope.cli import _common, _targets
 from layerscope.errors import UsageError, plural
+from layerscope.evaluate import DEFAULT_RANK_METRIC
 from layerscope.recipe import RECIPE_MODEL
 
 
@@ -75,6 +76,21 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--split", choices=["test", "train"], default="test", help="CIFAR-10 split (default: test)")
     _common.add_device_args(p)
+    from layerscope.evaluate import rank_metrics
+
+    p.add_argument(
+        "--rank-layers",
+        action="store_true",
+        help="which layer should I look at? score every layer's map with a cheap faithfulness metric (ROAD at "
+        "10/30/50 %%: 6 forward passes per layer), print the layers best first and mark the best one ★ in its "
+        "frame and on the page (PyTorch models)",
+    )
+    p.add_argument(
+        "--rank-metric",
+        choices=rank_metrics(),
+        default=DEFAULT_RANK_METRIC,
+        help=f"the metric --rank-layers ranks by (default: {DEFAULT_RANK_METRIC})",
+    )
     from layerscope.outputs import WRITERS
 
     formats = "; ".join(f"{ext}: {w.name}" for ext, w in WRITERS.items())
@@ -125,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
             "several methods, classes, prompts or detections are shown by the interactive page: write -o NAME.html "
             "(or compare methods in one picture with `layerscope grid`)"
         )
+    _check_rank(args, several, prompts)
     method_options = _common.method_options(args, methods, recipe=is_recipe)
     note = ""
     if args.cifar10 is not None:
@@ -179,9 +196,19 @@ def run(args: argparse.Namespace) -> int:
             f"{kind} ({', '.join(classes if prompts else map(repr, classes))})" + (f"; {note}" if note else "")
         )
         return 0
+    if args.rank_layers:
+        from layerscope.capture.torch import resolve_device
+
+        model = model.to(resolve_device(args.device))  # the ranking re-runs it where it is
     exp = explain(
         model, image, layers=args.layers, method=args.method, target=target, fuse=args.fuse, **method_options, **extra
     )
+    ranking = None
+    if args.rank_layers:
+        from layerscope.evaluate import rank_layers
+
+        ranking = rank_layers(model, exp, image, args.rank_metric, progress=True)
+        exp = ranking.mark(exp)
     saved = exp.save(args.output, overwrite=args.overwrite, options=options)
     path = saved[0] if isinstance(saved, list) else saved
     flat = [layer for layer in exp.layers if exp.flat[layer][0] and layer not in exp.blocked]
@@ -201,7 +228,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"flat maps (nothing to show) at: {_common.shown(', '.join(flat))}")
     for layer in exp.blocked:
         print(f"flat map at {_common.shown(layer)}: {exp.flat_reason(layer)}")
+    if ranking is not None:
+        print(_common.shown(ranking.table(0), newlines=True), end="")
     return 0
+
+
+def _check_rank(args: argparse.Namespace, several: bool, prompts: list[str]) -> None:
+    """``--rank-layers`` checked before anything is loaded: one explanation of a PyTorch
+    classifier's class (the metric re-runs the model on perturbed copies of the image)."""
+    if not args.rank_layers:
+        if args.rank_metric != DEFAULT_RANK_METRIC:
+            raise UsageError("--rank-metric applies to --rank-layers only")
+        return
+    if args.framework == "keras" or args.model_file:
+        raise UsageError(
+            "--rank-layers re-runs the model on perturbed copies of the image: PyTorch models only (built-in, "
+            "--weights FILE, hf:, timm:, torchvision:), not Keras models"
+        )
+    if prompts:
+        raise UsageError("--rank-layers ranks by a class's score, not by a CLIP prompt's similarity (--target-text)")
+    if several:
+        raise UsageError(
+            "--rank-layers ranks the layers of one explanation: not with --methods, several --target classes or "
+            "--top-k-classes"
+        )
 
 
 def _check_prompts(args: argparse.Namespace, name: str, methods: list[str]) -> list[str]:

@@ -10,7 +10,10 @@ definition and conventions:
 * :func:`pointing_game`, :func:`energy_pointing_game` — where the object's mask is known
   (Zhang et al. 2016; Wang et al. 2020);
 * :func:`randomisation_check`, :func:`rank_correlation` — the cascading model-randomisation
-  sanity check (Adebayo et al. 2018).
+  sanity check (Adebayo et al. 2018);
+* :func:`rank_layers` — "which layer should I look at?": an explanation's layers ranked per
+  image by one cheap metric of the registry (ROAD at 10/30/50 % by default), all layers in
+  the same forward passes (``rank.py``).
 
 Each metric of the suite is a :class:`Metric` in a registry (``_registry.py``): its module
 calls :func:`register`. :func:`evaluate` (``suite.py``) runs the chosen metrics at every layer,
@@ -50,6 +53,14 @@ from layerscope.evaluate.localisation import (
     pointing_game,
     upsample_bilinear,
 )
+from layerscope.evaluate.rank import (
+    DEFAULT_RANK_METRIC,
+    LayerRanking,
+    best_layer_counts,
+    rank_layers,
+    rank_metrics,
+    rank_passes,
+)
 from layerscope.evaluate.result import Evaluation, Plan
 from layerscope.evaluate.road import ROAD_FRACTIONS, Road, linear_imputation, road
 from layerscope.evaluate.sanity import (
@@ -64,6 +75,7 @@ from layerscope.evaluate.suite import evaluate, evaluate_batches, plan
 
 __all__ = [
     "BASELINES",
+    "DEFAULT_RANK_METRIC",
     "RANDOM",
     "ROAD_FRACTIONS",
     "TRAINED",
@@ -72,12 +84,14 @@ __all__ = [
     "DeletionInsertion",
     "DropIncrease",
     "Evaluation",
+    "LayerRanking",
     "Metric",
     "Plan",
     "Randomisation",
     "Road",
     "average_drop_increase",
     "baseline_input",
+    "best_layer_counts",
     "boxes_from_masks",
     "cascading_randomisation",
     "check_metrics",
@@ -94,6 +108,9 @@ __all__ = [
     "randomisation_check",
     "randomised_model",
     "rank_correlation",
+    "rank_layers",
+    "rank_metrics",
+    "rank_passes",
     "register",
     "registered",
     "road",

@@ -55,7 +55,27 @@ def format_table(ev: Any, model: str = TRAINED, digits: int = 3) -> str:
         lines.append("")
     if any((RANDOM, m, ev.layers[0], mt) in ev.values for m in ev.methods for mt in ev.metrics):
         lines.append("(in brackets: the same maps made by the fully randomised model; * the best)")
+        lines.append("")
+    lines.extend(format_best_layers(ev, model, w))
     return "\n".join(lines).rstrip() + "\n"
+
+
+def format_best_layers(ev: Any, model: str = TRAINED, width: int = 5) -> list[str]:
+    """The "best layer" count table: per method, how many images each layer scores best on
+    (:meth:`~layerscope.evaluate.result.Evaluation.best_layers`); no lines when unknown."""
+    name, counts = ev.best_layers(model=model)
+    if not counts:
+        return []
+    col = column(name)
+    methods = list(counts)
+    n = sum(counts[methods[0]].values())
+    cw = max([len(m) for m in methods] + [5])
+    lines = [f"Best layer per image by {col.title} {col.arrow}  ({n} image{'' if n == 1 else 's'})"]
+    lines.append(f"  {'layer':{width}s}  " + "  ".join(f"{m:>{cw}s}" for m in methods))
+    for layer in ev.layers:
+        lines.append(f"  {layer:{width}s}  " + "  ".join(f"{counts[m][layer]:>{cw}d}" for m in methods))
+    lines.append("")
+    return lines
 
 
 def csv_bytes(rows: list[dict[str, Any]]) -> bytes:

@@ -168,6 +168,39 @@ class Evaluation:
         _, m, layer, v = max(cands, key=lambda c: c[0])
         return m, layer, v
 
+    def best_layers(self, metric: str | None = None, model: str = TRAINED) -> tuple[str, dict[str, dict[str, int]]]:
+        """Which layer wins how often: per method, ``{layer: images it scores best on}``.
+
+        Args:
+            metric: a metric or a column, as :meth:`best` takes it; default ROAD if it was
+                measured, else the first measured metric that re-runs the model
+                (:func:`~layerscope.evaluate.rank.rank_metrics`).
+            model: ``"trained"`` or ``"random"``.
+
+        Returns:
+            ``(column, {method: {layer: count}})``, every layer in forward order; an empty
+            dict when no such metric was measured or only means are known (read back from rows).
+        """
+        from layerscope.evaluate.rank import DEFAULT_RANK_METRIC, best_layer_counts, best_positions, rank_metrics
+
+        measured = [c for c in self.metrics if metric_of(c).name in rank_metrics()]
+        if metric is None:
+            heads = [metric_of(c).headline_column for c in measured]
+            name = next((h for h in heads if metric_of(h).name == DEFAULT_RANK_METRIC), heads[0] if heads else None)
+        else:
+            m = metric_of(metric)
+            name = metric if metric in {c.name for c in m.columns} else m.headline_column
+        if name is None or self.summary:
+            return name or "", {}
+        out: dict[str, dict[str, int]] = {}
+        for method in self.methods:
+            per_layer = [self.values.get((model, method, layer, name)) for layer in self.layers]
+            if any(v is None for v in per_layer):
+                continue
+            pos = best_positions(np.stack([np.asarray(v, np.float64) for v in per_layer]), name)
+            out[method] = best_layer_counts([None if k is None else self.layers[k] for k in pos], self.layers)
+        return name, out
+
     def _mean(self, key: tuple[str, str, str, str]) -> float:
         if key in self.summary:
             return self.summary[key][0]

@@ -174,7 +174,10 @@ def road(
             :func:`deletion_insertion`.
         fractions: the removal fractions, each in (0, 1); default 10 %, 20 %, …, 90 %.
         noise: the standard deviation of the imputation noise (0 for none).
-        seed: the noise generator's seed (the noise depends on it and on ``perturb_batch``).
+        seed: the noise generator's seed. The noise is one field per image, drawn once from
+            ``seed``: the same on a pixel for every map, order and fraction (common random
+            numbers: maps, layers, compared on equal terms), whatever ``perturb_batch`` and
+            however many maps are scored together.
 
     Returns:
         A :class:`Road`.
@@ -192,6 +195,10 @@ def road(
     original = E.run_jobs(n, lambda sl: (ctx.x[sl], idx[sl]), ctx, perturb_batch, bar)
     gen = torch.Generator(device=dev)
     gen.manual_seed(int(seed))
+    # One noise field per image, drawn once: every map, order and fraction of an image gets
+    # the same noise on the pixels it removes (maps compared on equal terms), and the numbers
+    # do not depend on perturb_batch or on how many maps are scored together.
+    noise_field = torch.randn(ctx.x.shape, generator=gen, device=dev, dtype=ctx.x.dtype) if noise > 0 else None
     per_map = n * 2 * len(fr)
     img_of = np.repeat(np.arange(n), 2 * len(fr))
     morf_of = np.tile(np.repeat([True, False], len(fr)), n)
@@ -216,8 +223,8 @@ def road(
         img = torch.cat(imgs)
         mask = torch.cat(removed).reshape(-1, 1, h, w)
         xb = linear_imputation(ctx.x[img], mask)
-        if noise > 0:
-            xb = xb + noise * mask * torch.randn(xb.shape, generator=gen, device=dev, dtype=xb.dtype)
+        if noise_field is not None:
+            xb = xb + noise * mask * noise_field[img]
         return xb, img
 
     scores, correct = E.run_jobs(len(map_list) * per_map, make, ctx, perturb_batch, bar, predict=True)

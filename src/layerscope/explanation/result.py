@@ -94,6 +94,15 @@ class Explanation:
     target_kind: str = "class"
     fusion: FusedMap | None = None
     detections: list[dict[str, Any]] | None = None
+    #: Each image's best layer (``None``: none), marked ★ in its captions and on the explorer
+    #: page; set by :meth:`layerscope.evaluate.LayerRanking.mark`.
+    best_layers: list[str | None] | None = None
+    #: What the best layers were chosen by (``"ROAD combined"``), said in the caption.
+    best_by: str = ""
+
+    def is_best(self, layer: str, index: int = 0) -> bool:
+        """Whether ``layer`` is image ``index``'s best layer (see :attr:`best_layers`)."""
+        return bool(self.best_layers) and 0 <= index < len(self.best_layers) and self.best_layers[index] == layer
 
     def class_name(self, index: int = 0) -> str:
         """The explained class of image ``index``, by name where the model has names (for a
@@ -170,10 +179,13 @@ class Explanation:
         ``style="recipe"`` gives the notebook recipe's one line, ``Layer: <name>, Output size:
         <shape>``, with the layer output's real shape (the recipe printed ``None`` sizes).
         For a class-agnostic method (Eigen-CAM) the caption says so and names the model's
-        top-1 class only as its prediction.
+        top-1 class only as its prediction. The image's best layer (:attr:`best_layers`) is
+        marked ★.
         """
+        star = self.is_best(layer, index)
         if style == "recipe":
-            return [f"Layer: {layer}, Output size: {tuple(int(s) for s in self.shapes[layer])}"]
+            size = tuple(int(s) for s in self.shapes[layer])
+            return [f"Layer: {layer}, Output size: {size}" + (" ★" if star else "")]
         if style != "layerscope":
             raise UsageError(f"unknown caption style {style!r}; expected 'layerscope' or 'recipe'")
         dims = tuple(int(s) for s in self.shapes[layer])
@@ -193,7 +205,10 @@ class Explanation:
                 if why
                 else " · flat map"
             )
-        return [f"Layer: {layer} · output {shape}", second]
+        first = f"Layer: {layer} · output {shape}"
+        if star:
+            first += " · ★ best" + (f" by {self.best_by}" if self.best_by else "")
+        return [first, second]
 
     @property
     def n_frames(self) -> int:

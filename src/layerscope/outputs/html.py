@@ -8,7 +8,9 @@ detector's boxes drawn over the map, an opacity slider, per-layer or
 shared scale, a colour bar legend with the scale's range, a "show original" toggle, the
 map's value under the pointer, and a small SVG chart per layer (where the map's peak is
 relative to the last layer's, and how much of the image it covers; or the caller's own
-per-layer series, e.g. metrics).
+per-layer series, e.g. metrics). A ranking's best layer
+(:attr:`~layerscope.explanation.Explanation.best_layers`) is starred ★ in the caption and
+above its column of the chart.
 
 Size: each map is stored at its layer's own resolution as 8-bit values on the layer's own
 range (hover values are exact to 1/255 of it) and enlarged in the browser with the same
@@ -225,6 +227,7 @@ def explorer_data(
         if not agnostic:
             classes.setdefault(ck, {"key": ck, "label": e.class_name(index)})
         maps = [np.asarray(e.cams[name][index]) for name in e.layers]
+        best = getattr(e, "best_layers", None)  # a ranking's best layer per image, starred
         layers = []
         for name, cam in zip(e.layers, maps, strict=True):
             q, lo, hi, flat = _quantise(cam)
@@ -238,6 +241,7 @@ def explorer_data(
                     "lo": lo,
                     "hi": hi,
                     "flat": flat,
+                    "best": best is not None and index < len(best) and best[index] == name,
                     "data": _b64(q.tobytes()),
                 }
             )
@@ -266,6 +270,7 @@ def explorer_data(
             "p": float(e.probabilities[index]),
             "caption": e.target_caption(index),
             "note": getattr(e, "note", None),
+            "best_by": str(getattr(e, "best_by", "") or ""),
             "shared": [slo, shi],
             "layers": layers,
             "series": chart,

@@ -151,7 +151,7 @@
     var n = v.layers.length, i = this.state.layer;
     this.q(".ls-counter").textContent = (i + 1) + "/" + n;
     this.q(".ls-layer").textContent = L.fused ? L.fused : "Layer: " + L.name;
-    this.q(".ls-shape").textContent = (L.fused ? " · map " + L.h + "×" + L.w : " · output " + L.shape + (L.tokens ? " · " + L.h + "×" + L.w + " token grid" : " · map " + L.h + "×" + L.w)) + (L.flat ? " · flat map" : "");
+    this.q(".ls-shape").textContent = (L.fused ? " · map " + L.h + "×" + L.w : " · output " + L.shape + (L.tokens ? " · " + L.h + "×" + L.w + " token grid" : " · map " + L.h + "×" + L.w)) + (L.flat ? " · flat map" : "") + (L.best ? " · ★ best" + (v.best_by ? " by " + v.best_by : "") : "");
     this.q(".ls-class").textContent = v.agnostic
       ? v.title + " · class-agnostic · top-1: " + v.label + " (p = " + v.p.toFixed(2) + ")"
       : v.caption + " · " + v.title;
@@ -192,6 +192,9 @@
     el("text", { x: 2, y: Y(0) + 4, "class": "ls-axis" }, "0");
     var cur = X(this.state.layer);
     el("line", { x1: cur, y1: t, x2: cur, y2: Y(0), stroke: "#fff", "stroke-dasharray": "3 2", "class": "ls-current" });
+    v.layers.forEach(function (L, i) {  // the best layer (a ranking's) starred above its column
+      if (L.best) el("text", { x: X(i), y: t + 4, "text-anchor": "middle", "class": "ls-star" }, "★");
+    });
     var self = this, keys = this.q(".ls-series");
     // each series' colour comes with the data (distinct for any number of series); its name
     // goes in an HTML legend that wraps, so every label is shown whatever the count
