@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from layerscope._version import versions
-from layerscope.batch import manifest
+from layerscope.batch import fs, manifest
 from layerscope.batch.config import RunConfig, SourceSpec, draws_image
 from layerscope.batch.engine import Job, run_engine
 from layerscope.batch.merge import all_shards_finished, merge_run, now
@@ -44,7 +44,7 @@ class RunResult:
     """What a run did.
 
     Attributes:
-        run_dir: the run folder.
+        run_dir: the run folder (its URI for object storage).
         total: items of the source (all shards).
         done: items explained or recorded as errors by this call.
         errors: of ``done``, the items recorded as errors.
@@ -59,7 +59,7 @@ class RunResult:
         manifest: the merged manifest's path (``None`` until every shard is done).
     """
 
-    run_dir: Path
+    run_dir: Path | str
     total: int = 0
     done: int = 0
     errors: int = 0
@@ -70,7 +70,7 @@ class RunResult:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     merged: bool = False
-    manifest: Path | None = None
+    manifest: Path | str | None = None
 
     @property
     def rate(self) -> float:
@@ -114,7 +114,8 @@ def run_dataset(
         source: a folder (recursive, image extensions), a glob pattern, a ``.txt`` file of
             paths, a list of paths, or a :class:`~layerscope.batch.sources.Source`; ``None``
             with ``cifar10=True`` or ``shapes=N``.
-        out_dir: the run folder.
+        out_dir: the run folder: a path or any fsspec URI (``s3://bucket/run``, ``gs://…``);
+            see :mod:`~layerscope.batch.fs` for how object storage commits and locks.
         model: the model (default: the built-in demo model).
         layers: as for :func:`layerscope.explain`.
         method: the CAM method.
@@ -225,7 +226,7 @@ def run_config(config: RunConfig, spec: SourceSpec, model: Any = None) -> RunRes
         facts = facts.replace(class_names=tuple(class_names))
 
     drawn = any(draws_image(k) for k in save_kinds if k != "npz") or bool(config.report)
-    run_dir = Path(config.out_dir)
+    run_dir = fs.run_dir(config.out_dir)  # a local folder or a URI (s3://, gs://, file://)
     tag = manifest.shard_tag(shard_t)
     fingerprint = {
         "source": src.description,
@@ -310,7 +311,7 @@ def _run_shard(
         manifest.drop_parts_with(run_dir, tag, changed_files(items, manifest.ok_hashes(run_dir, tag)))
     done = manifest.done_keys(run_dir, tag)
     pending = [it for it in items if it.key not in done]
-    result = RunResult(run_dir=run_dir, total=len(items), skipped=len(items) - len(pending))
+    result = RunResult(run_dir=run_dir.display, total=len(items), skipped=len(items) - len(pending))
     result.other_files, result.unreadable = src.other_files, list(src.unreadable)
     bar = Progress(len(pending), config.progress, config.log_every)
     try:
@@ -330,7 +331,7 @@ def _run_shard(
         "seconds": round(result.seconds, 3),
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
     }
-    manifest.write_json(run_dir / "manifest" / tag / "status.json", status)
+    manifest.write_json(run_dir, f"manifest/{tag}/status.json", status)
     return result
 
 
