@@ -104,6 +104,9 @@ def run_dataset(
     shapes: int | None = None,
     shapes_seed: int = 1,
     limit: int | None = None,
+    image_column: str | None = None,
+    id_column: str | None = None,
+    label_column: str | None = None,
     **options: Any,
 ) -> RunResult:
     """Explain every item of a dataset into ``out_dir``: per-item outputs, a Parquet manifest,
@@ -112,8 +115,10 @@ def run_dataset(
 
     Args:
         source: a folder (recursive, image extensions), a glob pattern, a ``.txt`` file of
-            paths, a list of paths, or a :class:`~layerscope.batch.sources.Source`; ``None``
-            with ``cifar10=True`` or ``shapes=N``.
+            paths, a list of paths, a Parquet/Arrow table, WebDataset tar shards (brace
+            patterns), a folder saved by ``datasets``' ``save_to_disk``, any of these as an
+            fsspec URI (``s3://…``), or a :class:`~layerscope.batch.sources.Source`; ``None``
+            with ``cifar10=True`` or ``shapes=N`` (see docs/datasets.md, "Sources").
         out_dir: the run folder: a path or any fsspec URI (``s3://bucket/run``, ``gs://…``);
             see :mod:`~layerscope.batch.fs` for how object storage commits and locks.
         model: the model (default: the built-in demo model).
@@ -139,6 +144,9 @@ def run_dataset(
         cifar10, split, cifar10_path: read CIFAR-10's split.
         shapes, shapes_seed: read ``shapes`` samples of the synthetic shapes dataset.
         limit: at most this many items of CIFAR-10 or shapes.
+        image_column, id_column, label_column: a table's (or dataset's) column of images
+            (bytes, ``{"bytes", "path"}`` structs or paths; default ``image``), of unique item
+            ids (default: the row number), of true labels (class indices or names).
         progress: ``auto``, ``bar``, ``log`` or ``none``; ``log_every``: items between log lines.
         commit_every: items per manifest part (the most a crash can make the rerun redo).
         method_options: the method's options (``guided_grads=True`` …).
@@ -164,7 +172,9 @@ def run_dataset(
     bad = sorted(set(options) - fields)
     if bad:
         raise TypeError(unknown_name("run_dataset() argument", bad[0], sorted(fields)))
-    spec = SourceSpec(source, cifar10, split, cifar10_path, shapes, shapes_seed, limit)
+    spec = SourceSpec(
+        source, cifar10, split, cifar10_path, shapes, shapes_seed, limit, image_column, id_column, label_column
+    )
     config = RunConfig(out_dir=out_dir, **options)
     config.method_options = dict(config.method_options or {})
     config.explain_options = dict(config.explain_options or {})
@@ -207,8 +217,11 @@ def run_config(config: RunConfig, spec: SourceSpec, model: Any = None) -> RunRes
     target = config.target
     if isinstance(target, str) and target.lower() in ("label", "true", "true-label"):
         target = "label"
-        if src.description.get("kind") not in ("cifar10", "shapes"):
-            raise UsageError("--target label needs a source that knows the true labels: --cifar10 or --shapes N")
+        if src.description.get("kind") not in ("cifar10", "shapes") and not src.description.get("label_column"):
+            raise UsageError(
+                "--target label needs a source that knows the true labels: --cifar10, --shapes N, "
+                "a table with --label-column, or WebDataset shards with .cls members"
+            )
     if model is None:
         from layerscope.models import load_model
 
