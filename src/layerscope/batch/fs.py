@@ -253,6 +253,10 @@ class RemoteDir:
             self.fs.pipe_file(self._p(rel), data, mode="create")
         except FileExistsError:
             return False
+        except (TypeError, NotImplementedError):  # no conditional put here: check, then put (racy)
+            if self.exists(rel):
+                return False
+            self.put(rel, data)
         return True
 
     @contextlib.contextmanager

@@ -155,10 +155,13 @@ class TableSource(Source):
         return r.schema, [r.get_batch(i).num_rows for i in range(r.num_record_batches)]
 
     def _batches(self, group: int, columns: list[str]) -> Any:
+        import pyarrow as pa
+
         r = self._open()["reader"]
         if self._is_parquet():
             return r.iter_batches(batch_size=TABLE_BATCH_ROWS, row_groups=[group], columns=columns)
-        return iter(r.get_batch(group).select(columns).to_batches(max_chunksize=TABLE_BATCH_ROWS))
+        batch = r.get_batch(group).select(columns)  # memory-mapped: nothing read until used
+        return iter(pa.Table.from_batches([batch]).to_batches(max_chunksize=TABLE_BATCH_ROWS))
 
     def _column(self, name: str) -> list[Any]:
         out: list[Any] = []

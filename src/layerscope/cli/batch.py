@@ -33,7 +33,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a different run found in RUN_DIR")
     p.add_argument("--cifar10", action="store_true", help="read CIFAR-10 (cached, downloaded, or --cifar10-path)")
     p.add_argument(
-        "--split", default="test", help="CIFAR-10's split (test, train), or a saved datasets DatasetDict's (default: test)"
+        "--split",
+        default="test",
+        help="CIFAR-10's split (test, train), or a saved datasets DatasetDict's (default: test)",
     )
     p.add_argument("--cifar10-path", metavar="PATH", help="a local cifar-10-python.tar.gz or its extracted folder")
     p.add_argument(
