@@ -10,6 +10,7 @@ and a warning.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import warnings
@@ -28,8 +29,7 @@ from layerscope.resize import resize_photo
 #: image of this size is 192 MB of RGB. Override with ``LAYERSCOPE_MAX_PIXELS`` or ``max_pixels=``.
 MAX_PIXELS = 64_000_000
 #: Longest side accepted, in pixels (JPEG's own limit): a 1×60,000,000 strip is refused before
-#: it is decoded (Pillow's PNG decoder holds two full rows). Override with
-#: ``LAYERSCOPE_MAX_IMAGE_SIDE``.
+#: it is decoded (Pillow's PNG decoder holds two full rows). Override: ``LAYERSCOPE_MAX_IMAGE_SIDE``.
 MAX_IMAGE_SIDE = 65_535
 #: Largest image file accepted, in bytes (512 MiB), checked before a byte is read. Override
 #: with ``LAYERSCOPE_MAX_FILE_BYTES`` or ``max_bytes=``.
@@ -76,10 +76,8 @@ class Preprocess:
                 raise UsageError(f"a preprocessing size is (height, width) in pixels, not {self.size!r}")
             object.__setattr__(self, "size", size)
         mean, std = tuple(float(m) for m in self.mean), tuple(float(s) for s in self.std)
-        if len(mean) == 1 and len(std) > 1:  # one value for every channel
-            mean = mean * len(std)
-        if len(std) == 1 and len(mean) > 1:
-            std = std * len(mean)
+        mean = mean * len(std) if len(mean) == 1 else mean  # one value for every channel
+        std = std * len(mean) if len(std) == 1 else std
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)
         if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
@@ -231,7 +229,6 @@ def check_image_file(path: str | os.PathLike[str], *, max_bytes: int | None = No
             readable (permission denied).
     """
     p = os.fspath(path)
-    cap = _limit(max_bytes, "LAYERSCOPE_MAX_FILE_BYTES", MAX_FILE_BYTES)
     try:
         st = os.stat(p)
     except FileNotFoundError:
@@ -244,39 +241,49 @@ def check_image_file(path: str | os.PathLike[str], *, max_bytes: int | None = No
         raise InputImageError(f"{p}: is a directory, not an image file")
     if not stat.S_ISREG(st.st_mode):
         raise InputImageError(f"{p}: not a regular file (a pipe, socket or device); give an image file")
-    if st.st_size == 0:
-        raise InputImageError(f"{p}: the file is empty")
-    if st.st_size > cap:
-        raise InputImageError(
-            f"{p}: the file is {st.st_size:,} bytes, more than the {cap:,} allowed "
-            "(set LAYERSCOPE_MAX_FILE_BYTES to allow more)"
-        )
+    check_image_size(st.st_size, p, max_bytes)
     if not os.access(p, os.R_OK):
         raise InputImageError(f"{p}: permission denied")
     return int(st.st_size)
 
 
-def load_image(
-    path: str | os.PathLike[str], *, max_bytes: int | None = None, max_pixels: int | None = None
-) -> np.ndarray:
-    """Read an image file as upright 8-bit RGB ``(H, W, 3)``.
+def check_image_size(size: int, name: str, max_bytes: int | None = None) -> int:
+    """Check a declared size (a file's, an object's, a tar member's) before reading it: not
+    empty, at most ``max_bytes`` (default :data:`MAX_FILE_BYTES`). Returns the cap."""
+    cap = _limit(max_bytes, "LAYERSCOPE_MAX_FILE_BYTES", MAX_FILE_BYTES)
+    if size == 0:
+        raise InputImageError(f"{name}: the file is empty")
+    if size > cap:
+        msg = f"the file is {size:,} bytes, more than the {cap:,} allowed (set LAYERSCOPE_MAX_FILE_BYTES to allow more)"
+        raise InputImageError(f"{name}: {msg}")
+    return cap
 
-    The file is checked first (:func:`check_image_file`); only the formats in
-    :data:`IMAGE_FORMATS` are opened, and at most ``max_pixels`` (default
-    :data:`MAX_PIXELS`) are decoded. Whatever exception the decoder raises on a malformed
-    file becomes an :class:`~layerscope.errors.InputImageError`.
+
+def load_image(
+    path: str | os.PathLike[str] | bytes, *, max_bytes: int | None = None, max_pixels: int | None = None, name: str = ""
+) -> np.ndarray:
+    """Read an image file, or an image's bytes (``name`` names them), as upright 8-bit RGB ``(H, W, 3)``.
+
+    The file (or the bytes' size) is checked first (:func:`check_image_file`,
+    :func:`check_image_size`); only the formats in :data:`IMAGE_FORMATS` are opened, and at
+    most ``max_pixels`` (default :data:`MAX_PIXELS`) are decoded. Whatever exception the
+    decoder raises on a malformed file becomes an :class:`~layerscope.errors.InputImageError`.
 
     Raises:
         InputImageError: missing, empty, unreadable, truncated, corrupt or oversized file, or
             a format that is not allowed.
     """
-    p = os.fspath(path)
-    check_image_file(p, max_bytes=max_bytes)
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        p, src = name or "<bytes>", io.BytesIO(path)
+        check_image_size(len(path), p, max_bytes)
+    else:
+        p = src = os.fspath(path)
+        check_image_file(p, max_bytes=max_bytes)
     limit = _limit(max_pixels, "LAYERSCOPE_MAX_PIXELS", MAX_PIXELS)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p, formats=list(IMAGE_FORMATS)) as im:
+            with Image.open(src, formats=list(IMAGE_FORMATS)) as im:
                 w, h = im.size
                 if w * h > limit:
                     raise InputImageError(
@@ -284,10 +291,8 @@ def load_image(
                     )
                 side = _limit(None, "LAYERSCOPE_MAX_IMAGE_SIDE", MAX_IMAGE_SIDE)
                 if max(w, h) > side:
-                    raise InputImageError(
-                        f"{p}: {w}×{h} pixels: a side longer than the {side:,} allowed "
-                        "(set LAYERSCOPE_MAX_IMAGE_SIDE to allow more)"
-                    )
+                    msg = f"a side longer than the {side:,} allowed (set LAYERSCOPE_MAX_IMAGE_SIDE to allow more)"
+                    raise InputImageError(f"{p}: {w}×{h} pixels: {msg}")
                 frames = getattr(im, "n_frames", 1)
                 if frames > 1:
                     warnings.warn(f"{p} is animated ({frames} frames); only the first is explained", stacklevel=2)
@@ -300,8 +305,6 @@ def load_image(
         raise InputImageError(f"{p}: not an image file in an allowed format ({', '.join(IMAGE_FORMATS)})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise InputImageError(f"{p}: too many pixels (a decompression bomb?): {e}") from None
-    except PermissionError:
-        raise InputImageError(f"{p}: permission denied") from None
     except MemoryError:
         raise InputImageError(f"{p}: not enough memory to decode the image") from None
     except OSError as e:

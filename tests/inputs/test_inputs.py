@@ -238,3 +238,24 @@ def test_prepare_batch_recovers_the_recipe_picture_from_its_tensor(photo: np.nda
     # an unknown preprocessing: min-max stretched, never an error
     stretched = inputs.display_from_tensor(np.linspace(-3, 5, 3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5), None)
     assert stretched.min() == 0 and stretched.max() == 255
+
+
+def test_bytes_get_the_checks_of_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image's bytes (a table cell, a tar member, an object) are read as a file is."""
+    import io
+
+    rgb = np.random.default_rng(0).integers(0, 255, (30, 20, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG")
+    np.testing.assert_array_equal(inputs.load_image(buf.getvalue()), rgb)
+    with pytest.raises(InputImageError, match=r"^cell\[3\]: the file is empty"):
+        inputs.load_image(b"", name="cell[3]")
+    with pytest.raises(InputImageError, match="cell: not an image file"):
+        inputs.load_image(b"%!PS-Adobe-3.0 EPSF", name="cell")
+    with pytest.raises(InputImageError, match="more than the 100 allowed"):
+        inputs.load_image(buf.getvalue(), name="cell", max_bytes=100)
+    monkeypatch.setenv("LAYERSCOPE_MAX_PIXELS", "100")
+    with pytest.raises(InputImageError, match="decompression bomb"):
+        inputs.load_image(buf.getvalue())
+    with pytest.raises(InputImageError, match="1,099,511,627,776 bytes"):
+        inputs.check_image_size(1 << 40, "member")  # a declared size, checked before reading

@@ -65,7 +65,7 @@ def prepare(
             return shard_of(digest, count) == index
 
     loaded = source.load(item, keep)
-    where = str(item.ref) if item.kind == "file" else item.key
+    where = str(item.ref) if item.kind in ("file", "url") else item.key
     out = Prepared(item.key, where, loaded.content_hash, label=loaded.label)
     if loaded.skipped or (keep is not None and not keep(loaded.content_hash)):
         out.other_shard = True
@@ -129,6 +129,10 @@ def explain_batch(
     from layerscope.explanation import explain
 
     payloads: list[dict[str, Any]] = []
+    if target == "label":  # a table row or a tar sample may lack its label
+        for p in prepared:
+            if p.error is None and p.label is None:
+                p.error = "no true label for --target label"
     good = [p for p in prepared if not p.other_shard and p.error is None]
     for p in prepared:
         if p.other_shard:

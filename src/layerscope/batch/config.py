@@ -60,8 +60,9 @@ def _whole(name: str, value: Any, least: int) -> None:
 @dataclass
 class SourceSpec:
     """Where a run's items come from: exactly one of ``source`` (a folder, a glob, a list
-    file, a list of paths or a :class:`~layerscope.batch.sources.Source`), ``cifar10`` or
-    ``shapes``."""
+    file, a list of paths, a Parquet/Arrow table, WebDataset tar shards, a saved Hugging Face
+    dataset, any of them as an fsspec URI, or a :class:`~layerscope.batch.sources.Source`),
+    ``cifar10`` or ``shapes``. The columns name a table's or dataset's image, id and label."""
 
     source: Any = None
     cifar10: bool = False
@@ -70,10 +71,20 @@ class SourceSpec:
     shapes: int | None = None
     shapes_seed: int = 1
     limit: int | None = None
+    image_column: str | None = None
+    id_column: str | None = None
+    label_column: str | None = None
 
     def open(self) -> Any:
         """The :class:`~layerscope.batch.sources.Source`."""
         from layerscope.batch.sources import open_source
+        from layerscope.batch.streams import open_stream
+
+        if self.source is not None and not self.cifar10 and self.shapes is None:
+            columns = {"image_column": self.image_column, "id_column": self.id_column}
+            stream = open_stream(self.source, **columns, label_column=self.label_column, split=self.split)
+            if stream is not None:
+                return stream
 
         return open_source(
             self.source,

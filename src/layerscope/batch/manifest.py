@@ -15,6 +15,11 @@ A chunk counts as done when its ``.parquet`` part exists: the part is written at
 after every output file of its items, so a killed run leaves only whole parts, and a rerun
 skips exactly the items they list. ``<shard>`` is ``all`` for an unsharded run, else
 ``shard-I-of-N``.
+
+``RUN_DIR`` may be a local folder or any fsspec URI (:mod:`~layerscope.batch.fs`): every
+function here takes a path, a URI or a :func:`~layerscope.batch.fs.run_dir`, and names files
+by their path relative to it. On object storage a part is one object put whole, and the lock
+is a lease object per shard (``RUN_DIR/.lock/<shard>``; see :class:`RunLock`).
 """
 
 from __future__ import annotations
@@ -24,13 +29,11 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from layerscope.atomic import atomic_file, write_bytes
+from layerscope.batch import fs
 from layerscope.errors import OutputError, UsageError
 
 RUN_FILE = "run.json"
@@ -98,99 +101,110 @@ def schema(layers: Sequence[str]) -> Any:
     return pa.schema(fields)
 
 
-def write_part(path: Path, rows: Sequence[Mapping[str, Any]], layers: Sequence[str]) -> None:
-    """Write manifest rows as one Parquet file, atomically."""
+def parquet_bytes(table: Any) -> bytes:
+    """An Arrow table as the bytes of a zstd-compressed Parquet file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue().to_pybytes()
+
+
+def read_parquet(run_dir: Any, rel: str, columns: Sequence[str] | None = None) -> Any:
+    """The Parquet file ``rel`` of a run folder as an Arrow table (a part is small: read whole)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.read_table(pa.BufferReader(fs.run_dir(run_dir).read_bytes(rel)), columns=columns)
+
+
+def write_part(run_dir: Any, rel: str, rows: Sequence[Mapping[str, Any]], layers: Sequence[str]) -> None:
+    """Write manifest rows as the Parquet file ``rel`` of the run folder, atomically (one put)."""
+    import pyarrow as pa
+
     table = pa.Table.from_pylist([dict(r) for r in rows], schema=schema(layers))
-    with atomic_file(path, overwrite=True) as f:
-        pq.write_table(table, f, compression="zstd")
+    fs.run_dir(run_dir).put(rel, parquet_bytes(table))
 
 
-def part_files(run_dir: Path, tag: str | None = None) -> list[Path]:
-    """Committed manifest parts (of one shard tag, or of all), in order."""
-    base = Path(run_dir) / "manifest"
-    if not base.is_dir():
-        return []
-    dirs = [base / tag] if tag else sorted(p for p in base.iterdir() if p.is_dir())
+def part_files(run_dir: Any, tag: str | None = None) -> list[str]:
+    """Committed manifest parts (of one shard tag, or of all), in order, relative to the run folder."""
+    rd = fs.run_dir(run_dir)
+    tags = [tag] if tag else rd.listdir("manifest")
     out = []
-    for d in dirs:
-        if d.is_dir():
-            out.extend(sorted(p for p in d.iterdir() if _PART.match(p.name)))
+    for t in tags:
+        out.extend(f"manifest/{t}/{name}" for name in rd.listdir(f"manifest/{t}") if _PART.match(name))
     return out
 
 
-def next_part_number(run_dir: Path, tag: str) -> int:
+def next_part_number(run_dir: Any, tag: str) -> int:
     """The number of the next part of shard ``tag``."""
-    nums = [int(_PART.match(p.name).group(1)) for p in part_files(run_dir, tag)]  # type: ignore[union-attr]
+    nums = [int(_PART.match(p.rsplit("/", 1)[1]).group(1)) for p in part_files(run_dir, tag)]  # type: ignore[union-attr]
     return max(nums, default=0) + 1
 
 
-def done_keys(run_dir: Path, tag: str, retry_errors: bool = False) -> set[str]:
+def done_keys(run_dir: Any, tag: str, retry_errors: bool = False) -> set[str]:
     """Keys of the items committed by shard ``tag``; with ``retry_errors``, only those that
     did not fail (an error row is done again)."""
-    import pyarrow.parquet as pq
-
     keys: set[str] = set()
     for p in part_files(run_dir, tag):
         try:
-            t = pq.read_table(p, columns=["key", "status"])
+            t = read_parquet(run_dir, p, columns=["key", "status"])
         except Exception as e:
-            raise OutputError(f"{p}: cannot read this manifest part ({e}); delete it to redo its items") from None
+            where = fs.run_dir(run_dir).where(p)
+            raise OutputError(f"{where}: cannot read this manifest part ({e}); delete it to redo its items") from None
         for key, status in zip(t.column("key").to_pylist(), t.column("status").to_pylist(), strict=True):
             if not (retry_errors and str(status).startswith("error")):
                 keys.add(key)
     return keys
 
 
-def ok_hashes(run_dir: Path, tag: str) -> dict[str, str]:
+def ok_hashes(run_dir: Any, tag: str) -> dict[str, str]:
     """Key → content hash of shard ``tag``'s committed items that did not fail."""
-    import pyarrow.parquet as pq
-
     out: dict[str, str] = {}
     for p in part_files(run_dir, tag):
-        t = pq.read_table(p, columns=["key", "status", "content_hash"]).to_pydict()
+        t = read_parquet(run_dir, p, columns=["key", "status", "content_hash"]).to_pydict()
         for key, status, digest in zip(t["key"], t["status"], t["content_hash"], strict=True):
             if not str(status).startswith("error"):
                 out[key] = digest
     return out
 
 
-def drop_parts_with(run_dir: Path, tag: str, keys: set[str]) -> int:
+def sums_name(part: str) -> str:
+    """The summary sums file beside manifest part ``part``."""
+    return part.replace(".parquet", ".sums.npz")
+
+
+def drop_parts_with(run_dir: Any, tag: str, keys: set[str]) -> int:
     """Remove shard ``tag``'s parts that list any of ``keys`` (their ``.parquet`` first, then
     their summary sums), so every item they held is done again; returns the rows removed."""
-    import pyarrow.parquet as pq
-
+    rd = fs.run_dir(run_dir)
     n = 0
-    for p in part_files(run_dir, tag):
-        listed = pq.read_table(p, columns=["key"]).column("key").to_pylist()
+    for p in part_files(rd, tag):
+        listed = read_parquet(rd, p, columns=["key"]).column("key").to_pylist()
         if keys.isdisjoint(listed):
             continue
-        p.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            p.with_name(p.name.replace(".parquet", ".sums.npz")).unlink()
+        rd.remove(p)
+        rd.remove(sums_name(p))
         n += len(listed)
     return n
 
 
-def drop_error_rows(run_dir: Path, tag: str) -> int:
+def drop_error_rows(run_dir: Any, tag: str) -> int:
     """Remove shard ``tag``'s error rows from its parts (each part replaced atomically; an
     error row adds nothing to the summary sums), so that their items are done again and no
     stale error stays. Returns how many rows were removed."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
+    rd = fs.run_dir(run_dir)
     n = 0
-    for p in part_files(run_dir, tag):
-        t = pq.read_table(p)
+    for p in part_files(rd, tag):
+        t = read_parquet(rd, p)
         failed = pc.starts_with(t.column("status"), "error")
         bad = int(pc.sum(failed).as_py() or 0)
         if not bad:
             continue
-        kept = t.filter(pc.invert(failed))
-        with atomic_file(p, overwrite=True) as f:
-            pq.write_table(kept, f, compression="zstd")
+        rd.put(p, parquet_bytes(t.filter(pc.invert(failed))))
         n += bad
     return n
 
@@ -198,27 +212,28 @@ def drop_error_rows(run_dir: Path, tag: str) -> int:
 def read_manifest(run_dir: str | os.PathLike[str]) -> Any:
     """Every committed row of a run as an Arrow table (the merged file when it is current)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    parts = part_files(Path(run_dir))
+    parts = part_files(run_dir)
     if not parts:
         raise UsageError(f"{run_dir}: holds no manifest parts (is it a layerscope batch run folder?)")
-    tables = [pq.read_table(p) for p in parts]
+    tables = [read_parquet(run_dir, p) for p in parts]
     return pa.concat_tables(tables, promote_options="default")
 
 
 # --------------------------------------------------------------------------- run file
 
 
-def read_run_file(run_dir: Path) -> dict[str, Any] | None:
+def read_run_file(run_dir: Any) -> dict[str, Any] | None:
     """The run file's content, or ``None`` when there is none."""
-    p = Path(run_dir) / RUN_FILE
-    if not p.is_file():
+    rd = fs.run_dir(run_dir)
+    if not rd.isfile(RUN_FILE):
         return None
     try:
-        return json.loads(p.read_text("utf-8"))
+        return json.loads(rd.read_bytes(RUN_FILE).decode("utf-8"))
     except (OSError, ValueError) as e:
-        raise OutputError(f"{p}: cannot read the run file ({e}); pass --overwrite to start the run again") from None
+        raise OutputError(
+            f"{rd.where(RUN_FILE)}: cannot read the run file ({e}); pass --overwrite to start the run again"
+        ) from None
 
 
 def _differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
@@ -227,7 +242,7 @@ def _differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
 
 
 def prepare_run_dir(
-    run_dir: Path, fingerprint: Mapping[str, Any], meta: Mapping[str, Any], overwrite: bool, lock: RunLock | None = None
+    run_dir: Any, fingerprint: Mapping[str, Any], meta: Mapping[str, Any], overwrite: bool, lock: RunLock | None = None
 ) -> None:
     """Create or reuse ``run_dir`` for the run ``fingerprint``.
 
@@ -239,83 +254,81 @@ def prepare_run_dir(
         UsageError: the folder holds a different run, files that are not a run's, or is busy.
         OutputError: the folder cannot be created or written.
     """
-    run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"{run_dir}: exists and is not a folder; give a folder for the run")
-    existing = read_run_file(run_dir) if run_dir.is_dir() else None
+    rd = fs.run_dir(run_dir)
+    if not rd.remote and rd.root.exists() and not rd.root.is_dir():
+        raise UsageError(f"{rd}: exists and is not a folder; give a folder for the run")
+    names = rd.listdir()
+    existing = read_run_file(rd) if RUN_FILE in names else None
     fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
     if existing is not None and existing.get("fingerprint") != fingerprint:
         if not overwrite:
             diff = _differences(existing.get("fingerprint") or {}, fingerprint)
             raise UsageError(
-                f"{run_dir} holds a different run (its {', '.join(diff) or 'settings'} differ); "
+                f"{rd} holds a different run (its {', '.join(diff) or 'settings'} differ); "
                 "pass --overwrite (overwrite=True) to replace it, or choose another folder"
             )
         if lock is not None:
             lock.exclusive()
-        clear_run(run_dir)
+        clear_run(rd)
         existing = None
-    elif existing is None and run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir()):
-        owned = [p for p in run_dir.iterdir() if p.name in OWNED]
+    elif existing is None and any(n != LOCK_FILE for n in names):
         if not overwrite:
             raise UsageError(
-                f"{run_dir}: the folder is not empty and holds no layerscope run; "
+                f"{rd}: the folder is not empty and holds no layerscope run; "
                 "choose an empty or new folder, or pass --overwrite"
             )
         if lock is not None:
             lock.exclusive()
-        for p in owned:
-            _remove(p)
+        clear_run(rd)
     if lock is not None:
         lock.shared()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"{run_dir}: cannot create the run folder ({e.strerror or e})") from None
-    if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise OutputError(f"{run_dir}: the run folder is not writable")
+    if not rd.remote:
+        try:
+            rd.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{rd}: cannot create the run folder ({e.strerror or e})") from None
+        if not os.access(rd.root, os.W_OK | os.X_OK):
+            raise OutputError(f"{rd}: the run folder is not writable")
     record = dict(meta)
     record["fingerprint"] = fingerprint
     if existing is not None:
         record["started"] = existing.get("started", record.get("started"))
         record["resumed"] = [*existing.get("resumed", []), meta.get("started")]
-    write_json(run_dir / RUN_FILE, record)
+    write_json(rd, RUN_FILE, record)
 
 
-def update_run_file(run_dir: Path, **changes: Any) -> None:
+def update_run_file(run_dir: Any, **changes: Any) -> None:
     """Change some fields of the run file (atomically)."""
     record = read_run_file(run_dir) or {}
     record.update(changes)
-    write_json(Path(run_dir) / RUN_FILE, record)
+    write_json(run_dir, RUN_FILE, record)
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (replacing)."""
-    write_bytes(path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8"), overwrite=True)
+def write_json(run_dir: Any, rel: str, data: Any) -> None:
+    """Write JSON as ``rel`` of the run folder, atomically (replacing)."""
+    text = json.dumps(data, indent=2, sort_keys=True, default=str) + "\n"
+    fs.run_dir(run_dir).put(rel, text.encode("utf-8"))
 
 
-def clear_run(run_dir: Path) -> None:
+def clear_run(run_dir: Any) -> None:
     """Remove what a run wrote in ``run_dir`` (and nothing else)."""
+    rd = fs.run_dir(run_dir)
     for name in OWNED:
-        _remove(Path(run_dir) / name)
+        try:
+            rd.remove(name)
+        except OSError as e:
+            raise OutputError(f"{rd.where(name)}: cannot remove the old run's file ({e.strerror or e})") from None
 
 
-def _remove(p: Path) -> None:
-    try:
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        elif p.exists() or p.is_symlink():
-            p.unlink()
-    except OSError as e:
-        raise OutputError(f"{p}: cannot remove the old run's file ({e.strerror or e})") from None
-
-
-def remove_parts(run_dir: Path, tag: str, everywhere: bool) -> int:
+def remove_parts(run_dir: Any, tag: str, everywhere: bool) -> int:
     """Remove the temporary ``.NAME.*.part`` files a killed run left: those of shard ``tag``'s
     manifest, and with ``everywhere`` (no other shard can be writing) every one in the run
-    folder. Returns how many were removed."""
-    run_dir = Path(run_dir)
-    roots = [run_dir] if everywhere else [run_dir / "manifest" / tag]
+    folder. Returns how many were removed (none on object storage, where nothing is written
+    in place)."""
+    rd = fs.run_dir(run_dir)
+    if rd.remote:
+        return 0
+    roots = [rd.root] if everywhere else [rd.root / "manifest" / tag]
     n = 0
     for root in roots:
         if not root.is_dir():
@@ -327,6 +340,9 @@ def remove_parts(run_dir: Path, tag: str, everywhere: bool) -> int:
     return n
 
 
+_BUSY = "another layerscope batch is running in this folder"
+
+
 class RunLock:
     """The lock of a whole run folder (``RUN_DIR/.lock``), held by every process of a run:
     shared while it runs (the shards of one run work side by side), exclusive for a moment
@@ -335,27 +351,44 @@ class RunLock:
 
     A POSIX record lock belongs to this process only (a forked worker does not hold it) and
     goes when the process dies, so a killed run never leaves a stale lock.
+
+    On object storage, which has no lock that dies with its process, each shard's process
+    holds a lease object ``RUN_DIR/.lock/<shard>`` (:func:`shard_lock`,
+    :class:`~layerscope.batch.fs.Lease`); shared is then free, and exclusive is refused while
+    any shard's lease is live.
     """
 
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = Path(run_dir)
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise UsageError(f"{self.run_dir}: exists and is not a folder; give a folder for the run")
+    def __init__(self, run_dir: Any) -> None:
+        self.rd = fs.run_dir(run_dir)
+        self.run_dir = self.rd.display
+        self.fd: int | None = None
+        if self.rd.remote:
+            return
+        root = self.rd.root
+        if root.exists() and not root.is_dir():
+            raise UsageError(f"{root}: exists and is not a folder; give a folder for the run")
         try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.fd: int | None = os.open(self.run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+            root.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
-            raise OutputError(f"{self.run_dir}: cannot create the run folder ({e.strerror or e})") from None
+            raise OutputError(f"{root}: cannot create the run folder ({e.strerror or e})") from None
         self.shared()
 
     def _take(self, mode: int) -> None:
+        if self.rd.remote:
+            live = [r for t in self.rd.listdir(LOCK_FILE) if (r := fs.live_lease(self.rd, f"{LOCK_FILE}/{t}"))]
+            if mode == fcntl.LOCK_EX and live:
+                raise UsageError(
+                    f"{self.run_dir}: {_BUSY} ({live[0].get('owner')}); wait for it to end or choose another "
+                    "folder (--overwrite does not stop it)"
+                )
+            return
         try:
             fcntl.lockf(self.fd, mode | fcntl.LOCK_NB)
         except OSError:
             self.close()
             raise UsageError(
-                f"{self.run_dir}: another layerscope batch is running in this folder; "
-                "wait for it to end or choose another folder (--overwrite does not stop it)"
+                f"{self.run_dir}: {_BUSY}; wait for it to end or choose another folder (--overwrite does not stop it)"
             ) from None
 
     def shared(self) -> None:
@@ -380,14 +413,32 @@ class RunLock:
 
 
 @contextlib.contextmanager
-def shard_lock(run_dir: Path, tag: str, wait: float = 2.0) -> Iterator[None]:
+def shard_lock(run_dir: Any, tag: str, wait: float = 2.0) -> Iterator[None]:
     """Hold the lock of one shard of a run: a second process on the same shard waits up to
     ``wait`` seconds, then is refused.
 
     A POSIX record lock belongs to this process only (a forked worker does not hold it) and
-    goes when the process dies, so a killed run never leaves a stale lock.
+    goes when the process dies, so a killed run never leaves a stale lock. On object
+    storage it is the lease object ``RUN_DIR/.lock/<shard>`` (see :class:`RunLock`).
     """
-    d = Path(run_dir) / "manifest" / tag
+    rd = fs.run_dir(run_dir)
+    if rd.remote:
+        lease = fs.Lease(rd, f"{LOCK_FILE}/{tag}")
+        deadline = time.monotonic() + wait
+        while not lease.try_take():
+            if time.monotonic() > deadline:
+                holder = (lease.holder() or {}).get("owner", "another process")
+                raise UsageError(
+                    f"{rd}: {_BUSY} ({tag}, {holder}); wait for it to end (a killed run's lease expires after "
+                    f"{lease.ttl:.0f} s) or choose another folder (--overwrite does not stop it)"
+                )
+            time.sleep(0.2)
+        try:
+            yield
+        finally:
+            lease.release()
+        return
+    d = rd.root / "manifest" / tag
     d.mkdir(parents=True, exist_ok=True)
     fd = os.open(d / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -399,8 +450,8 @@ def shard_lock(run_dir: Path, tag: str, wait: float = 2.0) -> Iterator[None]:
             except OSError:
                 if time.monotonic() > deadline:
                     raise UsageError(
-                        f"{run_dir}: another layerscope batch is running in this folder ({tag}); "
-                        "wait for it to end or choose another folder (--overwrite does not stop it)"
+                        f"{run_dir}: {_BUSY} ({tag}); wait for it to end or choose another folder "
+                        "(--overwrite does not stop it)"
                     ) from None
                 time.sleep(0.2)
         yield

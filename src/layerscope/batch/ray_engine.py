@@ -15,6 +15,7 @@ an earlier killed run is not reused. Ray is imported only here (``pip install "l
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import signal
@@ -40,8 +41,8 @@ class _Read:
 
         out = []
         for key, ref, kind in zip(batch["key"], batch["ref"], batch["kind"], strict=True):
-            ref = int(ref) if kind != "file" else str(ref)
-            p = prepare(self.source, Item(str(key), ref, str(kind)), self.preprocess, self.shard, self.keep, self.side)
+            item = Item(str(key), json.loads(ref), str(kind))  # a path, a URI or an index
+            p = prepare(self.source, item, self.preprocess, self.shard, self.keep, self.side)
             out.append(pickle.dumps(p, protocol=pickle.HIGHEST_PROTOCOL))
         return {"prepared": np.asarray(out, dtype=object)}
 
@@ -157,7 +158,7 @@ def batches(job: Job) -> Iterator[Explained]:
         from layerscope.capture import adapter_for
 
         gpus = 1 if adapter_for(job.model).accelerators() and ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        rows = [{"key": it.key, "ref": str(it.ref), "kind": it.kind} for it in job.pending]
+        rows = [{"key": it.key, "ref": json.dumps(it.ref), "kind": it.kind} for it in job.pending]
         readers = max(1, int(ray.cluster_resources().get("CPU", 2)) - cfg.ray_actors)
         ds = ray.data.from_items(rows)
         ds = ds.map_batches(

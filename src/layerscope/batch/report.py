@@ -7,7 +7,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from layerscope.atomic import write_bytes
+from layerscope.batch import fs
 from layerscope.batch.progress import plural
 
 #: Rows shown at most (the manifest holds them all).
@@ -42,7 +42,7 @@ def _cell(value: Any, sort: Any = None, cls: str = "") -> str:
     return f"<td{c}{v}>{text}</td>"
 
 
-def write_report(run_dir: Path, table: Any, record: dict[str, Any]) -> Path:
+def write_report(run_dir: Any, table: Any, record: dict[str, Any]) -> Path | str:
     """Write ``run_dir/report.html`` from the merged manifest ``table`` and the run file."""
     rows = table.slice(0, MAX_ROWS).to_pylist()
     fp = record.get("fingerprint") or {}
@@ -59,7 +59,8 @@ def write_report(run_dir: Path, table: Any, record: dict[str, Any]) -> Path:
     ]
     if table.num_rows > MAX_ROWS:
         out.append(f"<p>Only the first {MAX_ROWS} items are listed; manifest.parquet holds all {table.num_rows}.</p>")
-    if (run_dir / "summary" / "mean_maps.png").is_file():
+    run_dir = fs.run_dir(run_dir)
+    if run_dir.isfile("summary/mean_maps.png"):
         out.append(
             "<h2>Mean normalised map per class and layer</h2>"
             "<p>Rows: true class (correct and wrong predictions apart; the predicted class where the label is "
@@ -110,6 +111,6 @@ def write_report(run_dir: Path, table: Any, record: dict[str, Any]) -> Path:
             + f"<td>{links}</td></tr>"
         )
     out.append("</tbody></table></body></html>\n")
-    p = run_dir / "report.html"
-    write_bytes(p, "\n".join(out).encode("utf-8"), overwrite=True)
+    run_dir.put("report.html", "\n".join(out).encode("utf-8"))
+    p = run_dir.where("report.html")
     return p

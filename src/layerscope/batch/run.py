@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from layerscope._version import versions
-from layerscope.batch import manifest
+from layerscope.batch import fs, manifest
 from layerscope.batch.config import RunConfig, SourceSpec, draws_image
 from layerscope.batch.engine import Job, run_engine
 from layerscope.batch.merge import all_shards_finished, merge_run, now
@@ -44,7 +44,7 @@ class RunResult:
     """What a run did.
 
     Attributes:
-        run_dir: the run folder.
+        run_dir: the run folder (its URI for object storage).
         total: items of the source (all shards).
         done: items explained or recorded as errors by this call.
         errors: of ``done``, the items recorded as errors.
@@ -59,7 +59,7 @@ class RunResult:
         manifest: the merged manifest's path (``None`` until every shard is done).
     """
 
-    run_dir: Path
+    run_dir: Path | str
     total: int = 0
     done: int = 0
     errors: int = 0
@@ -70,7 +70,7 @@ class RunResult:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     merged: bool = False
-    manifest: Path | None = None
+    manifest: Path | str | None = None
 
     @property
     def rate(self) -> float:
@@ -104,6 +104,9 @@ def run_dataset(
     shapes: int | None = None,
     shapes_seed: int = 1,
     limit: int | None = None,
+    image_column: str | None = None,
+    id_column: str | None = None,
+    label_column: str | None = None,
     **options: Any,
 ) -> RunResult:
     """Explain every item of a dataset into ``out_dir``: per-item outputs, a Parquet manifest,
@@ -112,9 +115,12 @@ def run_dataset(
 
     Args:
         source: a folder (recursive, image extensions), a glob pattern, a ``.txt`` file of
-            paths, a list of paths, or a :class:`~layerscope.batch.sources.Source`; ``None``
-            with ``cifar10=True`` or ``shapes=N``.
-        out_dir: the run folder.
+            paths, a list of paths, a Parquet/Arrow table, WebDataset tar shards (brace
+            patterns), a folder saved by ``datasets``' ``save_to_disk``, any of these as an
+            fsspec URI (``s3://…``), or a :class:`~layerscope.batch.sources.Source`; ``None``
+            with ``cifar10=True`` or ``shapes=N`` (see docs/datasets.md, "Sources").
+        out_dir: the run folder: a path or any fsspec URI (``s3://bucket/run``, ``gs://…``);
+            see :mod:`~layerscope.batch.fs` for how object storage commits and locks.
         model: the model (default: the built-in demo model).
         layers: as for :func:`layerscope.explain`.
         method: the CAM method.
@@ -138,6 +144,9 @@ def run_dataset(
         cifar10, split, cifar10_path: read CIFAR-10's split.
         shapes, shapes_seed: read ``shapes`` samples of the synthetic shapes dataset.
         limit: at most this many items of CIFAR-10 or shapes.
+        image_column, id_column, label_column: a table's (or dataset's) column of images
+            (bytes, ``{"bytes", "path"}`` structs or paths; default ``image``), of unique item
+            ids (default: the row number), of true labels (class indices or names).
         progress: ``auto``, ``bar``, ``log`` or ``none``; ``log_every``: items between log lines.
         commit_every: items per manifest part (the most a crash can make the rerun redo).
         method_options: the method's options (``guided_grads=True`` …).
@@ -163,7 +172,9 @@ def run_dataset(
     bad = sorted(set(options) - fields)
     if bad:
         raise TypeError(unknown_name("run_dataset() argument", bad[0], sorted(fields)))
-    spec = SourceSpec(source, cifar10, split, cifar10_path, shapes, shapes_seed, limit)
+    spec = SourceSpec(
+        source, cifar10, split, cifar10_path, shapes, shapes_seed, limit, image_column, id_column, label_column
+    )
     config = RunConfig(out_dir=out_dir, **options)
     config.method_options = dict(config.method_options or {})
     config.explain_options = dict(config.explain_options or {})
@@ -206,8 +217,11 @@ def run_config(config: RunConfig, spec: SourceSpec, model: Any = None) -> RunRes
     target = config.target
     if isinstance(target, str) and target.lower() in ("label", "true", "true-label"):
         target = "label"
-        if src.description.get("kind") not in ("cifar10", "shapes"):
-            raise UsageError("--target label needs a source that knows the true labels: --cifar10 or --shapes N")
+        if src.description.get("kind") not in ("cifar10", "shapes") and not src.description.get("label_column"):
+            raise UsageError(
+                "--target label needs a source that knows the true labels: --cifar10, --shapes N, "
+                "a table with --label-column, or WebDataset shards with .cls members"
+            )
     if model is None:
         from layerscope.models import load_model
 
@@ -225,7 +239,7 @@ def run_config(config: RunConfig, spec: SourceSpec, model: Any = None) -> RunRes
         facts = facts.replace(class_names=tuple(class_names))
 
     drawn = any(draws_image(k) for k in save_kinds if k != "npz") or bool(config.report)
-    run_dir = Path(config.out_dir)
+    run_dir = fs.run_dir(config.out_dir)  # a local folder or a URI (s3://, gs://, file://)
     tag = manifest.shard_tag(shard_t)
     fingerprint = {
         "source": src.description,
@@ -310,7 +324,7 @@ def _run_shard(
         manifest.drop_parts_with(run_dir, tag, changed_files(items, manifest.ok_hashes(run_dir, tag)))
     done = manifest.done_keys(run_dir, tag)
     pending = [it for it in items if it.key not in done]
-    result = RunResult(run_dir=run_dir, total=len(items), skipped=len(items) - len(pending))
+    result = RunResult(run_dir=run_dir.display, total=len(items), skipped=len(items) - len(pending))
     result.other_files, result.unreadable = src.other_files, list(src.unreadable)
     bar = Progress(len(pending), config.progress, config.log_every)
     try:
@@ -330,7 +344,7 @@ def _run_shard(
         "seconds": round(result.seconds, 3),
         "timings": {k: round(v, 3) for k, v in result.timings.items()},
     }
-    manifest.write_json(run_dir / "manifest" / tag / "status.json", status)
+    manifest.write_json(run_dir, f"manifest/{tag}/status.json", status)
     return result
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from layerscope.batch import manifest, stats
+from layerscope.batch import fs, manifest, stats
 from layerscope.errors import LayerscopeError, OutputError
 
 #: Side of a report thumbnail, in pixels.
@@ -68,7 +68,8 @@ def is_fatal(e: BaseException) -> bool:
 class RunContext:
     """What every item of a run shares (known before the first item)."""
 
-    run_dir: Path
+    #: the run folder: a path, or a :func:`~layerscope.batch.fs.run_dir` (a URI's included)
+    run_dir: Any
     layers: list[str]
     method: str
     class_names: list[str] | None
@@ -190,19 +191,18 @@ class ManifestSink:
         base = output_name(p["key"])
         written = []
         exp = None
+        rd = fs.run_dir(ctx.run_dir)
         for kind in ctx.save:
             rel = f"items/{base}.{kind}"
-            path = ctx.run_dir / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
             if exp is None:
                 exp = self._one_explanation(p)
-            _save(exp, path, ctx.render)
+            with rd.staged(rel) as path:  # a finished file: renamed in place, or put whole
+                _save(exp, path, ctx.render)
             written.append(rel)
         if ctx.thumbs and p.get("image") is not None:
             rel = f"thumbs/{base}.png"
-            path = ctx.run_dir / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _thumbnail(path, p["image"], p["cams"][ctx.layers[-1]], ctx.render)
+            with rd.staged(rel) as path:
+                _thumbnail(path, p["image"], p["cams"][ctx.layers[-1]], ctx.render)
             written.append(rel)
         return written
 
@@ -240,13 +240,10 @@ class ManifestSink:
         if not self.rows:
             return 0
         t0 = time.perf_counter()
-        d = self.ctx.run_dir / "manifest" / self.ctx.tag
-        d.mkdir(parents=True, exist_ok=True)
-        stem = f"part-{self.next_part:06d}"
-        from layerscope.atomic import write_bytes
-
-        write_bytes(d / f"{stem}.sums.npz", self.sums.to_bytes(), overwrite=True)
-        manifest.write_part(d / f"{stem}.parquet", self.rows, self.ctx.layers)
+        rd = fs.run_dir(self.ctx.run_dir)
+        stem = f"manifest/{self.ctx.tag}/part-{self.next_part:06d}"
+        rd.put(f"{stem}.sums.npz", self.sums.to_bytes())
+        manifest.write_part(rd, f"{stem}.parquet", self.rows, self.ctx.layers)
         n = len(self.rows)
         self.rows = []
         self.sums = stats.SummarySums()

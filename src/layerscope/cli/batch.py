@@ -20,12 +20,23 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "source",
         nargs="?",
-        help="a folder (recursive, image files), a glob pattern (quote it), or a .txt file of paths (one a line)",
+        help="a folder (recursive, image files), a glob pattern (quote it), a .txt file of paths (one a line), "
+        "a Parquet/Arrow table (--image-column), WebDataset tar shards ('shards-{000000..000099}.tar'), a folder "
+        "saved by datasets' save_to_disk, or any of them as a URI (s3://bucket/photos/, gs://…)",
     )
-    p.add_argument("-o", "--output", required=True, metavar="RUN_DIR", help="the run folder")
+    p.add_argument("--image-column", help="a table's or dataset's image column: bytes or paths (default: image)")
+    p.add_argument("--id-column", help="a table's column of unique item ids (default: the row number)")
+    p.add_argument("--label-column", help="a table's column of true labels, class indices or names (--target label)")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="RUN_DIR", help="the run folder: a path or a URI (s3://bucket/run)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a different run found in RUN_DIR")
     p.add_argument("--cifar10", action="store_true", help="read CIFAR-10 (cached, downloaded, or --cifar10-path)")
-    p.add_argument("--split", choices=("test", "train"), default="test", help="CIFAR-10 split (default: test)")
+    p.add_argument(
+        "--split",
+        default="test",
+        help="CIFAR-10's split (test, train), or a saved datasets DatasetDict's (default: test)",
+    )
     p.add_argument("--cifar10-path", metavar="PATH", help="a local cifar-10-python.tar.gz or its extracted folder")
     p.add_argument(
         "--shapes", type=_common.positive_int, metavar="N", help="read N samples of the synthetic shapes dataset"
@@ -87,7 +98,7 @@ def add_parser(sub: Any) -> None:
         description="Merge every shard's manifest parts of RUN_DIR into RUN_DIR/manifest.parquet and write the "
         "per-class mean maps (and report.html with --report). A run merges itself when its last shard ends.",
     )
-    m.add_argument("run_dir", metavar="RUN_DIR", help="the run folder")
+    m.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (a path or a URI)")
     m.add_argument("--report", action="store_true", default=None, help="also write report.html")
 
 
@@ -124,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
         shapes=args.shapes,
         shapes_seed=args.shapes_seed,
         limit=args.limit,
+        image_column=args.image_column,
+        id_column=args.id_column,
+        label_column=args.label_column,
     )
     config = RunConfig(
         out_dir=args.output,
