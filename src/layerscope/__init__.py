@@ -33,6 +33,7 @@ __all__ = [
     "list_models",
     "load_model",
     "model_info",
+    "open_run",
     "run_dataset",
     "targets",
 ]
@@ -49,11 +50,12 @@ _LAZY = {
     "list_models": "layerscope.models",
     "LayerscopeError": "layerscope.errors",
     "run_dataset": "layerscope.batch",
+    "open_run": "layerscope.batch",
     "targets": "layerscope.targets",
 }
 
 if TYPE_CHECKING:
-    from layerscope.batch import run_dataset
+    from layerscope.batch import open_run, run_dataset
     from layerscope.errors import LayerscopeError
     from layerscope.explanation import Explanation, explain
     from layerscope.info import ModelInfo, model_info

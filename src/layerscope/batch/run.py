@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from layerscope._version import versions
-from layerscope.batch import manifest
-from layerscope.batch.config import RunConfig, SourceSpec, draws_image
+from layerscope.batch import manifest, maps_store
+from layerscope.batch.config import STORE_KINDS, RunConfig, SourceSpec, draws_image
 from layerscope.batch.engine import Job, run_engine
 from layerscope.batch.merge import all_shards_finished, merge_run, now
 from layerscope.batch.progress import Progress, plural
@@ -120,10 +120,12 @@ def run_dataset(
         method: the CAM method.
         target: ``None`` (top-1), ``"label"`` (the true label; needs a labelled source:
             CIFAR-10 or shapes), or a class index or name.
-        save: per-item outputs: any extension of the output registry without its dot
-            (``npz`` — the maps, compressed —, ``gif``, ``html``, ``png``, ``webp``, ``mp4``, or
-            one registered by :func:`layerscope.outputs.register`), or ``"none"``; a
-            comma-separated string or a list.
+        save: what to write: ``maps`` (every item's maps in the run's columnar maps store,
+            ``maps/*.arrow``, read back with :func:`layerscope.open_run`) and/or per-item
+            outputs: any extension of the output registry without its dot (``npz`` — the maps,
+            compressed —, ``gif``, ``html``, ``png``, ``webp``, ``mp4``, or one registered by
+            :func:`layerscope.outputs.register`), or ``"none"``; a comma-separated string or a list.
+        maps_dtype: ``"float32"`` (default) or ``"float16"``: the number type of ``save="maps"``.
         batch_size: images per ``explain`` call.
         workers: reader processes (0: read in the main process).
         writers: writer processes (default: 1, or up to 4 when GIF/HTML pages are rendered).
@@ -236,6 +238,7 @@ def run_config(config: RunConfig, spec: SourceSpec, model: Any = None) -> RunRes
         "layers": layer_names,
         "target": target,
         "save": list(save_kinds),
+        "maps_dtype": config.maps_dtype if "maps" in save_kinds else None,
         "render": _render_dict(render) if drawn else None,
         "preprocess": repr(prep),
         "explain_options": explain_options,
@@ -255,7 +258,8 @@ def run_config(config: RunConfig, spec: SourceSpec, model: Any = None) -> RunRes
         layers=layer_names,
         method=config.method,
         class_names=class_names,
-        save=save_kinds,
+        save=tuple(k for k in save_kinds if k not in STORE_KINDS),
+        maps_dtype=config.maps_dtype if "maps" in save_kinds else None,
         tag=tag,
         shard_index=shard_t[0] if shard_t else 0,
         render=render,
@@ -308,6 +312,7 @@ def _run_shard(
         manifest.drop_error_rows(run_dir, tag)
     if config.recheck:
         manifest.drop_parts_with(run_dir, tag, changed_files(items, manifest.ok_hashes(run_dir, tag)))
+    maps_store.remove_orphans(run_dir, tag)  # maps files whose manifest part never came
     done = manifest.done_keys(run_dir, tag)
     pending = [it for it in items if it.key not in done]
     result = RunResult(run_dir=run_dir, total=len(items), skipped=len(items) - len(pending))
@@ -363,6 +368,8 @@ def _check_outputs(kinds: Sequence[str], render: Any) -> None:
 
     with tempfile.TemporaryDirectory() as d:
         for kind in kinds:
+            if kind in STORE_KINDS:
+                continue
             try:
                 outputs.check_path(Path(d) / f"check.{kind}", render, overwrite=True)
             except LayerscopeError as e:
