@@ -4,7 +4,10 @@ Layout: ``RUN_DIR/maps/<shard>/part-NNNNNN.arrow``, one file per manifest part (
 number: the items a writer committed together), in the **Arrow IPC file format**,
 uncompressed: a ``key`` column and one column per layer of type
 ``arrow.fixed_shape_tensor`` (``(h, w)`` at the layer's own resolution, ``float32`` or
-``float16``). Each item's manifest row records ``maps_shard`` (the file, relative to
+``float16``; a float16 map is stored divided by its largest absolute value, kept in float32
+in the ``__scales__`` column, so its error is a fraction of its own peak whatever its
+magnitude — Grad-CAM values of 1e-4 and below are common, where plain float16 has only a
+few significant bits). Each item's manifest row records ``maps_shard`` (the file, relative to
 ``RUN_DIR``) and ``maps_row`` (its row in the file).
 
 Why Arrow IPC rather than Parquet or Zarr (see ``docs/datasets.md``): an uncompressed IPC
@@ -40,6 +43,8 @@ MAPS_DIR = "maps"
 DTYPES = ("float32", "float16")
 #: Items buffered before they are written as one record batch.
 FLUSH_ROWS = 32
+#: The float16 maps' scales: one float32 per layer (in layer order) and item.
+SCALES = "__scales__"
 #: Schema metadata key holding the layers and the dtype (JSON).
 META_KEY = b"layerscope.maps"
 _SHARD = re.compile(r"^part-(\d{6})\.arrow$")
@@ -103,6 +108,7 @@ class ShardWriter:
         self.shapes: dict[str, tuple[int, ...]] | None = None
         self._keys: list[str] = []
         self._maps: dict[str, list[np.ndarray]] = {name: [] for name in self.layers}
+        self._scales: list[np.ndarray] = []
         self._stack: contextlib.ExitStack | None = None
         self._file: Any = None
         self._writer: Any = None
@@ -119,8 +125,17 @@ class ShardWriter:
         elif not self.fits(cams):
             raise ValueError(f"{key}: its maps' shapes differ from those of {self.path.name}")
         self._keys.append(key)
+        scales = []
         for name in self.layers:
-            self._maps[name].append(np.asarray(cams[name], dtype=self.dtype))
+            cam = np.asarray(cams[name], dtype=np.float32)
+            if self.dtype == "float16":
+                finite = np.abs(cam[np.isfinite(cam)])
+                scale = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+                scales.append(scale)
+                cam = cam / np.float32(scale)
+            self._maps[name].append(cam.astype(self.dtype, copy=False))
+        if scales:
+            self._scales.append(np.asarray(scales, np.float32))
         row = self.rows
         self.rows += 1
         if len(self._keys) >= FLUSH_ROWS:
@@ -133,6 +148,8 @@ class ShardWriter:
         assert self.shapes is not None
         fields = [pa.field("key", pa.string())]
         fields += [pa.field(n, _tensor_type(self.dtype, self.shapes[n])) for n in self.layers]
+        if self.dtype == "float16":
+            fields.append(pa.field(SCALES, _tensor_type("float32", (len(self.layers),))))
         meta = {"layers": self.layers, "dtype": self.dtype, "shapes": {n: list(s) for n, s in self.shapes.items()}}
         self._schema = pa.schema(fields, metadata={META_KEY: json.dumps(meta).encode()})
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,12 +175,15 @@ class ShardWriter:
             for name in self.layers:
                 stacked = np.ascontiguousarray(np.stack(self._maps[name]))
                 columns.append(pa.FixedShapeTensorArray.from_numpy_ndarray(stacked))
+            if self.dtype == "float16":
+                columns.append(pa.FixedShapeTensorArray.from_numpy_ndarray(np.stack(self._scales)))
             self._writer.write_batch(pa.RecordBatch.from_arrays(columns, schema=self._schema))
         except BaseException as e:
             self._fail(e)
             raise
         self._keys = []
         self._maps = {name: [] for name in self.layers}
+        self._scales = []
 
     def commit(self) -> None:
         """Write what is buffered, close the file and give it its final name."""
@@ -204,21 +224,45 @@ def open_shard(path: Path) -> Any:
         raise OutputError(f"{path}: cannot read this maps file ({e})") from None
 
 
+def _scale(table: Any, chunk_index: int, layer: str) -> np.ndarray | None:
+    """A float16 file's scales of ``layer`` in one record batch (``None`` for float32)."""
+    if SCALES not in table.column_names:
+        return None
+    k = [n for n in table.column_names if n not in ("key", SCALES)].index(layer)
+    return table.column(SCALES).chunk(chunk_index).to_numpy_ndarray()[:, k]
+
+
+def _real(maps: np.ndarray, scales: np.ndarray | None) -> np.ndarray:
+    """Stored maps as their values: float32 maps as they are (a view), float16 ones times their scales."""
+    if scales is None:
+        return maps
+    return maps.astype(np.float32) * scales.reshape(-1, *([1] * (maps.ndim - 1)))
+
+
 def column_maps(table: Any, layer: str) -> list[np.ndarray]:
-    """One layer's maps of a store table, one ``(n, h, w)`` array per record batch, without a copy."""
-    if layer not in table.column_names:
+    """One layer's maps of a store table, one ``(n, h, w)`` float32 array per record batch
+    (a view into the memory map for a float32 file)."""
+    if layer not in table.column_names or layer in ("key", SCALES):
         raise UsageError(f"{layer!r} is not a layer of this maps file")
-    return [chunk.to_numpy_ndarray() for chunk in table.column(layer).chunks]
+    return [chunk_maps(table, layer, i) for i in range(table.column(layer).num_chunks)]
+
+
+def chunk_maps(table: Any, layer: str, chunk_index: int) -> np.ndarray:
+    """One layer's maps of one record batch, ``(n, h, w)`` float32 (see :func:`column_maps`)."""
+    chunk = table.column(layer).chunk(chunk_index)
+    return _real(chunk.to_numpy_ndarray(), _scale(table, chunk_index, layer))
 
 
 def row_maps(table: Any, row: int, layers: Sequence[str]) -> dict[str, np.ndarray]:
-    """One row's maps: ``{layer: (h, w)}`` views into the memory map."""
+    """One row's maps: ``{layer: (h, w)}`` float32 (views into the memory map for a float32 file)."""
     out = {}
     for name in layers:
         start = 0
-        for chunk in table.column(name).chunks:
+        for i, chunk in enumerate(table.column(name).chunks):
             if row < start + len(chunk):
-                out[name] = chunk.slice(row - start, 1).to_numpy_ndarray()[0]
+                maps = chunk.slice(row - start, 1).to_numpy_ndarray()
+                scales = _scale(table, i, name)
+                out[name] = _real(maps, None if scales is None else scales[row - start : row - start + 1])[0]
                 break
             start += len(chunk)
         else:

@@ -2,8 +2,9 @@
 
 A :class:`RunReader` reads what it is asked for and nothing else: the manifest (a few of its
 columns to find an item), one memory-mapped maps file for one item, one column of each maps
-file for one layer. Maps come as read-only views into the memory map, in the dtype they were
-stored in (``float32``, or ``float16`` with ``--maps-dtype float16``); a run saved with
+file for one layer. Maps come as float32 arrays: read-only views into the memory map for a
+float32 store, computed from the stored values and scales for ``--maps-dtype float16``
+(read from the map, converted on the fly); a run saved with
 ``--save npz`` instead is read from its per-item ``.npz`` files.
 """
 
@@ -198,7 +199,7 @@ class LayerMaps:
             shard = self._rows[i][0]
             table = self.run._shard(shard)
             start = 0
-            for chunk in table.column(self.name).chunks:
+            for c, chunk in enumerate(table.column(self.name).chunks):
                 stop = start + len(chunk)
                 keys, idx = [], []
                 while i < len(self._rows) and self._rows[i][0] == shard and self._rows[i][1] < stop:
@@ -206,7 +207,7 @@ class LayerMaps:
                     idx.append(self._rows[i][1] - start)
                     i += 1
                 if keys:
-                    arr = chunk.to_numpy_ndarray()
+                    arr = maps_store.chunk_maps(table, self.name, c)
                     lo, hi = idx[0], idx[-1] + 1
                     contiguous = idx == list(range(lo, hi))
                     yield keys, (arr[lo:hi] if contiguous else arr[idx])
