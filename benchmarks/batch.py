@@ -1,27 +1,37 @@
 """Throughput of a dataset run (``layerscope.run_dataset``) against plain ``explain`` calls.
 
-Images: ``--n`` samples of the synthetic shapes dataset (96×96) and the built-in demo model
-(13 conv layers, Grad-CAM at every one), on the CPU. Four ways, each timed end to end:
+Images: ``--n`` samples of the synthetic shapes dataset, on the CPU, Grad-CAM at every conv
+layer. Two models (``--model``):
+
+* ``demo``: the built-in demo model (13 conv layers) at 96×96, batches of 32;
+* ``vgg16``: VGG16 (random weights: the speed is the same) at 224×224, batches of 8.
+
+Ways, each timed end to end:
 
 * ``loop``: a Python loop calling ``explain`` on one decoded image at a time (no outputs);
   measured on the first ``--loop-n`` images (it is slow) and reported per image;
-* ``bare``: ``explain`` on batches of ``--batch-size`` images decoded and preprocessed
-  beforehand (no outputs): the floor a pipeline can reach;
-* ``run none``: ``run_dataset(..., save="none")``: decode in workers, capture, statistics
+* ``bare``: ``explain`` on batches decoded and preprocessed beforehand (no outputs): the
+  floor a pipeline can reach;
+* ``run none``: ``run_dataset(..., save="none")``: decode in readers, capture, statistics
   and the manifest;
-* ``run npz``: the same, also writing every item's maps as a compressed ``.npz``.
+* ``run maps``: the same, also writing every item's maps to the run's columnar store;
+* ``run npz``: the same, writing every item's maps as a compressed ``.npz`` instead.
 
-The run rows also show where the time goes (seconds: waiting for data, in ``explain``,
-waiting for the writer in the main process; decoding summed over the readers;
-rendering/writing and committing in the writer). Run::
+The run rows show where the time goes, in seconds: ``decode`` (reading and preprocessing,
+summed over the readers), ``capture`` (in ``explain``), ``write`` (statistics, files and
+manifest parts, in the writer), and ``wait`` (the main process waiting for data or for the
+writer). The machine's load average is printed first and last: measure on a quiet machine.
+Run::
 
-    python benchmarks/batch.py --n 2000
+    python benchmarks/batch.py --model demo --n 2000 --runs none,maps,npz
+    python benchmarks/batch.py --model vgg16 --n 96 --runs none,maps
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -29,72 +39,99 @@ from pathlib import Path
 
 import numpy as np
 
+MODELS = {"demo": {"size": 96, "batch_size": 32}, "vgg16": {"size": 224, "batch_size": 8}}
+
+
+def load() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=2000, help="images (default: 2000)")
-    ap.add_argument("--loop-n", type=int, default=200, help="images for the per-image loop (default: 200)")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--model", choices=list(MODELS), default="demo")
+    ap.add_argument("--n", type=int, default=None, help="images (default: 2000 demo, 96 vgg16)")
+    ap.add_argument("--loop-n", type=int, default=None, help="images for the per-image loop (default: n/10)")
+    ap.add_argument("--batch-size", type=int, default=None, help="default: 32 demo, 8 vgg16")
+    ap.add_argument("--workers", type=int, default=None, help="reader processes (default: run_dataset's)")
+    ap.add_argument("--writers", type=int, default=None, help="writer processes (default: run_dataset's)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
-    ap.add_argument("--runs", default="none,npz", help="run_dataset save kinds to time (default: none,npz)")
+    ap.add_argument("--runs", default="none,maps,npz", help="run_dataset save kinds to time (default: none,maps,npz)")
+    ap.add_argument("--maps-dtype", default="float32")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
+    spec = MODELS[args.model]
+    n = args.n or (2000 if args.model == "demo" else 96)
+    batch_size = args.batch_size or spec["batch_size"]
+    size = spec["size"]
 
     import torch
 
     import layerscope
     from layerscope.batch import run_dataset
+    from layerscope.batch.sources import ShapesSource
     from layerscope.datasets.shapes import make_sample
     from layerscope.info import info_for
 
+    print(f"load average at the start: {load()} ({os.cpu_count()} CPUs)")
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = layerscope.load_model("demo")
+    model = layerscope.load_model("demo") if args.model == "demo" else layerscope.load_model("vgg16", weights="random")
     info = info_for(model)
     prep = info.preprocessor()
     results: dict[str, dict[str, float]] = {}
 
     t0 = time.perf_counter()
-    images = [make_sample(1, i, 96)[0] for i in range(args.n)]
+    images = [make_sample(1, i, size)[0] for i in range(n)]
     decode_s = time.perf_counter() - t0
-    print(f"decode (make {args.n} shapes images, one process): {decode_s:.1f} s ({args.n / decode_s:.0f} images/s)")
+    print(f"decode (make {n} shapes images at {size}², one process): {decode_s:.1f} s ({n / decode_s:.0f} images/s)")
 
     layerscope.explain(model, images[:2])  # warm-up
-    n_loop = min(args.loop_n, args.n)
+    n_loop = min(args.loop_n or max(1, n // 10), n)
     t0 = time.perf_counter()
     for img in images[:n_loop]:
         layerscope.explain(model, [img])
     s = time.perf_counter() - t0
     results["loop"] = {"images_per_s": n_loop / s, "seconds": s, "images": n_loop}
 
-    xs = [np.asarray(prep(images[i : i + args.batch_size])) for i in range(0, args.n, args.batch_size)]
+    xs = [np.asarray(prep(images[i : i + batch_size])) for i in range(0, n, batch_size)]
     t0 = time.perf_counter()
     for x in xs:
         layerscope.explain(model, x)
     s = time.perf_counter() - t0
-    results["bare"] = {"images_per_s": args.n / s, "seconds": s, "images": args.n}
+    results["bare"] = {"images_per_s": n / s, "seconds": s, "images": n}
     del xs, images
 
+    options = {k: v for k, v in (("workers", args.workers), ("writers", args.writers)) if v is not None}
     for save in [s for s in args.runs.split(",") if s]:
         out = Path(tempfile.mkdtemp(prefix="ls-bench-"))
         try:
             r = run_dataset(
-                shapes=args.n,
+                ShapesSource(n, size=size),
                 out_dir=out / "run",
                 model=model,
                 save=save,
-                batch_size=args.batch_size,
-                workers=args.workers,
+                maps_dtype=args.maps_dtype,
+                batch_size=batch_size,
                 progress="none",
-                target="label",
+                target="label" if args.model == "demo" else None,
+                **options,
             )
+            t = r.timings
+            shares = {
+                "decode": t.get("decode", 0.0),
+                "capture": t.get("capture", 0.0),
+                "write": t.get("render_write", 0.0) + t.get("commit", 0.0),
+                "wait": max(0.0, t.get("wait_data", 0.0) - t.get("capture", 0.0)) + t.get("wait_writer", 0.0),
+            }
             results[f"run {save}"] = {
                 "images_per_s": r.done / r.seconds,
                 "seconds": r.seconds,
                 "images": r.done,
-                **{f"t_{k}": v for k, v in r.timings.items()},
+                **{f"t_{k}": v for k, v in shares.items()},
             }
+            size_mb = sum(p.stat().st_size for p in (out / "run").rglob("*") if p.is_file()) / 2**20
+            results[f"run {save}"]["run_dir_mib"] = size_mb
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
@@ -102,9 +139,12 @@ def main() -> None:
     print(f"\n{'way':10s} {'images/s':>9s} {'× bare':>7s} {'seconds':>8s}  time shares (s)")
     for name, r in results.items():
         shares = ", ".join(f"{k[2:]} {v:.1f}" for k, v in r.items() if k.startswith("t_"))
-        print(f"{name:10s} {r['images_per_s']:9.1f} {r['images_per_s'] / bare:7.2f} {r['seconds']:8.1f}  {shares}")
+        if "run_dir_mib" in r:
+            shares += f"; run folder {r['run_dir_mib']:.1f} MiB"
+        print(f"{name:10s} {r['images_per_s']:9.2f} {r['images_per_s'] / bare:7.2f} {r['seconds']:8.1f}  {shares}")
     threads = torch.get_num_threads()
-    print(f"\ntorch {torch.__version__}, {threads} threads; batch size {args.batch_size}, {args.workers} readers")
+    print(f"\n{args.model} at {size}², torch {torch.__version__}, {threads} threads; batch size {batch_size}")
+    print(f"load average at the end: {load()}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

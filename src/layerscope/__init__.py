@@ -33,6 +33,7 @@ __all__ = [
     "list_models",
     "load_model",
     "model_info",
+    "open_run",
     "rank_layers",
     "run_dataset",
     "targets",
@@ -51,11 +52,12 @@ _LAZY = {
     "LayerscopeError": "layerscope.errors",
     "run_dataset": "layerscope.batch",
     "rank_layers": "layerscope.evaluate",
+    "open_run": "layerscope.batch",
     "targets": "layerscope.targets",
 }
 
 if TYPE_CHECKING:
-    from layerscope.batch import run_dataset
+    from layerscope.batch import open_run, run_dataset
     from layerscope.errors import LayerscopeError
     from layerscope.evaluate import rank_layers
     from layerscope.explanation import Explanation, explain

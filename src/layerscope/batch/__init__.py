@@ -3,14 +3,24 @@ dataset into a run folder — per-item outputs, a Parquet manifest, per-class me
 index page — resumably, in shards, or on a Ray cluster.
 
 The entry point is :func:`run_dataset` (``layerscope.run_dataset``); :func:`merge_run` merges
-the shards of a run. Frameworks, pyarrow and Ray are imported only when a run starts.
+the shards of a run; :func:`open_run` reads a run back. Frameworks, pyarrow and Ray are imported only when a run starts.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["RunConfig", "RunResult", "SourceSpec", "merge_run", "read_manifest", "run_config", "run_dataset"]
+__all__ = [
+    "RunConfig",
+    "RunReader",
+    "RunResult",
+    "SourceSpec",
+    "merge_run",
+    "open_run",
+    "read_manifest",
+    "run_config",
+    "run_dataset",
+]
 
 _LAZY = {
     "run_dataset": "layerscope.batch.run",
@@ -20,6 +30,8 @@ _LAZY = {
     "RunConfig": "layerscope.batch.config",
     "SourceSpec": "layerscope.batch.config",
     "read_manifest": "layerscope.batch.manifest",
+    "open_run": "layerscope.batch.run_reader",
+    "RunReader": "layerscope.batch.run_reader",
 }
 
 if TYPE_CHECKING:
@@ -27,6 +39,7 @@ if TYPE_CHECKING:
     from layerscope.batch.manifest import read_manifest
     from layerscope.batch.merge import merge_run
     from layerscope.batch.run import RunResult, run_config, run_dataset
+    from layerscope.batch.run_reader import RunReader, open_run
 
 
 def __getattr__(name: str) -> Any:

@@ -17,6 +17,9 @@ from layerscope.errors import UsageError, unknown_name
 
 #: Progress modes.
 PROGRESS = ("auto", "bar", "log", "none")
+#: Save kinds that are not per-item files: ``maps``, the run's columnar maps store
+#: (:mod:`~layerscope.batch.maps_store`).
+STORE_KINDS = ("maps",)
 
 
 def save_kinds() -> list[str]:
@@ -28,6 +31,8 @@ def save_kinds() -> list[str]:
 
 def draws_image(kind: str) -> bool:
     """Whether the writer of ``kind`` draws over the image (then payloads keep the display image)."""
+    if kind in STORE_KINDS:
+        return False
     from layerscope import outputs
 
     w = outputs.WRITERS["." + kind]
@@ -35,7 +40,8 @@ def draws_image(kind: str) -> bool:
 
 
 def parse_save(save: str | Sequence[str] | None) -> tuple[str, ...]:
-    """``"npz,gif"`` / ``["npz", "gif"]`` / ``"none"`` → the kinds, checked against the registry."""
+    """``"npz,gif"`` / ``["npz", "gif"]`` / ``"none"`` → the kinds, checked against the registry
+    (and :data:`STORE_KINDS`)."""
     if save is None:
         return ("npz",)
     items = [
@@ -43,7 +49,7 @@ def parse_save(save: str | Sequence[str] | None) -> tuple[str, ...]:
     ]
     if items == ["none"]:
         return ()
-    kinds = save_kinds()
+    kinds = [*STORE_KINDS, *save_kinds()]
     if not items:
         raise UsageError(f"unknown --save kind (empty); use any of {', '.join(kinds)} or none")
     for s in items:
@@ -107,6 +113,7 @@ class RunConfig:
     method: str = "gradcam"
     target: int | str | None = None
     save: str | Sequence[str] | None = "npz"
+    maps_dtype: str = "float32"
     batch_size: int = 32
     workers: int = 2
     writers: int | None = None
@@ -142,6 +149,9 @@ class RunConfig:
             raise UsageError(unknown_name("progress mode", self.progress, list(PROGRESS)))
         for name in ("batch_size", "commit_every", "log_every", "ray_actors"):
             _whole(name, getattr(self, name), 1)
+        from layerscope.batch.maps_store import check_dtype
+
+        self.maps_dtype = check_dtype(self.maps_dtype)
         _whole("workers", self.workers, 0)
         if self.writers is not None:
             _whole("writers", self.writers, 1)

@@ -21,10 +21,11 @@ def _identity(batch: list[Prepared]) -> list[Prepared]:
 
 def _reader_init(worker_id: int) -> None:
     """A reader process dies with the run (a killed run's reader could otherwise hang on a
-    full queue nobody reads)."""
-    from layerscope.batch.writer import _die_with_parent
+    full queue nobody reads), with numpy's BLAS on one thread."""
+    from layerscope.batch.writer import _die_with_parent, one_blas_thread
 
     _die_with_parent()
+    one_blas_thread()
 
 
 class _Items:

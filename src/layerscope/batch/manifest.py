@@ -7,6 +7,7 @@ Layout of ``RUN_DIR``::
     manifest/<shard>/part-NNNNNN.sums.npz    that chunk's per-class map sums (written first)
     manifest/<shard>/status.json             a shard's counts and times, written when it finishes
     manifest.parquet              every row of every shard, sorted by key (written by the merge)
+    maps/<shard>/part-NNNNNN.arrow           that chunk's maps (``--save maps``; written before its part)
     items/…                       per-item outputs (.npz, .gif, .html), named after the item's key
     thumbs/…                      report thumbnails
     summary/mean_maps.npz, summary/mean_maps.png, report.html
@@ -41,7 +42,7 @@ RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
 MANIFEST = "manifest.parquet"
 #: What a run owns in its folder; ``overwrite`` removes exactly these.
-OWNED = ("manifest", "items", "thumbs", "summary", RUN_FILE, MANIFEST, "report.html")
+OWNED = ("manifest", "maps", "items", "thumbs", "summary", RUN_FILE, MANIFEST, "report.html")
 #: Statistics recorded per layer, as columns ``<layer>/<stat>``.
 LAYER_STATS = ("peak", "peak_y", "peak_x", "entropy", "flat", "pointing")
 _PART = re.compile(r"^part-(\d{6})\.parquet$")
@@ -93,6 +94,8 @@ def schema(layers: Sequence[str]) -> Any:
         ("target_score", pa.float32()),
         ("correct", pa.bool_()),
         ("outputs", pa.list_(pa.string())),
+        ("maps_shard", pa.string()),
+        ("maps_row", pa.int32()),
     ]
     kinds = {"flat": pa.bool_(), "pointing": pa.bool_()}
     for layer in layers:
@@ -322,13 +325,13 @@ def clear_run(run_dir: Any) -> None:
 
 def remove_parts(run_dir: Any, tag: str, everywhere: bool) -> int:
     """Remove the temporary ``.NAME.*.part`` files a killed run left: those of shard ``tag``'s
-    manifest, and with ``everywhere`` (no other shard can be writing) every one in the run
-    folder. Returns how many were removed (none on object storage, where nothing is written
-    in place)."""
+    manifest and maps store, and with ``everywhere`` (no other shard can be writing) every one
+    in the run folder. Returns how many were removed (none on object storage, where nothing is
+    written in place)."""
     rd = fs.run_dir(run_dir)
     if rd.remote:
         return 0
-    roots = [rd.root] if everywhere else [rd.root / "manifest" / tag]
+    roots = [rd.root] if everywhere else [rd.root / "manifest" / tag, rd.root / "maps" / tag]
     n = 0
     for root in roots:
         if not root.is_dir():

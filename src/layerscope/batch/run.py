@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from layerscope._version import versions
-from layerscope.batch import fs, manifest
-from layerscope.batch.config import RunConfig, SourceSpec, draws_image
+from layerscope.batch import fs, manifest, maps_store
+from layerscope.batch.config import STORE_KINDS, RunConfig, SourceSpec, draws_image
 from layerscope.batch.engine import Job, run_engine
 from layerscope.batch.merge import all_shards_finished, merge_run, now
 from layerscope.batch.progress import Progress, plural
@@ -126,10 +126,12 @@ def run_dataset(
         method: the CAM method.
         target: ``None`` (top-1), ``"label"`` (the true label; needs a labelled source:
             CIFAR-10 or shapes), or a class index or name.
-        save: per-item outputs: any extension of the output registry without its dot
-            (``npz`` — the maps, compressed —, ``gif``, ``html``, ``png``, ``webp``, ``mp4``, or
-            one registered by :func:`layerscope.outputs.register`), or ``"none"``; a
-            comma-separated string or a list.
+        save: what to write: ``maps`` (every item's maps in the run's columnar maps store,
+            ``maps/*.arrow``, read back with :func:`layerscope.open_run`) and/or per-item
+            outputs: any extension of the output registry without its dot (``npz`` — the maps,
+            compressed —, ``gif``, ``html``, ``png``, ``webp``, ``mp4``, or one registered by
+            :func:`layerscope.outputs.register`), or ``"none"``; a comma-separated string or a list.
+        maps_dtype: ``"float32"`` (default) or ``"float16"``: the number type of ``save="maps"``.
         batch_size: images per ``explain`` call.
         workers: reader processes (0: read in the main process).
         writers: writer processes (default: 1, or up to 4 when GIF/HTML pages are rendered).
@@ -201,6 +203,11 @@ def run_config(config: RunConfig, spec: SourceSpec, model: Any = None) -> RunRes
     except ImportError:
         raise UsageError('dataset runs write a Parquet manifest: pip install "layerscope[batch]" (pyarrow)') from None
     save_kinds = config.check()
+    if fs.is_remote(config.out_dir) and set(save_kinds) & set(STORE_KINDS):
+        raise UsageError(
+            "--save maps memory-maps its Arrow files in a local (or mounted) RUN_DIR; on object storage "
+            "save per-item files (--save npz) or write the run to a local folder and copy it"
+        )
     shard_t = manifest.parse_shard(config.shard)
     render = config.render if config.render is not None else RenderOptions()
     m = get_method(config.method)
@@ -250,6 +257,7 @@ def run_config(config: RunConfig, spec: SourceSpec, model: Any = None) -> RunRes
         "layers": layer_names,
         "target": target,
         "save": list(save_kinds),
+        "maps_dtype": config.maps_dtype if "maps" in save_kinds else None,
         "render": _render_dict(render) if drawn else None,
         "preprocess": repr(prep),
         "explain_options": explain_options,
@@ -269,7 +277,8 @@ def run_config(config: RunConfig, spec: SourceSpec, model: Any = None) -> RunRes
         layers=layer_names,
         method=config.method,
         class_names=class_names,
-        save=save_kinds,
+        save=tuple(k for k in save_kinds if k not in STORE_KINDS),
+        maps_dtype=config.maps_dtype if "maps" in save_kinds else None,
         tag=tag,
         shard_index=shard_t[0] if shard_t else 0,
         render=render,
@@ -322,6 +331,7 @@ def _run_shard(
         manifest.drop_error_rows(run_dir, tag)
     if config.recheck:
         manifest.drop_parts_with(run_dir, tag, changed_files(items, manifest.ok_hashes(run_dir, tag)))
+    maps_store.remove_orphans(run_dir, tag)  # maps files whose manifest part never came
     done = manifest.done_keys(run_dir, tag)
     pending = [it for it in items if it.key not in done]
     result = RunResult(run_dir=run_dir.display, total=len(items), skipped=len(items) - len(pending))
@@ -377,6 +387,8 @@ def _check_outputs(kinds: Sequence[str], render: Any) -> None:
 
     with tempfile.TemporaryDirectory() as d:
         for kind in kinds:
+            if kind in STORE_KINDS:
+                continue
             try:
                 outputs.check_path(Path(d) / f"check.{kind}", render, overwrite=True)
             except LayerscopeError as e:

@@ -4,7 +4,8 @@
 :meth:`~ManifestSink.write` (a batch of payloads — plain dicts, one per explained or failed
 item), :meth:`~ManifestSink.on_write_complete` and :meth:`~ManifestSink.on_write_failed`. It
 writes each item's files atomically through :mod:`layerscope.outputs` (the writer chosen by
-extension), computes its statistics, and every ``commit_every`` items (or when told)
+extension) and its maps to the run's maps store (:mod:`~layerscope.batch.maps_store`,
+``--save maps``), computes its statistics, and every ``commit_every`` items (or when told)
 commits one manifest part: first the chunk's summary sums, then the ``.parquet`` part. An
 item is done exactly when its part exists, so an interrupted run loses at most the chunk in
 progress (redone by the rerun, its files replaced) and never lists a file that is not whole.
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from layerscope.batch import fs, manifest, stats
+from layerscope.batch import fs, manifest, maps_store, stats
 from layerscope.errors import LayerscopeError, OutputError
 
 #: Side of a report thumbnail, in pixels.
@@ -81,6 +82,8 @@ class RunContext:
     info: Any = None
     method_options: dict[str, Any] = field(default_factory=dict)
     commit_every: int = 256
+    #: ``float32`` / ``float16``: the maps go to the run's maps store; ``None``: they do not
+    maps_dtype: str | None = None
     part_start: int | None = None
     part_step: int = 1
     writer_id: int = 0
@@ -98,6 +101,7 @@ class ManifestSink:
         self.ok = 0
         self.errors = 0
         self.seconds = {"render_write": 0.0, "commit": 0.0}
+        self.maps: maps_store.ShardWriter | None = None
 
     # ------------------------------------------------------------------ Datasink
     def on_write_start(self) -> None:
@@ -116,6 +120,9 @@ class ManifestSink:
         """After a failure: keep nothing that is not committed (the rerun redoes it)."""
         self.rows = []
         self.sums = stats.SummarySums()
+        if self.maps is not None:
+            self.maps.abort()
+            self.maps = None
 
     # ------------------------------------------------------------------ items
     def add(self, payload: Mapping[str, Any]) -> None:
@@ -123,6 +130,7 @@ class ManifestSink:
         t0 = time.perf_counter()
         row = self._base_row(payload)
         if payload.get("error") is None:
+            store = self._maps_file(payload["cams"])
             try:
                 row.update(self._write_ok(payload))
                 self.ok += 1
@@ -132,6 +140,10 @@ class ManifestSink:
                 row["status"] = f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
                 row["outputs"] = []
                 self.errors += 1
+            else:
+                if store is not None:  # not one item's failure: an error here ends the run
+                    row["maps_shard"] = maps_store.shard_rel(self.ctx.tag, self.next_part)
+                    row["maps_row"] = store.add(payload["key"], payload["cams"])
         else:
             row["status"] = f"error: {payload['error']}"
             self.errors += 1
@@ -139,6 +151,18 @@ class ManifestSink:
         self.seconds["render_write"] += time.perf_counter() - t0
         if len(self.rows) >= self.ctx.commit_every:
             self.commit()
+
+    def _maps_file(self, cams: Mapping[str, Any]) -> maps_store.ShardWriter | None:
+        """The maps file this item goes to (``None`` without a maps store); an item whose maps'
+        shapes differ from those of the open file commits the part first (one shape per file)."""
+        if self.ctx.maps_dtype is None:
+            return None
+        if self.maps is not None and not self.maps.fits(cams):
+            self.commit()
+        if self.maps is None:
+            path = fs.run_dir(self.ctx.run_dir).root / maps_store.shard_rel(self.ctx.tag, self.next_part)
+            self.maps = maps_store.ShardWriter(path, self.ctx.layers, self.ctx.maps_dtype)
+        return self.maps
 
     def _base_row(self, p: Mapping[str, Any]) -> dict[str, Any]:
         names = self.ctx.class_names
@@ -242,6 +266,9 @@ class ManifestSink:
         t0 = time.perf_counter()
         rd = fs.run_dir(self.ctx.run_dir)
         stem = f"manifest/{self.ctx.tag}/part-{self.next_part:06d}"
+        if self.maps is not None:  # the maps file first: a part only lists maps that are whole
+            self.maps.commit()
+            self.maps = None
         rd.put(f"{stem}.sums.npz", self.sums.to_bytes())
         manifest.write_part(rd, f"{stem}.parquet", self.rows, self.ctx.layers)
         n = len(self.rows)

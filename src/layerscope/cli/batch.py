@@ -46,8 +46,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--save",
         default="npz",
-        help="per-item outputs, comma-separated: any output extension (npz: the maps, compressed; gif, png, webp, "
-        "mp4: the animation; html: the explorer; or one a plugin registered), or none (default: npz)",
+        help="what to write, comma-separated: maps (every item's maps in the run's columnar store, maps/*.arrow: "
+        "the fastest; read back with layerscope.open_run) and/or per-item files by output extension (npz: the maps, "
+        "compressed; gif, png, webp, mp4: the animation; html: the explorer; or one a plugin registered), or none "
+        "(default: npz)",
+    )
+    p.add_argument(
+        "--maps-dtype",
+        choices=("float32", "float16"),
+        default="float32",
+        help="number type of --save maps (default: float32; float16 halves the size, see the docs for its error)",
     )
     p.add_argument(
         "--retry-errors",
@@ -145,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         target=args.target,
         save=args.save,
+        maps_dtype=args.maps_dtype,
         batch_size=args.batch_size,
         workers=args.workers,
         writers=args.writers,
