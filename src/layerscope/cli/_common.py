@@ -433,9 +433,9 @@ def _floats(values: Sequence[float] | None, flag: str) -> tuple[float, ...] | No
 
 
 def sample_image(model: str) -> Any:
-    """The built-in sample for ``model``: a fresh shapes image for the demo model (never seen
+    """The built-in sample for ``model``: a fresh shapes image for the demo models (never seen
     in training), else a photo that ships with matplotlib (Grace Hopper). Both offline."""
-    if model == "demo":
+    if model in ("demo", "demo-vit"):
         from layerscope.models import demo
 
         return demo.sample_image()[0]

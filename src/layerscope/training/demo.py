@@ -11,12 +11,13 @@ The model itself (architecture, weights, facts) is :mod:`layerscope.models.demo`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,111 @@ def save_weights(state: dict[str, torch.Tensor], path: str | os.PathLike[str], m
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     return write_bytes(p, save(state, metadata=metadata), overwrite=True)
+
+
+def check_precision(precision: str) -> None:
+    """``precision`` is ``"bf16"`` or ``"fp32"`` (else a ``ValueError``)."""
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision must be 'bf16' or 'fp32', not {precision!r}")
+
+
+@contextlib.contextmanager
+def deterministic(threads: int) -> Iterator[None]:
+    """``threads`` torch CPU threads and deterministic algorithms, then the caller's settings
+    back as they were."""
+    old_threads, old_deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_deterministic)
+
+
+def make_pool(pool: int, seed: int, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Samples ``0 … pool-1`` of dataset seed ``seed`` at :data:`IMAGE_SIZE`: uint8 images,
+    labels. Also seeds torch's global generator with ``seed``."""
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    images = np.empty((pool, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    labels = np.empty((pool,), dtype=np.int64)
+    chunk = 500
+    for start in tqdm(range(0, pool, chunk), desc="making shapes", unit_scale=chunk, disable=not progress):
+        n = min(chunk, pool - start)
+        images[start : start + n], labels[start : start + n], _ = make_dataset(n, seed, IMAGE_SIZE, start=start)
+    return images, labels
+
+
+def sampler(
+    images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, channels_last: bool = False
+) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """``batch()`` → a seeded random batch of the pool, augmented (:func:`augment`) and
+    preprocessed: ``(x, labels)``."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
+
+    def batch() -> tuple[torch.Tensor, torch.Tensor]:
+        idx = rng.integers(0, len(images), size=batch_size)
+        x = preprocess(augment(images[idx], rng))
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, torch.from_numpy(labels[idx])
+
+    return batch
+
+
+def fit(
+    net: nn.Module,
+    batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
+    lr: float,
+    weight_decay: float,
+    precision: str,
+    eval_every: int,
+    progress: bool,
+    desc: str,
+    label_smoothing: float = 0.0,
+) -> float:
+    """Train ``net`` in place with cross-entropy: AdamW (weight decay on the parameters of
+    two or more dimensions only), a linear warm-up over the first 5 % of ``steps``, a cosine
+    decay; the forward under CPU bfloat16 autocast when ``precision="bf16"``. Every
+    ``eval_every`` steps (0: never) print the accuracy on 250 fresh samples. Returns the
+    final smoothed loss; ``net`` is left in train mode."""
+    from tqdm import tqdm
+
+    matrices = [p for p in net.parameters() if p.ndim > 1]
+    vectors = [p for p in net.parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW(
+        [{"params": matrices, "weight_decay": weight_decay}, {"params": vectors, "weight_decay": 0.0}], lr=lr
+    )
+    warmup = max(1, steps // 20)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    net.train()
+    bar = tqdm(range(steps), desc=desc, unit="step", disable=not progress)
+    avg = math.nan
+    for step in bar:
+        x, y = batch()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = nn.functional.cross_entropy(net(x).float(), y, label_smoothing=label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        avg = loss.item() if step == 0 else 0.98 * avg + 0.02 * loss.item()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{avg:.3f}")
+        if eval_every and (step + 1) % eval_every == 0:
+            net.eval()
+            bar.write(f"step {step + 1}: loss {avg:.3f}, accuracy {accuracy(net, 250):.1%}")
+            net.train()
+    return avg
 
 
 class _TrainingNet(nn.Module):
@@ -87,7 +193,7 @@ class _TrainingNet(nn.Module):
         return self.model
 
 
-def _augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Label-preserving augmentation of uint8 ``(N, H, W, 3)`` images, each on its own: one
     of the 8 flips/quarter-turns (every class is mirror-symmetric), a permutation of the
     colour channels, and half the time a colour inversion."""
@@ -119,7 +225,7 @@ def train(
     """Train the demo model from scratch; write its weights to ``out``.
 
     The training set is samples ``0 … pool-1`` of dataset seed ``seed``, made once; each step
-    draws a random batch of them and augments it (``_augment``: 8 flips and turns × 6
+    draws a random batch of them and augments it (:func:`augment`: 8 flips and turns × 6
     channel orders × inversion). Batch norm is used while training and folded into the convs
     at the end (see ``_TrainingNet``), after its statistics are re-estimated on 32 batches.
     AdamW, a linear warm-up, a cosine decay. With ``precision="bf16"`` the forward pass runs
@@ -143,16 +249,9 @@ def train(
     Returns:
         The trained model, in eval mode.
     """
-    if precision not in ("bf16", "fp32"):
-        raise ValueError(f"precision must be 'bf16' or 'fp32', not {precision!r}")
-    old_threads, old_deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    try:
+    check_precision(precision)
+    with deterministic(threads):
         return _train(Path(out), steps, batch_size, lr, seed, pool, precision, eval_every, progress, threads)
-    finally:  # leave the caller's torch settings as they were
-        torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(old_deterministic)
 
 
 def _train(
@@ -167,56 +266,12 @@ def _train(
     progress: bool,
     threads: int,
 ) -> DemoNet:
-    from tqdm import tqdm
-
-    torch.manual_seed(seed)
-    images = np.empty((pool, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
-    labels = np.empty((pool,), dtype=np.int64)
-    chunk = 500
-    for start in tqdm(range(0, pool, chunk), desc="making shapes", unit_scale=chunk, disable=not progress):
-        n = min(chunk, pool - start)
-        images[start : start + n], labels[start : start + n], _ = make_dataset(n, seed, IMAGE_SIZE, start=start)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
-
-    def batch() -> tuple[torch.Tensor, torch.Tensor]:
-        idx = rng.integers(0, pool, size=batch_size)
-        x = preprocess(_augment(images[idx], rng)).contiguous(memory_format=torch.channels_last)
-        return x, torch.from_numpy(labels[idx])
-
+    images, labels = make_pool(pool, seed, progress)
+    batch = sampler(images, labels, batch_size, seed, channels_last=True)
     model = DemoNet()
     init_demo_(model, seed)
     net = _TrainingNet(model).to(memory_format=torch.channels_last)
-    matrices = [p for p in net.parameters() if p.ndim > 1]
-    vectors = [p for p in net.parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW(
-        [{"params": matrices, "weight_decay": 5e-4}, {"params": vectors, "weight_decay": 0.0}], lr=lr
-    )
-    warmup = max(1, steps // 20)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    net.train()
-    bar = tqdm(range(steps), desc="training demo model", unit="step", disable=not progress)
-    avg = None
-    for step in bar:
-        x, y = batch()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = nn.functional.cross_entropy(net(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{avg:.3f}")
-        if eval_every and (step + 1) % eval_every == 0:
-            net.eval()
-            bar.write(f"step {step + 1}: loss {avg:.3f}, accuracy {accuracy(net, 250):.1%}")
-            net.train()
+    fit(net, batch, steps, lr, 5e-4, precision, eval_every, progress, "training demo model")
     # Re-estimate the batch-norm statistics with the final weights (a plain average).
     with torch.no_grad():
         for _, bn in net.pairs:
@@ -248,19 +303,46 @@ def _train(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m layerscope.training.demo --train | --eval``."""
-    p = argparse.ArgumentParser(prog="python -m layerscope.training.demo", description=__doc__.splitlines()[0])
+    return run_cli(
+        argv,
+        prog="python -m layerscope.training.demo",
+        doc=__doc__,
+        train=train,
+        build=build,
+        out=DEFAULT_WEIGHTS,
+        steps=2000,
+        lr=3e-3,
+        threads=2,
+    )
+
+
+def run_cli(
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    doc: str | None,
+    train: Callable[..., nn.Module],
+    build: Callable[[str], nn.Module],
+    out: Path,
+    steps: int,
+    lr: float,
+    threads: int,
+) -> int:
+    """The ``--train | --eval`` command line of a demo model's training module, with that
+    module's ``train`` and ``build`` and its defaults."""
+    p = argparse.ArgumentParser(prog=prog, description=(doc or "").splitlines()[0])
     p.add_argument("--train", action="store_true", help="train from scratch and write the weights")
     p.add_argument("--eval", action="store_true", help="measure the accuracy of the weights on fresh samples")
-    p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="weights file to write (default: the shipped one)")
+    p.add_argument("--out", type=Path, default=out, help="weights file to write (default: the shipped one)")
     p.add_argument("--weights", default="default", help="weights to evaluate (default: the shipped ones)")
-    p.add_argument("--steps", type=int, default=2000, help="optimiser steps (default: 2000)")
+    p.add_argument("--steps", type=int, default=steps, help=f"optimiser steps (default: {steps})")
     p.add_argument("--batch-size", type=int, default=64, help="samples per step (default: 64)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default: 3e-3)")
+    p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default: {lr:g})")
     p.add_argument("--pool", type=int, default=15000, help="distinct training samples (default: 15000)")
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="forward precision (default: bf16)")
     p.add_argument("--eval-every", type=int, default=0, help="print accuracy every so many steps (default: never)")
     p.add_argument("--seed", type=int, default=TRAIN_SEED, help=f"training seed (default: {TRAIN_SEED})")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument("--threads", type=int, default=threads, help=f"torch CPU threads (default: {threads})")
     p.add_argument("--n", type=int, default=1000, help="samples for --eval (default: 1000)")
     args = p.parse_args(argv)
     if not (args.train or args.eval):

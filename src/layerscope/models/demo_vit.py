@@ -1,0 +1,215 @@
+"""The built-in demo vision transformer: a small ViT trained on synthetic shapes (its
+architecture, weights and facts; its training is :mod:`layerscope.training.demo_vit`).
+
+It is the demo CNN's (:mod:`layerscope.models.demo`) transformer twin: the same data, classes,
+image size (96×96) and preprocessing, so the two can be compared map for map. Its module
+names are timm's (``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.0.norm1``,
+``blocks.0.attn.qkv``, ``blocks.0.attn.attn_drop`` …), so whatever recognises a timm ViT
+recognises it. The attention is written out (softmax, then ``attn_drop``), so its weights
+can be hooked at ``attn_drop``.
+
+Patches of 8 pixels give a 12×12 grid of tokens plus one class (CLS) token; 4 blocks of width
+64. The head reads the CLS token after the final norm.
+
+Its default layers are the blocks' ``norm1``: the residual stream entering each block's
+attention, seen through its layer norm. The output of the last block would be blank: the head
+reads only the CLS token there, so no patch token gets a gradient. Train (deterministic on
+the CPU)::
+
+    python -m layerscope.training.demo_vit --train
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from layerscope.datasets.shapes import CLASS_NAMES
+from layerscope.info import RANDOM_WEIGHTS, ModelInfo
+from layerscope.inputs import Preprocess
+from layerscope.models.demo import IMAGE_SIZE, MEAN, STD
+
+#: Side of a square patch (the patch embedding's kernel and stride): 96 / 8 = 12×12 tokens.
+PATCH = 8
+#: Token width.
+DIM = 64
+#: Transformer blocks.
+DEPTH = 4
+#: Attention heads per block.
+HEADS = 4
+#: Hidden width of each block's MLP, as a multiple of :data:`DIM`.
+MLP_RATIO = 4
+#: Where the shipped weights live.
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "demo_vit_shapes.safetensors"
+#: The label drawn on every frame of the demo ViT.
+NOTE = "demo ViT (10 synthetic shapes), attention input (norm1)"
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping ``patch × patch`` patches → tokens ``(N, T, dim)`` (timm's name)."""
+
+    def __init__(self, patch: int = PATCH, dim: int = DIM) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, kernel_size=patch, stride=patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention, written out: ``softmax(q kᵀ / √d)`` → ``attn_drop`` → ``· v``.
+
+    ``fused_attn = False`` says (as in timm) that the attention weights are computed
+    explicitly, so a hook on ``attn_drop`` sees them as ``(N, heads, T, T)``.
+    """
+
+    fused_attn = False
+
+    def __init__(self, dim: int = DIM, heads: int = HEADS) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not a multiple of heads {heads}")
+        self.num_heads = heads
+        self.head_dim = dim // heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.attn_drop = nn.Dropout(0.0)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, c = x.shape
+        qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        attn = self.attn_drop(attn.softmax(dim=-1))
+        return self.proj((attn @ v).transpose(1, 2).reshape(n, t, c))
+
+
+class Mlp(nn.Module):
+    """``fc1`` → GELU → ``fc2`` (timm's names)."""
+
+    def __init__(self, dim: int = DIM, hidden: int = MLP_RATIO * DIM) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """A pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
+
+    def __init__(self, dim: int = DIM, heads: int = HEADS, mlp_ratio: int = MLP_RATIO) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, mlp_ratio * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class DemoViT(nn.Module):
+    """Patch embedding + CLS token + learned position embeddings, :data:`DEPTH` blocks, a
+    final norm and a linear head on the CLS token (logits)."""
+
+    def __init__(
+        self,
+        image_size: int = IMAGE_SIZE,
+        patch: int = PATCH,
+        dim: int = DIM,
+        depth: int = DEPTH,
+        heads: int = HEADS,
+        num_classes: int = len(CLASS_NAMES),
+    ) -> None:
+        super().__init__()
+        grid = image_size // patch
+        self.patch_embed = PatchEmbed(patch, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, dim))
+        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch_embed(x)
+        x = torch.cat([self.cls_token.expand(len(tokens), -1, -1), tokens], dim=1) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x)[:, 0])
+
+
+def layers(depth: int = DEPTH) -> dict[str, str]:
+    """``{"block1": "blocks.0.norm1", …}``: each block's attention input."""
+    return {f"block{i + 1}": f"blocks.{i}.norm1" for i in range(depth)}
+
+
+def info(random: bool = False) -> ModelInfo:
+    """The demo ViT's facts: its blocks' attention inputs as friendly layers, the shapes'
+    class names, the demo CNN's preprocessing, logits, its one input size."""
+    return ModelInfo(
+        name="demo-vit",
+        layers=layers(),
+        class_names=tuple(CLASS_NAMES),
+        preprocess=Preprocess((IMAGE_SIZE, IMAGE_SIZE), MEAN, STD),
+        output="logits",
+        warning=RANDOM_WEIGHTS if random else None,
+        note=f"{NOTE}, RANDOM WEIGHTS" if random else NOTE,
+        input_size=(IMAGE_SIZE, IMAGE_SIZE),
+    )
+
+
+def init_demo_vit_(model: nn.Module, seed: int) -> None:
+    """Deterministic initialisation: truncated normal weights with fan-in scaling (σ² =
+    1 / fan-in; timm's fixed σ 0.02 is meant for width 768: at width 64 every block would
+    start close to the identity), σ 0.02 for the position embeddings and
+    the CLS token, zero biases, unit layer norms."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def trunc_normal_(t: torch.Tensor, std: float) -> None:
+        t.normal_(0.0, std, generator=gen).clamp_(-2.0 * std, 2.0 * std)
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                trunc_normal_(m.weight, math.sqrt(1.0 / m.weight[0].numel()))
+                m.bias.zero_()
+            elif isinstance(m, nn.LayerNorm):
+                m.weight.fill_(1.0)
+                m.bias.zero_()
+        if isinstance(model, DemoViT):
+            trunc_normal_(model.pos_embed, 0.02)
+            trunc_normal_(model.cls_token, 0.02)
+
+
+def shipped_weights() -> Path:
+    """The shipped weights file (an error naming the command that makes it when missing)."""
+    if not DEFAULT_WEIGHTS.is_file():
+        from layerscope.errors import WeightsError
+
+        raise WeightsError(
+            f"{DEFAULT_WEIGHTS}: the demo ViT's weights are missing; make them with "
+            "`python -m layerscope.training.demo_vit --train`"
+        )
+    return DEFAULT_WEIGHTS
+
+
+def build(weights: str | os.PathLike[str] | None = "default", seed: int = 0) -> DemoViT:
+    """The demo ViT, in eval mode: ``layerscope.load_model("demo-vit", weights, seed=seed)``.
+
+    Args:
+        weights: ``"default"`` (the shipped, trained weights), ``"random"`` or ``None``
+            (deterministic random initialisation from ``seed``), or a path to a state dict.
+        seed: the seed of the random initialisation.
+    """
+    from layerscope.models.registry import load_model
+
+    return load_model("demo-vit", weights="random" if weights is None else weights, seed=seed)

@@ -1,0 +1,238 @@
+"""The built-in demo ViT (:mod:`layerscope.models.demo_vit`): timm's names, its friendly
+layers, the shipped weights (size, accuracy, pointing game) and Grad-CAM at every default
+layer against an independent reference (hooks + ``torch.autograd.grad`` + tokens laid out by
+hand, written here)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from layerscope.datasets import CLASS_NAMES, make_dataset
+from layerscope.evaluate import pointing_game
+
+torch = pytest.importorskip("torch")
+
+#: Fresh samples for the accuracy check: a dataset seed never used in training.
+N_CHECK = 500
+#: Images for the fast pointing-game check (the slow one uses N_CHECK).
+N_FAST = 100
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def vit() -> ModuleType:
+    from layerscope.models import demo_vit
+
+    return demo_vit
+
+
+@pytest.fixture(scope="module")
+def trained(vit: ModuleType) -> Any:
+    if not vit.DEFAULT_WEIGHTS.is_file():
+        pytest.skip("the demo ViT's weights are not trained yet: python -m layerscope.training.demo_vit --train")
+    return vit.build()
+
+
+@pytest.fixture(scope="module")
+def random_model(vit: ModuleType) -> Any:
+    return vit.build("random")
+
+
+@pytest.fixture(scope="module", params=["random", "trained"])
+def either(request: pytest.FixtureRequest) -> Any:
+    """The random-weights model, and the trained one (skipped while its weights are missing)."""
+    return request.getfixturevalue("random_model" if request.param == "random" else "trained")
+
+
+@pytest.fixture(scope="module")
+def fresh() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from layerscope.models import demo
+
+    assert demo.EVAL_SEED != demo.TRAIN_SEED
+    return make_dataset(N_CHECK, demo.EVAL_SEED, demo.IMAGE_SIZE)
+
+
+def test_timm_names_and_friendly_layers(vit: ModuleType, random_model: Any) -> None:
+    from torch import nn
+
+    from layerscope.info import model_info
+    from layerscope.inputs import Preprocess
+    from layerscope.models import demo
+
+    trained = random_model
+    info = model_info(trained)
+    assert info.layers == {f"block{i}": f"blocks.{i - 1}.norm1" for i in range(1, vit.DEPTH + 1)}
+    modules = dict(trained.named_modules())
+    for path in info.layers.values():
+        assert isinstance(modules[path], nn.LayerNorm)
+    proj = trained.patch_embed.proj
+    assert isinstance(proj, nn.Conv2d) and proj.kernel_size == proj.stride == (vit.PATCH, vit.PATCH)
+    assert trained.cls_token.shape == (1, 1, vit.DIM)
+    assert trained.pos_embed.shape == (1, 1 + (demo.IMAGE_SIZE // vit.PATCH) ** 2, vit.DIM)
+    assert isinstance(trained.blocks, nn.ModuleList) and len(trained.blocks) == vit.DEPTH
+    for block in trained.blocks:
+        assert isinstance(block.norm1, nn.LayerNorm) and isinstance(block.norm2, nn.LayerNorm)
+        assert isinstance(block.attn.qkv, nn.Linear) and isinstance(block.attn.proj, nn.Linear)
+        assert isinstance(block.attn.attn_drop, nn.Dropout) and block.attn.fused_attn is False
+        assert block.attn.num_heads == vit.HEADS
+        assert {"fc1", "act", "fc2"} <= set(dict(block.mlp.named_children()))
+    assert isinstance(trained.norm, nn.LayerNorm) and trained.head.out_features == len(CLASS_NAMES)
+    assert info.class_names == tuple(CLASS_NAMES) and info.output == "logits"
+    assert info.preprocess == Preprocess((demo.IMAGE_SIZE, demo.IMAGE_SIZE), demo.MEAN, demo.STD)
+    assert info.input_size == (demo.IMAGE_SIZE, demo.IMAGE_SIZE)
+    assert "attention input (norm1)" in info.note and "RANDOM" in info.warning
+    assert vit.info().warning is None and "RANDOM" not in vit.info().note
+    assert not trained.training
+
+
+def test_attention_weights_are_seen_at_attn_drop(random_model: Any) -> None:
+    trained = random_model
+    seen: list[Any] = []
+    handle = trained.blocks[1].attn.attn_drop.register_forward_hook(lambda m, i, o: seen.append(o))
+    try:
+        with torch.no_grad():
+            trained(torch.zeros(2, 3, 96, 96))
+    finally:
+        handle.remove()
+    (attn,) = seen
+    assert attn.shape == (2, trained.blocks[1].attn.num_heads, 145, 145)
+    torch.testing.assert_close(attn.sum(-1), torch.ones(2, attn.shape[1], 145))
+
+
+def test_shipped_weights_are_small(vit: ModuleType, trained: Any) -> None:
+    assert vit.shipped_weights().stat().st_size <= 2 * 1024 * 1024
+
+
+def test_random_weights_are_deterministic_and_flagged(vit: ModuleType) -> None:
+    from layerscope.info import model_info
+
+    a, b = vit.build("random"), vit.build("random")
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb), ka
+    assert "RANDOM" in model_info(a).warning and "RANDOM WEIGHTS" in model_info(a).note
+    assert not torch.equal(a.head.weight, vit.build("random", seed=1).head.weight)
+
+
+def test_load_model_by_name(trained: Any) -> None:
+    import layerscope
+
+    model = layerscope.load_model("demo-vit")
+    for (ka, va), (kb, vb) in zip(model.state_dict().items(), trained.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_missing_default_weights_is_a_clear_error(
+    vit: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from layerscope.errors import WeightsError
+
+    monkeypatch.setattr(vit, "DEFAULT_WEIGHTS", tmp_path / "nope.safetensors")
+    with pytest.raises(WeightsError, match=r"training\.demo_vit --train"):
+        vit.build()
+
+
+def test_accuracy_on_fresh_samples(trained: Any, fresh: tuple[np.ndarray, ...]) -> None:
+    from layerscope.models import demo
+
+    images, labels, _ = fresh
+    with torch.no_grad():
+        pred = trained(demo.preprocess(images)).argmax(dim=1).numpy()
+    assert (pred == labels).mean() >= 0.95
+
+
+def _minmax(m: np.ndarray) -> np.ndarray:
+    lo = m.min(axis=(-2, -1), keepdims=True)
+    span = m.max(axis=(-2, -1), keepdims=True) - lo
+    return np.where(span > 0, (m - lo) / np.where(span > 0, span, 1), 0.0)
+
+
+def _reference_gradcam(model: Any, x: Any, paths: list[str], targets: list[int], grid: int) -> dict[str, np.ndarray]:
+    """Grad-CAM from forward hooks and ``autograd.grad``: each layer's ``(N, 1 + grid², C)``
+    tokens without the CLS token, laid out as ``(N, C, grid, grid)``; the math in float64."""
+    kept: dict[str, Any] = {}
+    handles = [model.get_submodule(p).register_forward_hook(lambda m, i, o, p=p: kept.__setitem__(p, o)) for p in paths]
+    try:
+        logits = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    grads = torch.autograd.grad(logits[range(len(targets)), targets].sum(), [kept[p] for p in paths])
+    maps = {}
+    for p, g in zip(paths, grads, strict=True):
+        a = kept[p].detach().double().numpy()[:, 1:].reshape(len(x), grid, grid, -1).transpose(0, 3, 1, 2)
+        g = g.double().numpy()[:, 1:].reshape(len(x), grid, grid, -1).transpose(0, 3, 1, 2)
+        maps[p] = np.maximum(np.einsum("nc,nchw->nhw", g.mean(axis=(2, 3)), a), 0.0)
+    return maps
+
+
+def test_gradcam_at_every_default_layer_equals_a_reference(
+    vit: ModuleType, either: Any, fresh: tuple[np.ndarray, ...]
+) -> None:
+    import layerscope
+    from layerscope.info import model_info
+    from layerscope.models import demo
+
+    images, labels, _ = fresh
+    trained = either
+    x, targets = demo.preprocess(images[:8]), labels[:8].tolist()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the random model's "weights are RANDOM" warning
+        exp = layerscope.explain(trained, x, method="gradcam", target=targets)
+    layers = model_info(trained).layers
+    assert list(exp.layers) == list(layers)  # every block, by its friendly name, by default
+    grid = demo.IMAGE_SIZE // vit.PATCH
+    ref = _reference_gradcam(trained, x, list(layers.values()), targets, grid)
+    for name, path in layers.items():
+        assert exp.cams[name].shape == (8, grid, grid)
+        assert np.abs(_minmax(np.asarray(exp.cams[name], np.float64)) - _minmax(ref[path])).max() <= TOL, name
+        assert not exp.flat[name].any(), name
+        assert (ref[path].max(axis=(1, 2)) > 0).all(), name
+
+
+def _pointing(model: Any, images: np.ndarray, labels: np.ndarray, masks: np.ndarray) -> float:
+    import layerscope
+    from layerscope.models import demo
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the random model's "weights are RANDOM" warning
+        exp = layerscope.explain(model, demo.preprocess(images), layers=["block4"], target=labels.tolist())
+    return float(pointing_game(exp.cams["block4"], masks).mean())
+
+
+def test_pointing_game_at_the_last_block(vit: ModuleType, trained: Any, fresh: tuple[np.ndarray, ...]) -> None:
+    images, labels, masks = (a[:N_FAST] for a in fresh)
+    assert _pointing(trained, images, labels, masks) >= 0.80
+    assert _pointing(vit.build("random"), images, labels, masks) < 0.5  # the baseline
+
+
+@pytest.mark.slow
+def test_pointing_game_at_the_last_block_on_500_images(trained: Any, fresh: tuple[np.ndarray, ...]) -> None:
+    assert _pointing(trained, *fresh) >= 0.80
+
+
+def test_tour_of_the_sample_has_no_flat_frame(trained: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``layerscope tour --model demo-vit``: the demo's shapes sample, one frame per block,
+    none flat, the true class explained, the last block pointing at the object."""
+    from PIL import Image
+
+    import layerscope
+    from conftest import run_cli
+    from layerscope.models import demo
+
+    out = tmp_path / "tour.gif"
+    code, stdout, err = run_cli(capsys, "tour", "--model", "demo-vit", "-o", str(out))
+    assert code == 0, err
+    assert "4 layers" in stdout and "flat" not in stdout + err
+    with Image.open(out) as im:
+        assert im.n_frames == 4
+    image, label, mask = demo.sample_image()
+    exp = layerscope.explain(trained, image)
+    assert exp.targets.tolist() == [label]
+    assert not any(exp.flat[name].any() for name in exp.layers)
+    assert pointing_game(exp.cams["block4"], mask[None]).all()
