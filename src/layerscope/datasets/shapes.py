@@ -208,7 +208,9 @@ def _draw_clutter(
                 cover.line(pts, fill=255, width=width)
 
 
-def _place(rng: np.random.Generator, label: int, size: int, radius_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, float]:
+def _place(
+    rng: np.random.Generator, label: int, size: int, radius_range: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Rotate, scale and place class ``label``'s unit outline fully inside the image:
     ``(polygon (k, 2) in pixels, centre (2,), radius)``."""
     radius = float(rng.uniform(*radius_range)) * size

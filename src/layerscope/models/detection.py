@@ -48,7 +48,9 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float = MATCH_IOU) -> to
     return torch.as_tensor(keep, dtype=torch.long, device=boxes.device)
 
 
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float = MATCH_IOU) -> torch.Tensor:
+def batched_nms(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou: float = MATCH_IOU
+) -> torch.Tensor:
     """:func:`nms` within each label (boxes of different labels never suppress each other),
     the kept indices by decreasing score."""
     if boxes.numel() == 0:
@@ -99,7 +101,10 @@ def mean_average_precision(
     """
     if len(detections) != len(ground_truth):
         raise ValueError(f"{len(detections)} images of detections but {len(ground_truth)} of ground truth")
-    gts = [(_numpy(b).reshape(-1, 4).astype(np.float64), _numpy(lab).reshape(-1).astype(np.int64)) for b, lab in ground_truth]
+    gts = [
+        (_numpy(b).reshape(-1, 4).astype(np.float64), _numpy(lab).reshape(-1).astype(np.int64))
+        for b, lab in ground_truth
+    ]
     classes = sorted({int(c) for _, lab in gts for c in lab})
     if num_classes is not None:
         classes = [c for c in classes if c < num_classes]
