@@ -10,7 +10,9 @@ definition and conventions:
 * :func:`pointing_game`, :func:`energy_pointing_game` — where the object's mask is known
   (Zhang et al. 2016; Wang et al. 2020);
 * :func:`randomisation_check`, :func:`rank_correlation` — the cascading model-randomisation
-  sanity check (Adebayo et al. 2018).
+  sanity check (Adebayo et al. 2018);
+* :func:`evaluate_boxes` — for a detector: the pointing game and the energy in each
+  ground-truth box, and deletion/insertion on its detection's score (``boxes.py``).
 
 Each metric of the suite is a :class:`Metric` in a registry (``_registry.py``): its module
 calls :func:`register`. :func:`evaluate` (``suite.py``) runs the chosen metrics at every layer,
@@ -36,6 +38,14 @@ from layerscope.evaluate._registry import (
     register,
     registered,
     unregister,
+)
+from layerscope.evaluate.boxes import (
+    BOX_METRICS,
+    MatchedDetection,
+    box_energy,
+    box_pointing_game,
+    evaluate_boxes,
+    masks_from_boxes,
 )
 from layerscope.evaluate.deletion import (
     BASELINES,
@@ -64,6 +74,7 @@ from layerscope.evaluate.suite import evaluate, evaluate_batches, plan
 
 __all__ = [
     "BASELINES",
+    "BOX_METRICS",
     "RANDOM",
     "ROAD_FRACTIONS",
     "TRAINED",
@@ -72,12 +83,15 @@ __all__ = [
     "DeletionInsertion",
     "DropIncrease",
     "Evaluation",
+    "MatchedDetection",
     "Metric",
     "Plan",
     "Randomisation",
     "Road",
     "average_drop_increase",
     "baseline_input",
+    "box_energy",
+    "box_pointing_game",
     "boxes_from_masks",
     "cascading_randomisation",
     "check_metrics",
@@ -86,8 +100,10 @@ __all__ = [
     "energy_pointing_game",
     "evaluate",
     "evaluate_batches",
+    "evaluate_boxes",
     "get_metric",
     "linear_imputation",
+    "masks_from_boxes",
     "plan",
     "pointing_game",
     "randomisable_modules",
