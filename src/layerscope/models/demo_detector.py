@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
@@ -59,6 +60,8 @@ TOP_K, SCORE_THRESHOLD, NMS_IOU = 20, 0.05, 0.5
 PRIOR = -math.log((1 - 0.1) / 0.1)
 #: Scene seeds: training, measuring (never trained on), sample pictures.
 TRAIN_SEED, EVAL_SEED, SAMPLE_SEED = 0, 1, 2
+#: :func:`sample_image` is scene ``SAMPLE_INDEX`` of :data:`SAMPLE_SEED`: three objects, all detected.
+SAMPLE_INDEX = 2
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "demo_detector.safetensors"
 NOTE = "demo detector (synthetic shapes scenes)"
 
@@ -135,11 +138,13 @@ def decode(
 
 
 def layers() -> dict[str, str]:
-    """The default layers, friendly name → module path (each conv with its ReLU; the
-    heatmap logits): the backbone, the neck and the heatmap branch. The box branch is left
-    out (a detection's score does not depend on it; its path, ``box_conv.1``, still works)."""
+    """The default layers, friendly name → module path: each conv with its ReLU, through
+    the backbone, the neck and the heatmap branch. Left out: the box branch (a detection's
+    score does not depend on it) and the 1×1 ``heatmap`` logits conv, the classifier of each
+    cell (its map is the class's logit map, flat after the ReLU for a detection scoring
+    under 0.5); their paths, ``box_conv.1`` and ``heatmap``, still work."""
     names = {name: f"backbone.{name}.1" for name, *_ in BACKBONE}
-    return {**names, "neck": "neck.1", "heat_conv": "heat_conv.1", "heatmap": "heatmap"}
+    return {**names, "neck": "neck.1", "heat_conv": "heat_conv.1"}
 
 
 def info(random: bool = False) -> ModelInfo:
@@ -194,6 +199,16 @@ def preprocess(images: np.ndarray) -> torch.Tensor:
     images = np.require(images, dtype=np.uint8, requirements=["C", "W"])
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
     return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+def sample_image() -> tuple[Image.Image, tuple[np.ndarray, np.ndarray]]:
+    """The built-in sample scene (``layerscope tour --model demo-detector``): scene
+    :data:`SAMPLE_INDEX` of :data:`SAMPLE_SEED`, never used in training; ``(image, (boxes,
+    labels))``."""
+    from layerscope.datasets.scenes import make_scene
+
+    image, annotation, _ = make_scene(SAMPLE_SEED, SAMPLE_INDEX, IMAGE_SIZE)
+    return Image.fromarray(image), annotation
 
 
 def detect(model: nn.Module, images: np.ndarray, batch_size: int = 64) -> list[dict[str, torch.Tensor]]:
