@@ -17,13 +17,13 @@ from layerscope.datasets.scenes import make_scenes
 from layerscope.datasets.shapes import CLASS_NAMES
 from layerscope.models import demo_detector
 
-CHEAP = ("--model", "demo-detector", "--methods", "gradcam", "--layers", "neck,heatmap", "--no-progress",
+CHEAP = ("--model", "demo-detector", "--methods", "gradcam", "--layers", "neck,heat_conv", "--no-progress",
          "--metrics", "pointing,energy", "--no-random-baseline")  # fmt: skip
 
 
 def _rows(path: Path) -> dict[tuple[str, str], float]:
     with path.open() as f:
-        return {(r["layer"], r["metric"]): float(r["mean"]) for r in csv.DictReader(f) if r["model"] == "trained"}
+        return {(r["layer"], r["metric"]): float(r["value"]) for r in csv.DictReader(f) if r["model"] == "trained"}
 
 
 def _coco(tmp_path: Path, n: int, scale: int = 1) -> Path:
@@ -67,7 +67,7 @@ def test_boxes_are_scaled_to_the_model_input(tmp_path: Path, capsys: pytest.Capt
     code, _, err = run_cli(capsys, "evaluate", str(tmp_path), "--boxes", str(ann), *CHEAP, "-o", out)
     assert code == 0, err
     rows = _rows(tmp_path / "c.csv")
-    assert rows[("heatmap", "pointing_game")] >= 0.5
+    assert rows[("heat_conv", "pointing_game")] >= 0.5
 
 
 @pytest.mark.parametrize(
