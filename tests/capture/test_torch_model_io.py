@@ -156,3 +156,18 @@ def test_whole_number_targets_of_any_type() -> None:
     for t in ([1.0, 3.0], np.array([1, 3]), torch.tensor([1, 3]), ["1", "3"]):
         assert layerscope.explain(model, x, target=t).targets.tolist() == [1, 3]
     assert ref.targets.tolist() == [1, 3]
+
+
+def test_a_detectors_output_gives_each_classs_best_detection_score() -> None:
+    from layerscope.capture.torch.model_io import is_detections, select_output
+
+    s = torch.tensor([0.9, 0.2, 0.7], requires_grad=True)
+    dets = [
+        {"boxes": torch.zeros(3, 4), "labels": torch.tensor([2, 0, 2]), "scores": s},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "scores": torch.zeros(0)},
+    ]
+    assert is_detections(dets) and not is_detections([]) and not is_detections([{"boxes": 1}])
+    out = select_output(dets)
+    torch.testing.assert_close(out.detach(), torch.tensor([[0.2, 0.0, 0.9], [0.0, 0.0, 0.0]]))
+    out[0, 2].backward()
+    assert s.grad.tolist() == [1.0, 0.0, 0.0]  # the best detection of class 2, in the graph

@@ -21,7 +21,7 @@ from layerscope._version import __version__
 from layerscope.errors import LayerscopeError
 
 #: The subcommand modules, in the order ``--help`` lists them; each registers its own parsers.
-COMMANDS = ("tour", "grid", "layers", "methods", "train", "batch", "evaluate")
+COMMANDS = ("tour", "grid", "layers", "methods", "train", "train_detector", "batch", "evaluate")
 
 
 class Parser(argparse.ArgumentParser):

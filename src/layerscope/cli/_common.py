@@ -433,12 +433,17 @@ def _floats(values: Sequence[float] | None, flag: str) -> tuple[float, ...] | No
 
 
 def sample_image(model: str) -> Any:
-    """The built-in sample for ``model``: a fresh shapes image for the demo models (never seen
-    in training), else a photo that ships with matplotlib (Grace Hopper). Both offline."""
+    """The built-in sample for ``model``: a fresh shapes image for the demo models, a fresh
+    3-object scene for the demo detector (never seen in training), else a photo that ships
+    with matplotlib (Grace Hopper). All offline."""
     if model in ("demo", "demo-vit"):
         from layerscope.models import demo
 
         return demo.sample_image()[0]
+    if model == "demo-detector":
+        from layerscope.models import demo_detector
+
+        return demo_detector.sample_image()[0]
     from matplotlib import cbook
 
     return str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))

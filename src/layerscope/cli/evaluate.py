@@ -42,7 +42,23 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help="N fresh synthetic shapes images (with object masks; the demo model's data) instead of SOURCE",
     )
-    p.add_argument("--seed", type=int, default=None, help="--shapes data set seed (default: the demo's EVAL_SEED)")
+    p.add_argument(
+        "--scenes",
+        type=_common.positive_int,
+        metavar="N",
+        help="N fresh synthetic multi-object scenes with ground-truth boxes, for a detector (demo-detector): the box "
+        "metrics for each detected box",
+    )
+    p.add_argument(
+        "--boxes",
+        metavar="JSON",
+        help="ground-truth boxes of SOURCE's images in a COCO-style annotations file (images, annotations with bbox "
+        "[x, y, w, h] and category_id, categories named as the model's classes), for a detector; SOURCE is the "
+        "folder the file names are relative to (default: the file's folder)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help="--shapes / --scenes data set seed (default: the demo models' EVAL_SEED)"
+    )
     _common.add_model_args(p)
     _common.add_method_args(p, several=True)
     p.add_argument(
@@ -52,9 +68,10 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--metrics",
-        default=",".join(default_metrics()),
-        help=f"comma-separated metrics: {', '.join(m.name for m in registered())} (default: all; pointing and "
-        "energy need --shapes)",
+        default=None,
+        help=f"comma-separated metrics: {', '.join(m.name for m in registered())} (default: "
+        f"{','.join(default_metrics())}; pointing and energy need --shapes); with --scenes or --boxes: pointing, "
+        "energy, deletion, insertion on each detected box (default: all four)",
     )
     p.add_argument("--steps", type=_common.positive_int, default=20, help="deletion/insertion steps (default: 20)")
     p.add_argument(
@@ -145,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from layerscope.atomic import check_writable
-    from layerscope.evaluate import BASELINES, check_metrics, evaluate_batches
+    from layerscope.evaluate import BASELINES, check_metrics, default_metrics, evaluate_batches
     from layerscope.evaluate.report import save_all
     from layerscope.methods import get_method
 
@@ -153,7 +170,13 @@ def run(args: argparse.Namespace) -> int:
     _common.check_model_args(args)
     if args.framework != "torch":
         raise UsageError("layerscope evaluate needs a PyTorch model (the metrics re-run it on perturbed inputs)")
-    metrics = check_metrics(args.metrics)
+    boxed = bool(args.scenes or args.boxes)
+    if boxed:
+        from layerscope.cli import _evaluate_boxes
+
+        metrics = _evaluate_boxes.check(args)
+    else:
+        metrics = check_metrics(args.metrics or default_metrics())
     methods = _common.csv_list(args.methods)
     if not methods:
         raise UsageError("no method given: --methods gradcam,…")
@@ -167,8 +190,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(unknown_name("--baseline", b, BASELINES, valid="expected"))
     if args.shapes and args.source:
         raise UsageError("give SOURCE or --shapes N, not both")
-    if args.seed is not None and not args.shapes:
-        raise UsageError("--seed applies to --shapes only")
+    if args.seed is not None and not (args.shapes or args.scenes):
+        raise UsageError("--seed applies to --shapes and --scenes only")
     if args.shapes and args.shapes > args.max_images:
         raise UsageError(
             f"--shapes {args.shapes:,} is more than --max-images {args.max_images:,} (each image's values are kept); "
@@ -187,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
     options = _common.method_options(
         argparse.Namespace(**{**vars(args), "perturb_batch": args.perturb_batch if has_copies else None}), methods
     )
+    if boxed:
+        return _evaluate_boxes.run(args, metrics, methods, baseline, paths, options, _explorer_writer)
     files: list[Path] = []
     if args.source:
         src = Path(args.source)

@@ -208,6 +208,69 @@ def _draw_clutter(
                 cover.line(pts, fill=255, width=width)
 
 
+def _place(
+    rng: np.random.Generator, label: int, size: int, radius_range: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Rotate, scale and place class ``label``'s unit outline fully inside the image:
+    ``(polygon (k, 2) in pixels, centre (2,), radius)``."""
+    radius = float(rng.uniform(*radius_range)) * size
+    theta = float(rng.uniform(0.0, 2.0 * np.pi))
+    rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    poly = _OUTLINES[label] @ rot.T * radius
+    low, high = -poly.min(axis=0) + 1.0, size - 1.0 - poly.max(axis=0)
+    centre = rng.uniform(low, high)
+    return poly + centre, centre, radius
+
+
+def _polygon_mask(poly: np.ndarray, size: int) -> np.ndarray:
+    mask_img = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(mask_img).polygon([tuple(p) for p in poly], fill=255)
+    return np.asarray(mask_img) > 0
+
+
+def _colour_against(rng: np.random.Generator, background: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """An object colour far enough from the background under ``mask`` to be visible."""
+    under = background[:, mask].mean(axis=1)
+    for _ in range(20):
+        colour = _random_colour(rng)
+        if np.linalg.norm(colour - under) > 110.0:
+            return colour
+    return np.where(under > 127.5, 0.0, 255.0).astype(np.float32)
+
+
+def _paint(
+    pixels: np.ndarray, mask: np.ndarray, colour: np.ndarray, rng: np.random.Generator, centre_y: float, radius: float
+) -> None:
+    """Paint a solid object over ``pixels`` (uint8 HWC, in place), shaded from top to bottom."""
+    rows = np.nonzero(mask)[0].astype(np.float32)
+    shade = float(rng.uniform(0.0, 0.25))
+    lit = 1.0 - shade * np.clip((rows - centre_y) / radius, -1.0, 1.0)
+    pixels[mask] = np.clip(colour[None, :] * lit[:, None], 0, 255).astype(np.uint8)
+
+
+def _lines_over(pil: Image.Image, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Draw 0–2 thin lines over everything; the bool mask of the pixels they cover."""
+    cover = Image.new("L", (size, size), 0)
+    n_over = int(rng.integers(0, 3))
+    _draw_clutter(ImageDraw.Draw(pil), rng, size, n_over, cover=ImageDraw.Draw(cover))
+    return np.asarray(cover) > 0
+
+
+def _with_noise(pil: Image.Image, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Per-pixel Gaussian noise of a random strength over everything: the final uint8 image."""
+    sigma = np.float32(rng.uniform(4.0, 22.0))
+    noise = rng.standard_normal(size=(size, size, 3), dtype=np.float32) * sigma
+    return np.clip(np.asarray(pil) + noise + 0.5, 0, 255).astype(np.uint8)
+
+
+def _cluttered_canvas(rng: np.random.Generator, size: int, background: np.ndarray) -> Image.Image:
+    """The background with 2–7 clutter items drawn on it (under the objects)."""
+    canvas = np.clip(background, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    pil = Image.fromarray(np.ascontiguousarray(canvas))
+    _draw_clutter(ImageDraw.Draw(pil), rng, size, int(rng.integers(2, 8)))
+    return pil
+
+
 def make_sample(seed: int, index: int, size: int = 64) -> tuple[np.ndarray, int, np.ndarray]:
     """Make sample ``index`` of the dataset with seed ``seed``.
 
@@ -226,54 +289,18 @@ def make_sample(seed: int, index: int, size: int = 64) -> tuple[np.ndarray, int,
     rng = _rng(seed, index)
     label = int(index) % len(CLASS_NAMES)
     background = _background(rng, size)
-
-    # The object: rotate, scale and place the unit outline, fully inside the image.
-    radius = float(rng.uniform(*RADIUS_RANGE)) * size
-    theta = float(rng.uniform(0.0, 2.0 * np.pi))
-    rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
-    poly = _OUTLINES[label] @ rot.T * radius
-    low, high = -poly.min(axis=0) + 1.0, size - 1.0 - poly.max(axis=0)
-    centre = rng.uniform(low, high)
-    poly = poly + centre
-    mask_img = Image.new("L", (size, size), 0)
-    ImageDraw.Draw(mask_img).polygon([tuple(p) for p in poly], fill=255)
-    mask = np.asarray(mask_img) > 0
-
-    # Its colour: far enough from the background under it to be visible.
-    under = background[:, mask].mean(axis=1)
-    for _ in range(20):
-        colour = _random_colour(rng)
-        if np.linalg.norm(colour - under) > 110.0:
-            break
-    else:
-        colour = np.where(under > 127.5, 0.0, 255.0).astype(np.float32)
-
-    # Clutter under the object.
-    canvas = np.clip(background, 0, 255).astype(np.uint8).transpose(1, 2, 0)
-    pil = Image.fromarray(np.ascontiguousarray(canvas))
-    _draw_clutter(ImageDraw.Draw(pil), rng, size, int(rng.integers(2, 8)))
-
-    # The object, with a soft shading from top to bottom.
+    poly, centre, radius = _place(rng, label, size, RADIUS_RANGE)
+    mask = _polygon_mask(poly, size)
+    colour = _colour_against(rng, background, mask)
+    pil = _cluttered_canvas(rng, size, background)  # clutter under the object
     pixels = np.array(pil)
-    rows = np.nonzero(mask)[0].astype(np.float32)
-    shade = float(rng.uniform(0.0, 0.25))
-    lit = 1.0 - shade * np.clip((rows - centre[1]) / radius, -1.0, 1.0)
-    pixels[mask] = np.clip(colour[None, :] * lit[:, None], 0, 255).astype(np.uint8)
-
+    _paint(pixels, mask, colour, rng, float(centre[1]), radius)
     # A few thin lines over it; the mask keeps only the pixels that stay visible.
     pil = Image.fromarray(pixels)
-    cover = Image.new("L", (size, size), 0)
-    n_over = int(rng.integers(0, 3))
-    _draw_clutter(ImageDraw.Draw(pil), rng, size, n_over, cover=ImageDraw.Draw(cover))
-    visible = mask & (np.asarray(cover) == 0)
+    visible = mask & ~_lines_over(pil, rng, size)
     if visible.any():
         mask = visible
-
-    # Per-pixel noise over everything.
-    sigma = np.float32(rng.uniform(4.0, 22.0))
-    noise = rng.standard_normal(size=(size, size, 3), dtype=np.float32) * sigma
-    image = np.clip(np.asarray(pil) + noise + 0.5, 0, 255).astype(np.uint8)
-    return image, label, mask
+    return _with_noise(pil, rng, size), label, mask
 
 
 def iter_dataset(

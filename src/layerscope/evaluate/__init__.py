@@ -14,6 +14,8 @@ definition and conventions:
 * :func:`rank_layers` — "which layer should I look at?": an explanation's layers ranked per
   image by one cheap metric of the registry (ROAD at 10/30/50 % by default), all layers in
   the same forward passes (``rank.py``).
+* :func:`evaluate_boxes` — for a detector: the pointing game and the energy in each
+  ground-truth box, and deletion/insertion on its detection's score (``boxes.py``).
 
 Each metric of the suite is a :class:`Metric` in a registry (``_registry.py``): its module
 calls :func:`register`. :func:`evaluate` (``suite.py``) runs the chosen metrics at every layer,
@@ -39,6 +41,14 @@ from layerscope.evaluate._registry import (
     register,
     registered,
     unregister,
+)
+from layerscope.evaluate.boxes import (
+    BOX_METRICS,
+    MatchedDetection,
+    box_energy,
+    box_pointing_game,
+    evaluate_boxes,
+    masks_from_boxes,
 )
 from layerscope.evaluate.deletion import (
     BASELINES,
@@ -75,6 +85,7 @@ from layerscope.evaluate.suite import evaluate, evaluate_batches, plan
 
 __all__ = [
     "BASELINES",
+    "BOX_METRICS",
     "DEFAULT_RANK_METRIC",
     "RANDOM",
     "ROAD_FRACTIONS",
@@ -85,6 +96,7 @@ __all__ = [
     "DropIncrease",
     "Evaluation",
     "LayerRanking",
+    "MatchedDetection",
     "Metric",
     "Plan",
     "Randomisation",
@@ -92,6 +104,8 @@ __all__ = [
     "average_drop_increase",
     "baseline_input",
     "best_layer_counts",
+    "box_energy",
+    "box_pointing_game",
     "boxes_from_masks",
     "cascading_randomisation",
     "check_metrics",
@@ -100,8 +114,10 @@ __all__ = [
     "energy_pointing_game",
     "evaluate",
     "evaluate_batches",
+    "evaluate_boxes",
     "get_metric",
     "linear_imputation",
+    "masks_from_boxes",
     "plan",
     "pointing_game",
     "randomisable_modules",

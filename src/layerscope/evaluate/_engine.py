@@ -39,6 +39,8 @@ class Context:
         targets: long ``(N,)`` tensor on the same device.
         output: ``"logits"`` or ``"probabilities"`` (what the model returns).
         score: ``"probability"`` or ``"logit"`` (what is measured).
+        scorer: ``scorer(model_output, image_index (B,)) -> (B,)`` scores, measured instead
+            of a class's (a detection's score: :mod:`layerscope.evaluate.boxes`), or ``None``.
     """
 
     model: Any
@@ -46,6 +48,7 @@ class Context:
     targets: Any
     output: str
     score: str
+    scorer: Callable[[Any, Any], Any] | None = None
 
     @property
     def n(self) -> int:
@@ -56,7 +59,9 @@ class Context:
         return int(self.x.shape[-2]), int(self.x.shape[-1])
 
 
-def make_context(model: Any, x: Any, targets: Any, output: str | None, score: str) -> Context:
+def make_context(
+    model: Any, x: Any, targets: Any, output: str | None, score: str, scorer: Callable[[Any, Any], Any] | None = None
+) -> Context:
     """Check the arguments and move the input and targets to the model's device."""
     import torch
 
@@ -74,7 +79,7 @@ def make_context(model: Any, x: Any, targets: Any, output: str | None, score: st
     t = torch.as_tensor(np.asarray(targets, dtype=np.int64).reshape(-1), device=device)
     if t.shape[0] != xt.shape[0]:
         raise UsageError(f"{xt.shape[0]} images but {t.shape[0]} targets")
-    return Context(model, xt, t, output or "logits", score)
+    return Context(model, xt, t, output or "logits", score, scorer)
 
 
 def as_map_list(maps: Any, n: int) -> tuple[list[np.ndarray], bool]:
@@ -144,6 +149,11 @@ def run_jobs(
         xb, index = make(sl)
         with torch.inference_mode():
             raw = ctx.model(xb)
+            if ctx.scorer is not None:
+                out[sl] = ctx.scorer(raw, index).float()
+                if bar is not None:
+                    bar.update(sl.stop - sl.start)
+                continue
             if not isinstance(raw, torch.Tensor):
                 raise UsageError("the model must return one (N, classes) tensor for the perturbation metrics")
             raw = raw.float()

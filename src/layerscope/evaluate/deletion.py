@@ -127,6 +127,7 @@ def deletion_insertion(
     score: str = "probability",
     perturb_batch: int = 256,
     progress: Any = False,
+    scorer: Any = None,
 ) -> DeletionInsertion:
     """Deletion and insertion AUC (Petsiuk, Das and Saenko, "RISE: Randomized Input Sampling
     for Explanation of Black-box Models", BMVC 2018).
@@ -156,13 +157,16 @@ def deletion_insertion(
         score: ``"probability"`` (softmax of the target) or ``"logit"``.
         perturb_batch: perturbed inputs per forward pass.
         progress: ``True`` for a tqdm bar, or a tqdm bar to advance.
+        scorer: ``scorer(model_output, image_index (B,)) -> (B,)``: the score measured
+            instead of the target class's (e.g. a detection's,
+            :func:`layerscope.evaluate.boxes.detection_scorer`); ``targets`` is then unused.
 
     Returns:
         A :class:`DeletionInsertion`.
     """
     import torch
 
-    ctx = E.make_context(model, x, targets, output, score)
+    ctx = E.make_context(model, x, targets, output, score, scorer)
     map_list, single = E.as_map_list(maps, ctx.n)
     b_del, b_ins = baseline_pair(baseline)
     n, (h, w) = ctx.n, ctx.size

@@ -141,8 +141,9 @@ def select_output(out: Any, key: str | int | None = None) -> torch.Tensor:
     """The ``(N, classes)`` tensor of a model's output.
 
     Args:
-        out: a tensor, a dict / ``ModelOutput`` (``logits`` by default) or a tuple/list
-            (its first tensor by default).
+        out: a tensor, a dict / ``ModelOutput`` (``logits`` by default), a tuple/list
+            (its first tensor by default), or a detector's list of ``dict(boxes, labels,
+            scores)`` (:func:`detection_class_scores`).
         key: the dict key or the tuple index to use instead.
     """
     if key is not None:
@@ -171,7 +172,31 @@ def select_output(out: Any, key: str | int | None = None) -> torch.Tensor:
         return out.logits
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         return out[0]
+    if is_detections(out):
+        return detection_class_scores(out)
     raise ModelError(f"the model returned {type(out).__name__}; expected a (N, classes) tensor")
+
+
+def is_detections(out: Any) -> bool:
+    """Whether ``out`` is a detector's output in torchvision's format: a non-empty list of
+    ``dict(boxes, labels, scores)``, one per image."""
+    return (
+        isinstance(out, (list, tuple))
+        and len(out) > 0
+        and all(isinstance(d, dict) and isinstance(d.get("scores"), torch.Tensor) and "labels" in d for d in out)
+    )
+
+
+def detection_class_scores(dets: Any) -> torch.Tensor:
+    """A detector's output as ``(N, classes)`` scores: each class's highest detection score
+    in each image (0 where it has none; ``classes`` = the largest label + 1), inside the
+    graph: explaining class ``c`` explains the image's best detection of ``c``."""
+    k = 1 + max((int(d["labels"].max()) for d in dets if d["labels"].numel()), default=0)
+    rows = []
+    for d in dets:
+        s = d["scores"].float()
+        rows.append(s.new_zeros(k).scatter_reduce(0, d["labels"].long().to(s.device), s, "amax", include_self=True))
+    return torch.stack(rows)
 
 
 def check_scores(out: torch.Tensor) -> None:
