@@ -177,6 +177,7 @@ def explain_batch(
                 "predicted": int(predicted[i]),
                 "predicted_probability": float(probs[i, predicted[i]]),
                 "outputs": exp.outputs[i],
+                "detections": None if exp.detections is None else exp.detections[i],
             }
         )
     return payloads, seconds

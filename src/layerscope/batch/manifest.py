@@ -77,6 +77,8 @@ def schema(layers: Sequence[str]) -> Any:
     """The manifest's Arrow schema for a run over ``layers``."""
     import pyarrow as pa
 
+    detection = pa.struct([("box", pa.list_(pa.float32(), 4)), ("label", pa.int32()), ("score", pa.float32())])
+
     fields = [
         ("key", pa.string()),
         ("source", pa.string()),
@@ -96,12 +98,28 @@ def schema(layers: Sequence[str]) -> Any:
         ("outputs", pa.list_(pa.string())),
         ("maps_shard", pa.string()),
         ("maps_row", pa.int32()),
+        # a detector's detections (null for other models), in the model input's pixels
+        ("detections", pa.list_(detection)),
+        ("explained_box", pa.list_(pa.float32(), 4)),
     ]
     kinds = {"flat": pa.bool_(), "pointing": pa.bool_()}
     for layer in layers:
         for stat in LAYER_STATS:
             fields.append((f"{layer}/{stat}", kinds.get(stat, pa.float32())))
     return pa.schema(fields)
+
+
+def detection_columns(record: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A detector's per-image detections (:attr:`layerscope.Explanation.detections`) as the
+    manifest's ``detections`` (``[{box, label, score}, …]``) and ``explained_box`` columns."""
+    if record is None:
+        return {"detections": None, "explained_box": None}
+    rows = [
+        {"box": [float(v) for v in box], "label": int(label), "score": float(score)}
+        for box, label, score in zip(record["boxes"], record["labels"], record["scores"], strict=True)
+    ]
+    explained = record.get("explained")
+    return {"detections": rows, "explained_box": None if not explained else [float(v) for v in explained["box"]]}
 
 
 def parquet_bytes(table: Any) -> bytes:

@@ -192,6 +192,7 @@ class ManifestSink:
             "target_probability": float(p["target_probability"]),
             "target_score": float(p["target_score"]),
             "correct": correct,
+            **manifest.detection_columns(p.get("detections")),
         }
         cams: Mapping[str, np.ndarray] = p["cams"]
         mask = p.get("mask")
