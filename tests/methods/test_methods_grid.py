@@ -177,8 +177,12 @@ def test_cli_tour_with_a_perturbation_method(
 def test_cli_methods_lists_cost_gradients_and_frameworks(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(capsys, "methods")
     assert code == 0
-    rows = {line.split()[0]: line for line in out.splitlines()}
+    methods, _, fusions = out.partition("\n\n")
+    rows = {line.split()[0]: line for line in methods.splitlines()}
     assert list(rows) == layerscope.list_methods()
+    assert fusions.startswith("fusion (") and all(
+        f"{name} " in fusions and "no extra pass" in fusions for name in ("layercam-fusion", "refinecam", "polycam")
+    )
     assert "1 forward + 1 backward" in rows["layercam"] and "; gradients]" in rows["layercam"]
     assert "no gradients]" in rows["eigencam"]
     for name in ("scorecam", "ablationcam", "guided-backprop", "guided-gradcam"):

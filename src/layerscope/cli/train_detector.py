@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import time
 from typing import Any
 
@@ -14,9 +13,13 @@ from layerscope.errors import plural
 OUTPUT = "demo-detector.safetensors"
 
 
-def add_parser(sub: Any) -> None:
-    from layerscope.training import demo_detector as T
+#: ``layerscope.training.demo_detector.train``'s defaults, written here so that building the
+#: parser imports no torch (a ``layerscope tour`` of a huge image decodes it before torch
+#: takes its memory); tests/cli/test_train_detector.py checks they are ``train``'s own.
+DEFAULTS = {"steps": 1600, "batch_size": 32, "lr": 2e-3, "pool": 8000, "seed": 0, "threads": 1}
 
+
+def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "train-detector",
         help="train the demo detector (CenterNet-style) on synthetic shapes scenes and save its weights",
@@ -25,7 +28,7 @@ def add_parser(sub: Any) -> None:
         "`layerscope tour --model demo-detector --weights PATH` and `layerscope evaluate --model demo-detector "
         "--weights PATH --scenes N`. Prints mAP@0.5 on fresh scenes at the end.",
     )
-    defaults = {k: v.default for k, v in inspect.signature(T.train).parameters.items()}  # written once, there
+    defaults = DEFAULTS
     p.add_argument(
         "--steps", type=_common.positive_int, default=defaults["steps"], help="optimiser steps (default: %(default)s)"
     )

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from layerscope.models import demo as demo_model
 from layerscope.models.demo import IMAGE_SIZE, TRAIN_SEED
 from layerscope.models.demo_vit import (
     DEFAULT_WEIGHTS,
@@ -34,7 +35,7 @@ from layerscope.models.demo_vit import (
 from layerscope.training.demo import check_precision, deterministic, fit, make_pool, run_cli, sampler, save_weights
 
 #: Defaults of the shipped weights' training.
-STEPS = 4000
+STEPS = 2500
 LR = 1e-3
 WEIGHT_DECAY = 0.05
 LABEL_SMOOTHING = 0.1
@@ -49,13 +50,14 @@ def train(
     seed: int = TRAIN_SEED,
     pool: int = 15000,
     threads: int = THREADS,
-    precision: str = "bf16",
+    precision: str = "fp32",
     eval_every: int = 0,
     progress: bool = True,
 ) -> DemoViT:
     """Train the demo ViT from scratch; write its weights to ``out`` (atomically).
 
-    The training set and its augmentation are the demo CNN's (samples ``0 … pool-1`` of
+    The patch embedding's conv blocks are the trained demo CNN's first three, frozen; the
+    rest is trained from scratch. The training set and its augmentation are the demo CNN's (samples ``0 … pool-1`` of
     dataset seed ``seed``; 8 flips and turns × 6 channel orders × inversion); AdamW with
     weight decay :data:`WEIGHT_DECAY`, label smoothing :data:`LABEL_SMOOTHING`, a linear
     warm-up and a cosine decay (:func:`layerscope.training.demo.fit`). The arguments are
@@ -70,6 +72,9 @@ def train(
         batch = sampler(images, labels, batch_size, seed)
         model = DemoViT()
         init_demo_vit_(model, seed)
+        stem = model.patch_embed.backbone  # the hybrid stem: the trained demo CNN's blocks 1–3, frozen
+        stem.load_state_dict(demo_model.build().features[: len(stem)].state_dict())
+        stem.requires_grad_(False)
         fit(
             model,
             batch,
