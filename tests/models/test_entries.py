@@ -86,5 +86,6 @@ def test_an_unknown_model_suggests_the_close_ones() -> None:
         layerscope.load_model("vgg19")
     assert str(e.value) == (
         "unknown model 'vgg19'. Did you mean vgg16, vgg16-cifar10? Built-in models: demo, demo-vit, "
-        "demo-detector, vgg16, vgg16-cifar10, resnet50; or module.path:callable, torchvision:NAME, timm:NAME, hf:REPO-ID"
+        "demo-detector, vgg16, vgg16-cifar10, resnet50; or module.path:callable, torchvision:NAME, timm:NAME, "
+        "hf:REPO-ID"
     )
