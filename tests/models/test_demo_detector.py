@@ -113,3 +113,56 @@ def test_plain_explain_explains_the_best_detection(detector: D.DemoDetector) -> 
     exp = layerscope.explain(detector, x, layers="heatmap")
     assert int(exp.targets[0]) == int(best["labels"][0])
     assert exp.probabilities.shape == (1,)
+
+
+def test_box_target_gradcam_at_every_layer_equals_hooks_and_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """issue 21: ``targets.box`` on demo-detector, every default layer, against the box score
+    ``Σ_{matched d} (score_d + IoU(box_d, b))`` and Grad-CAM written here, one backward pass."""
+    import torch
+
+    import layerscope
+    from layerscope.info import model_info
+    from layerscope.models import demo_detector
+    from layerscope.targets import box
+
+    model = layerscope.load_model("demo-detector")
+    image, (gt_boxes, gt_labels) = demo_detector.sample_image()
+    b, label = [float(v) for v in gt_boxes[0]], int(gt_labels[0])
+    paths = model_info(model).layers
+    calls: list[int] = []
+    real = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or real(*a, **k))
+    exp = layerscope.explain(model, image, target=box(b, label=label))
+    assert calls == [1] and list(exp.layers) == list(paths)
+    monkeypatch.setattr(torch.autograd, "grad", real)
+
+    kept: dict[str, torch.Tensor] = {}
+    handles = [
+        model.get_submodule(p).register_forward_hook(lambda m, i, o, p=p: kept.__setitem__(p, o))
+        for p in paths.values()
+    ]
+    try:
+        (det,) = model(demo_detector.preprocess(np.asarray(image)[None]))
+    finally:
+        for h in handles:
+            h.remove()
+    x0, y0, x1, y1 = det["boxes"].unbind(1)
+    iw = (torch.minimum(x1, torch.tensor(b[2])) - torch.maximum(x0, torch.tensor(b[0]))).clamp(min=0)
+    ih = (torch.minimum(y1, torch.tensor(b[3])) - torch.maximum(y0, torch.tensor(b[1]))).clamp(min=0)
+    inter = iw * ih
+    iou = inter / ((x1 - x0) * (y1 - y0) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+    matched = (iou >= 0.5) & (det["labels"] == label)
+    assert matched.any()
+    score = (det["scores"][matched] + iou[matched]).sum()
+    grads = torch.autograd.grad(score, [kept[p] for p in paths.values()])
+    for (name, path), g in zip(paths.items(), grads, strict=True):
+        a = kept[path].detach().double()
+        ref = torch.relu((g.double().mean(dim=(2, 3), keepdim=True) * a).sum(1)).numpy()
+        got = exp.cams[name]
+        np.testing.assert_allclose(_mm(got), _mm(ref), atol=1e-4, err_msg=name)
+
+
+def _mm(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, np.float64)
+    lo, hi = a.min(axis=(1, 2), keepdims=True), a.max(axis=(1, 2), keepdims=True)
+    return (a - lo) / np.where(hi > lo, hi - lo, 1)
