@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 
@@ -32,32 +30,10 @@ import torch
 import layerscope
 from layerscope.info import ModelInfo
 from layerscope.models import vgg
+from tour_vgg16 import median_times  # the interleaved timing, shared by the benchmarks
 
 FOUR = ("gradcam", "gradcam++", "xgradcam", "layercam")
 FIVE = (*FOUR, "hirescam")
-
-
-def vgg16_names(model: torch.nn.Module) -> dict[str, str]:
-    names, block, conv = {}, 1, 0
-    for i, m in enumerate(model.features):
-        if isinstance(m, torch.nn.ReLU):
-            conv += 1
-            names[f"block{block}_conv{conv}"] = f"features.{i}"
-        elif isinstance(m, torch.nn.MaxPool2d):
-            block, conv = block + 1, 0
-    return names
-
-
-def median_times(contenders: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    for fn in contenders.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in contenders}
-    for _ in range(repeats):
-        for k, fn in contenders.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -71,7 +47,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
     model = vgg.VGG16().eval()
-    info = ModelInfo(layers=vgg16_names(model))
+    info = ModelInfo(layers=vgg.make_features()[1])  # block1_conv1 … at the ReLUs
     relus = [model.get_submodule(p) for p in info.layers.values()]
     x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -121,7 +97,7 @@ def main() -> None:
     except ImportError as e:
         print(f"# pytorch-grad-cam not importable here ({e}): skipped")
 
-    results = median_times(contenders, args.repeats)
+    results = median_times(contenders, args.repeats, lambda: None)
     print(
         f"# VGG16 (random weights), 13 layers, {args.size}x{args.size}, batch 1, CPU, {torch.get_num_threads()} "
         f"threads, torch {torch.__version__}, load {os.getloadavg()[0]:.2f}; median of {args.repeats} interleaved runs"

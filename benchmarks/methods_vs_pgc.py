@@ -22,8 +22,6 @@ import argparse
 import os
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam's Score-CAM progress bars
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 
@@ -32,6 +30,7 @@ import torch
 import layerscope
 from layerscope.info import ModelInfo
 from layerscope.models import vgg
+from tour_vgg16 import median_times  # the interleaved timing, shared by the benchmarks
 
 #: layerscope name → pytorch-grad-cam class name (the methods both have).
 PEERS = {
@@ -54,29 +53,6 @@ PERTURBATION = ("scorecam", "ablationcam")
 FUSIONS = ("layercam-fusion", "refinecam", "polycam")
 
 
-def vgg16_names(model: torch.nn.Module) -> dict[str, str]:
-    names, block, conv = {}, 1, 0
-    for i, m in enumerate(model.features):
-        if isinstance(m, torch.nn.ReLU):
-            conv += 1
-            names[f"block{block}_conv{conv}"] = f"features.{i}"
-        elif isinstance(m, torch.nn.MaxPool2d):
-            block, conv = block + 1, 0
-    return names
-
-
-def median(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=224)
@@ -87,7 +63,7 @@ def main() -> None:
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
     model = vgg.VGG16().eval()
-    info = ModelInfo(layers=vgg16_names(model))
+    info = ModelInfo(layers=vgg.make_features()[1])  # block1_conv1 … at the ReLUs
     plain = vgg.VGG16().eval()
     plain.load_state_dict(model.state_dict())
     for m in plain.modules():
@@ -126,7 +102,7 @@ def main() -> None:
                         cam(input_tensor=x, targets=[ClassifierOutputTarget(t)])
 
             fns["pgc"] = loop
-        t = median(fns, args.repeats)
+        t = median_times(fns, args.repeats, lambda: None)
         peer = f"{t['pgc'] * 1e3:.0f} ms" if "pgc" in t else "—"
         ratio = f"{t['pgc'] / t['ours']:.1f}×" if "pgc" in t else "—"
         print(f"| `{name}` | {size}² | {t['ours'] * 1e3:.0f} ms | {peer} | {ratio} |", flush=True)
@@ -135,7 +111,7 @@ def main() -> None:
     fns = {"tour": lambda: layerscope.explain(model, x, method="layercam", info=info)}
     for f in FUSIONS:
         fns[f] = lambda f=f: layerscope.explain(model, x, method="layercam", info=info).fused(f)
-    t = median(fns, max(args.repeats, 5))
+    t = median_times(fns, max(args.repeats, 5), lambda: None)
     for f in FUSIONS:
         print(f"fusion {f:16s} adds {100 * (t[f] / t['tour'] - 1):+.1f} % to a {t['tour'] * 1e3:.0f} ms tour")
 

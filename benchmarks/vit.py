@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 import warnings
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 import layerscope
+from gpu import interleaved  # the interleaved timing, shared by the benchmarks
 
 
 def build(small: bool) -> nn.Module:
@@ -60,22 +58,6 @@ class Logits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=x).logits
-
-
-def interleaved(contenders: dict[str, Callable[[], Any]], repeats: int, sync: Callable[[], None]) -> dict[str, float]:
-    """Median seconds of each contender, one run of each per round, after one warm-up each."""
-    for fn in contenders.values():
-        fn()
-    sync()
-    times: dict[str, list[float]] = {k: [] for k in contenders}
-    for _ in range(repeats):
-        for k, fn in contenders.items():
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def minmax(a: np.ndarray) -> np.ndarray:
