@@ -141,9 +141,14 @@ def row(model: nn.Module, batch: int, args: argparse.Namespace, device: torch.de
         # there, by correlation, since the two bilinear resizes differ slightly at the borders
         from layerscope.resize import resize_bilinear
 
-        worst = min(
-            float(np.corrcoef(resize_bilinear(exp.cams[p], (size, size)).ravel(), pgc_maps[p].ravel())[0, 1])
+        worst = min(  # per image: each library's map of image i, min-max scaled as pytorch-grad-cam does
+            float(
+                np.corrcoef(
+                    minmax(resize_bilinear(exp.cams[p][i : i + 1], (size, size))).ravel(), pgc_maps[p][i].ravel()
+                )[0, 1]
+            )
             for p in paths
+            for i in range(batch)
         )
         print(f"{'worst per-block Pearson r vs pgc':38s} {worst:.5f}")
 
