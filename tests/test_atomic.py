@@ -68,9 +68,9 @@ def test_a_closed_pipe_ends_quietly() -> None:
 @pytest.mark.slow
 def test_sigterm_ends_a_tour_in_one_line_with_exit_143_and_no_partial_file(tmp_path: Path) -> None:
     out = tmp_path / "t.gif"
-    # at 448² the tour's capture and drawing take seconds, so the signal lands inside the run
+    # at 768² the tour's capture and drawing take seconds, so the signal lands inside the run
     # (at 224² a quiet machine could finish first and a busy one be in interpreter shutdown)
-    size = ["--size", "448"]
+    size = ["--size", "768"]
     cmd = [sys.executable, "-m", "layerscope", "tour", "--model", "vgg16", "--weights", "random", *size, "-o", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     time.sleep(4.0)  # importing torch and building VGG16 takes about this
