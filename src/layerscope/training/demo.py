@@ -327,6 +327,7 @@ def run_cli(
     steps: int,
     lr: float,
     threads: int,
+    precision: str = "bf16",
 ) -> int:
     """The ``--train | --eval`` command line of a demo model's training module, with that
     module's ``train`` and ``build`` and its defaults."""
@@ -339,7 +340,9 @@ def run_cli(
     p.add_argument("--batch-size", type=int, default=64, help="samples per step (default: 64)")
     p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default: {lr:g})")
     p.add_argument("--pool", type=int, default=15000, help="distinct training samples (default: 15000)")
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="forward precision (default: bf16)")
+    p.add_argument(
+        "--precision", choices=("bf16", "fp32"), default=precision, help=f"forward precision (default: {precision})"
+    )
     p.add_argument("--eval-every", type=int, default=0, help="print accuracy every so many steps (default: never)")
     p.add_argument("--seed", type=int, default=TRAIN_SEED, help=f"training seed (default: {TRAIN_SEED})")
     p.add_argument("--threads", type=int, default=threads, help=f"torch CPU threads (default: {threads})")
