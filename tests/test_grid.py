@@ -77,3 +77,19 @@ def test_one_pass_refuses_methods_that_need_more() -> None:
         one_pass([(get_method("gradcam"), {}), (get_method("scorecam"), {})])
     joined = one_pass([(get_method("gradcam"), {}), (get_method("eigencam"), {})])
     assert joined.name == "gradcam+eigencam" and joined.needs == {"activations", "gradients"}
+
+
+def test_several_detections_and_one_pass_methods_share_one_backward(monkeypatch: pytest.MonkeyPatch) -> None:
+    from layerscope.models import demo_detector
+    from layerscope.targets import detections
+
+    model = layerscope.load_model("demo-detector")
+    image, _ = demo_detector.sample_image()
+    alone = layerscope.explain_many(model, image, ["layercam"], targets=detections(3))
+    backward, _ = counted(monkeypatch, model)
+    exps = layerscope.explain_many(model, image, ["gradcam", "layercam"], targets=detections(3))
+    assert backward == [1] and [e.method for e in exps] == ["gradcam"] * 3 + ["layercam"] * 3
+    for got, ref in zip(exps[3:], alone, strict=True):
+        assert got.detections[0]["explained"]["box"] == ref.detections[0]["explained"]["box"]
+        for layer in ref.layers:
+            np.testing.assert_allclose(got.cams[layer], ref.cams[layer], rtol=1e-5, atol=1e-6 * ref.cams[layer].max())

@@ -185,7 +185,7 @@ def explain_many(
         ``len(methods) × len(classes)`` explanations of one image each.
     """
     from layerscope.explanation import explain
-    from layerscope.methods import ONE_PASS, get_method, one_pass
+    from layerscope.methods import get_method
 
     names = _method_list(methods)
     chosen = [get_method(n) for n in names]
@@ -207,15 +207,10 @@ def explain_many(
     def opts_of(m: Any) -> dict[str, Any]:
         return {k: v for k, v in method_options.items() if k in m.options}
 
-    joined = [m for m in chosen if m.needs <= ONE_PASS]
-    groups = [joined] if len(joined) > 1 else []
-    groups += [[m] for m in chosen if not (len(joined) > 1 and m in joined)]
     classes: list[int | str] | None = list(targets) if targets is not None else None
     by_method: dict[str, list[Any]] = {}
     seen: set[tuple[type, str]] = set()
-    for group in groups:
-        method = group[0] if len(group) == 1 else one_pass([(m, opts_of(m)) for m in group])
-        opts = opts_of(group[0]) if len(group) == 1 else {}
+    for group, method, opts in _passes(chosen, opts_of):
         with _each_warning_once(seen):
             exp = None
             if classes is None:
@@ -235,6 +230,19 @@ def explain_many(
         for m, part in zip(group, _split(exp, group, opts_of), strict=True):
             by_method[m.name] = [_take(part, i) for i in range(len(part.targets))]
     return [e for m in chosen for e in by_method[m.name]]
+
+
+def _passes(chosen: Sequence[Any], opts_of: Any) -> list[tuple[list[Any], Any, dict[str, Any]]]:
+    """``(methods, the method to explain with, its options)`` per capture: every one-pass
+    method joined into one (:func:`layerscope.methods.one_pass`), each other method alone."""
+    from layerscope.methods import ONE_PASS, one_pass
+
+    joined = [m for m in chosen if m.needs <= ONE_PASS]
+    groups = [joined] if len(joined) > 1 else []
+    groups += [[m] for m in chosen if not (len(joined) > 1 and m in joined)]
+    return [
+        (g, g[0], opts_of(g[0])) if len(g) == 1 else (g, one_pass([(m, opts_of(m)) for m in g]), {}) for g in groups
+    ]
 
 
 def _split(exp: Any, group: Sequence[Any], opts_of: Any) -> list[Any]:
@@ -258,7 +266,8 @@ def _split(exp: Any, group: Sequence[Any], opts_of: Any) -> list[Any]:
 def _explain_each(
     model: Any, image: Any, chosen: list[Any], target: Any, layers: Any, shared: dict[str, Any], options: Any
 ) -> list[Any]:
-    """``explain_many`` for a target of ``K`` prompts or references: one capture per method."""
+    """``explain_many`` for a target of ``K`` prompts or references: one capture for the
+    one-pass methods together, one per other method."""
     from layerscope.explanation import explain
 
     k = len(getattr(target, "labels", ()) or ())
@@ -266,19 +275,23 @@ def _explain_each(
         raise UsageError(
             "explain_many takes a callable target that names its columns (text, similar_to, box, detections)"
         )
-    out: list[Any] = []
     seen: set[tuple[type, str]] = set()
-    for m in chosen:
-        opts = {key: v for key, v in options.items() if key in m.options}
+
+    def opts_of(m: Any) -> dict[str, Any]:
+        return {key: v for key, v in options.items() if key in m.options}
+
+    by_method: dict[str, list[Any]] = {}
+    for group, method, opts in _passes(chosen, opts_of):
         with _each_warning_once(seen):
-            exp = explain(model, _repeat(image, k) if k > 1 else image, layers, m.name, target, **shared, **opts)
+            exp = explain(model, _repeat(image, k) if k > 1 else image, layers, method, target, **shared, **opts)
         if len(exp.targets) != k:
             raise UsageError(f"explain_many explains one image, not {len(exp.targets) // k}")
-        each = [exp] if k == 1 else [_take(exp, i) for i in range(k)]
-        if exp.target_kind == "box" and exp.detections is not None:  # detections(k): ranks the image has
-            each = [e for e in each if e.detections[0].get("explained") is not None] or each[:1]
-        out.extend(each)
-    return out
+        for m, part in zip(group, _split(exp, group, opts_of), strict=True):
+            each = [part] if k == 1 else [_take(part, i) for i in range(k)]
+            if part.target_kind == "box" and part.detections is not None:  # detections(k): ranks the image has
+                each = [e for e in each if e.detections[0].get("explained") is not None] or each[:1]
+            by_method[m.name] = each
+    return [e for m in chosen for e in by_method[m.name]]
 
 
 def _repeat(image: Any, n: int) -> Any:
