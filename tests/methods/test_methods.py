@@ -111,6 +111,29 @@ def test_gradcam_plusplus_hand_computed() -> None:
     np.testing.assert_allclose(exp.cams["relu"][0], [[31 / 39, 0.0], [43 / 13, 0.0]], rtol=1e-6)
 
 
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_gradcam_plusplus_zero_denominator_follows_eq19(as_torch: bool) -> None:
+    """Where 2 + ΣA·g = 0 (negative activations), eq. 19's α is 0, not inf: the short form
+    1/(2 + S·g) must fall back to the paper's quotient there (and agree with it elsewhere)."""
+    from layerscope.methods.gradient import gradcam_plusplus
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(2, 3, 4, 4)).astype(np.float32)
+    g = rng.normal(size=(2, 3, 4, 4)).astype(np.float32)
+    a[0, 1] = -0.25  # S = −4 for channel 1 of image 0 …
+    g[0, 1, 0, 0] = 0.5  # … so 2 + S·g = 0 at one cell where g > 0
+    s = a.sum(axis=(2, 3), keepdims=True, dtype=np.float64)
+    g64 = g.astype(np.float64)
+    den = 2 * g64**2 + s * g64**3
+    alpha = np.where((g64 != 0) & (den != 0), g64**2 / np.where(den != 0, den, 1), 0.0)
+    w = (alpha * np.maximum(g64, 0)).sum(axis=(2, 3))
+    ref = np.maximum(np.einsum("nc,nchw->nhw", w, a), 0)
+    got = gradcam_plusplus(torch.from_numpy(a), torch.from_numpy(g)) if as_torch else gradcam_plusplus(a, g)
+    got = np.asarray(got)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+
+
 def test_torchcam_gradcampp_deviates_from_the_paper(net: SmallVGG, x: torch.Tensor) -> None:
     """torchcam 0.5's GradCAMpp divides α in place on a boolean-mask *copy*
     (``alpha[idx][mask].div_(...)``), so α stays g²: its weights are Σ g²·ReLU(g). The

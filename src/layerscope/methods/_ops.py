@@ -74,6 +74,21 @@ def safe_divide(num: Any, den: Any) -> Any:
     return num / (den + (den == 0)) * nonzero
 
 
+def divide_nonzero_(num: Any, den: Any) -> Any:
+    """``num / den`` where ``den != 0``, else 0, like :func:`safe_divide` but written into
+    ``num`` (a temporary the caller owns) where the array type allows it: two passes over the
+    data instead of five."""
+    if is_torch(num):
+        return num.div_(den).masked_fill_(den == 0, 0)
+    if isinstance(num, np.ndarray) and isinstance(den, np.ndarray):
+        zero = den == 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.divide(num, den, out=num)
+        num[zero] = 0
+        return num
+    return safe_divide(num, den)
+
+
 def minmax_per_map(x: Any) -> Any:
     """Scale each ``(h, w)`` map of ``(..., h, w)`` to [0, 1]; a flat map becomes zeros."""
     lo = amin(x, (-2, -1), keepdims=True)
