@@ -56,6 +56,37 @@ def test_pointing_game_upsampled_peak() -> None:
     assert pointing_game(cam, mask).tolist() == [False]
 
 
+def test_pointing_game_batch_equals_a_reference_written_here() -> None:
+    """A batch mixing unique peaks, tied plateaus (peaks at the border, clamped when
+    enlarged), flat, NaN and infinite maps and random masks: each hit equals the rule
+    computed here map by map (torch's interpolation, the maximal pixel nearest the maximal
+    pixels' centroid, a miss for a flat or non-finite map)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    cams = rng.random((40, 6, 6)).astype(np.float32)
+    cams[5:15] = np.round(cams[5:15] * 2) / 2  # many equal values: ties after enlarging
+    cams[15, :, :] = 0.25  # flat
+    cams[16, 2, 3] = np.nan
+    cams[17, 0, 0] = np.inf
+    cams[18:25, 0, :] = 2.0  # a peak row on the border: a plateau when enlarged
+    masks = rng.random((40, 24, 24)) < 0.4
+    up = torch.nn.functional.interpolate(
+        torch.from_numpy(cams.astype(np.float64))[:, None], size=(24, 24), mode="bilinear", align_corners=False
+    )[:, 0].numpy()
+    expected = []
+    for u, m in zip(up, masks, strict=True):
+        if not np.isfinite(u).all() or u.max() <= u.min():
+            expected.append(False)
+            continue
+        ys, xs = np.nonzero(np.isclose(u, u.max(), rtol=0, atol=1e-12))
+        j = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+        expected.append(bool(m[ys[j], xs[j]]))
+    got = pointing_game(cams, masks)
+    np.testing.assert_array_equal(got, expected)
+    assert 5 < got.sum() < 35  # neither all hits nor all misses: the check can fail
+    np.testing.assert_array_equal([pointing_game(c[None], m[None])[0] for c, m in zip(cams, masks, strict=True)], got)
+
+
 def test_pointing_game_bad_input() -> None:
     with pytest.raises(ValueError):
         pointing_game(np.zeros((2, 4, 4)), np.zeros((3, 8, 8), dtype=bool))

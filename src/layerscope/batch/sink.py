@@ -109,8 +109,33 @@ class ManifestSink:
 
     def write(self, payloads: Sequence[Mapping[str, Any]]) -> None:
         """Write a batch of payloads (committing a part every ``commit_every`` items)."""
-        for p in payloads:
-            self.add(p)
+        t0 = time.perf_counter()
+        hits = self._pointing(payloads)
+        self.seconds["render_write"] += time.perf_counter() - t0
+        for i, p in enumerate(payloads):
+            self.add(p, hits.get(i))
+
+    def _pointing(self, payloads: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, bool]]:
+        """The pointing game of every layer's map of the batch's items that have a mask,
+        computed per layer for all maps and masks of one shape at once:
+        ``{payload index: {layer: hit}}``."""
+        from layerscope.evaluate.localisation import pointing_game
+
+        have = [i for i, p in enumerate(payloads) if p.get("error") is None and p.get("mask") is not None]
+        out: dict[int, dict[str, bool]] = {i: {} for i in have}
+        for layer in self.ctx.layers:
+            groups: dict[tuple, list[int]] = {}
+            for i in have:
+                key = (np.shape(payloads[i]["cams"][layer]), np.shape(payloads[i]["mask"]))
+                groups.setdefault(key, []).append(i)
+            for (shape, _), idx in groups.items():
+                if len(shape) != 2:
+                    continue  # not a map: the item's own write reports it
+                cams = np.stack([np.asarray(payloads[i]["cams"][layer], dtype=np.float32) for i in idx])
+                masks = np.stack([np.asarray(payloads[i]["mask"]) for i in idx])
+                for i, hit in zip(idx, pointing_game(cams, masks), strict=True):
+                    out[i][layer] = bool(hit)
+        return out
 
     def on_write_complete(self) -> int:
         """Commit what is held; returns the rows committed."""
@@ -125,14 +150,15 @@ class ManifestSink:
             self.maps = None
 
     # ------------------------------------------------------------------ items
-    def add(self, payload: Mapping[str, Any]) -> None:
-        """Write one item's files and keep its row for the next commit."""
+    def add(self, payload: Mapping[str, Any], hits: Mapping[str, bool] | None = None) -> None:
+        """Write one item's files and keep its row for the next commit (``hits``: its maps'
+        pointing game, when :meth:`write` computed it with its batch's)."""
         t0 = time.perf_counter()
         row = self._base_row(payload)
         if payload.get("error") is None:
             store = self._maps_file(payload["cams"])
             try:
-                row.update(self._write_ok(payload))
+                row.update(self._write_ok(payload, hits or {}))
                 self.ok += 1
             except Exception as e:
                 if not isinstance(e, (LayerscopeError, OSError, ValueError)) or is_fatal(e):
@@ -178,7 +204,7 @@ class ManifestSink:
             "outputs": [],
         }
 
-    def _write_ok(self, p: Mapping[str, Any]) -> dict[str, Any]:
+    def _write_ok(self, p: Mapping[str, Any], hits: Mapping[str, bool]) -> dict[str, Any]:
         ctx = self.ctx
         names = ctx.class_names
         label, predicted, target = p.get("label"), int(p["predicted"]), int(p["target"])
@@ -206,7 +232,11 @@ class ManifestSink:
             for k, v in s.items():
                 row[f"{layer}/{k}"] = v
             row[f"{layer}/flat"] = bool(p["flat"][layer])
-            row[f"{layer}/pointing"] = None if mask is None else bool(pointing_game(cam[None], mask[None])[0])
+            if mask is None:
+                row[f"{layer}/pointing"] = None
+            else:
+                hit = hits.get(layer)
+                row[f"{layer}/pointing"] = bool(pointing_game(cam[None], mask[None])[0]) if hit is None else hit
             self.sums.add(layer, cls, group, cam)
         row["outputs"] = self._outputs(p)
         return row

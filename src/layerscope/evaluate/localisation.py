@@ -85,7 +85,16 @@ def pointing_game(cams: np.ndarray, masks: np.ndarray) -> np.ndarray:
         return hits
     with np.errstate(invalid="ignore", over="ignore"):
         up = upsample_bilinear(cams, masks.shape[1:])
-    for i in range(cams.shape[0]):
+    n, h, w = up.shape
+    flat = up.reshape(n, h * w)
+    k = np.argmax(flat, axis=1)
+    top = flat[np.arange(n), k]
+    with np.errstate(invalid="ignore"):
+        unique = (flat == top[:, None]).sum(axis=1) == 1
+    # one maximal pixel (the common case): read it off for the whole batch at once
+    easy = unique & np.isfinite(flat).all(axis=1) & (top > flat.min(axis=1))
+    hits[easy] = masks.reshape(n, h * w)[easy, k[easy]]
+    for i in np.flatnonzero(~easy):  # ties, flat or non-finite maps: one at a time
         pixel = _pointing_pixel(up[i])
         hits[i] = pixel is not None and bool(masks[i][pixel])
     return hits
