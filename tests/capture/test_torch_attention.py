@@ -195,6 +195,44 @@ def test_multihead_attention_blocks_give_their_weights() -> None:
     assert layerscope.explain(model, x, method="legrad").cams["encoder.layers.1"].shape == (1, 2, 4)
 
 
+def _explicit_attention(mha: nn.MultiheadAttention, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Self-attention written out (batch first): ``(output, weights (N, H, T, T))``."""
+    n, length, e = t.shape
+    h = mha.num_heads
+    q, k, v = (
+        z.reshape(n, length, h, e // h).transpose(1, 2)
+        for z in F.linear(t, mha.in_proj_weight, mha.in_proj_bias).chunk(3, -1)
+    )
+    a = torch.softmax(q @ k.transpose(-1, -2) / (e // h) ** 0.5, dim=-1)
+    out = (a @ v).transpose(1, 2).reshape(n, length, e)
+    return F.linear(out, mha.out_proj.weight, mha.out_proj.bias), a
+
+
+def test_multihead_attention_blocks_give_chefers_gradrollout() -> None:
+    """The gradient of the score w.r.t. an ``nn.MultiheadAttention``'s weights (torch hands
+    them out as a view taken after their use, which no gradient reaches) equals the one of
+    the encoder written out here; gradrollout then follows Chefer et al.'s rule."""
+    model = EncoderViT().eval()
+    x = torch.randn(2, 3, 16, 32, generator=torch.Generator().manual_seed(6))
+    t = torch.cat([model.cls.expand(2, -1, -1), model.patch(x).flatten(2).transpose(1, 2)], dim=1)
+    atts = []
+    for layer in model.encoder.layers:  # post-norm layers, ReLU, no dropout
+        o, a = _explicit_attention(layer.self_attn, t)
+        atts.append(a)
+        t = layer.norm1(t + o)
+        t = layer.norm2(t + layer.linear2(torch.relu(layer.linear1(t))))
+    score = model.head(t[:, 0])[[0, 1], [2, 0]].sum()
+    grads = torch.autograd.grad(score, atts)
+    exp = layerscope.explain(model, x, method="gradrollout", target=[2, 0])
+    r = np.broadcast_to(np.eye(9), (2, 9, 9))
+    for b, a, g in zip(exp.layers, atts, grads, strict=True):
+        a, g = a.detach().double().numpy(), g.double().numpy()
+        assert np.abs(g).max() > 1e-4  # the reference's gradient is not zero: the check can fail
+        r = r + np.maximum(a * g, 0).mean(axis=1) @ r
+        assert np.abs(exp.cams[b] - r[:, 0, 1:].reshape(2, 2, 4)).max() <= TOL, b
+    assert not exp.flat["encoder.layers.1"].any()
+
+
 class SdpaOnlyAttention(nn.Module):
     """Attention through one fused call that returns no weights."""
 

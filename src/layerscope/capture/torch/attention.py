@@ -8,8 +8,10 @@ Where the weights come from, per block (the first attention module found in it):
   to ``False`` for the call, and a pre-hook on ``attn_drop`` keeps its input, the softmaxed
   weights;
 * ``nn.MultiheadAttention``: a pre-hook asks it for ``need_weights=True,
-  average_attn_weights=False`` (per head) and torch's fused "fast path" of
-  ``nn.TransformerEncoderLayer`` is turned off for the call;
+  average_attn_weights=False`` (per head), torch's fused "fast path" of
+  ``nn.TransformerEncoderLayer`` is turned off for the call, and its output is recomputed
+  from the returned weights (:func:`mha_output_through_weights`) so that the weights'
+  gradient is the attention's own;
 * **Hugging Face** attention (a ``…Attention`` module with a ``config``): every config of
   the model is switched to the ``"eager"`` attention implementation for the call, and the
   module's output ``(out, weights)`` gives the weights.
@@ -29,13 +31,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from layerscope.capture._autograd import join_scores, target_scores, torch_maps
 from layerscope.capture._layers import token_grid
 from layerscope.capture._request import CaptureRequest, CaptureResult
 from layerscope.capture.torch.hooks import _Hooks, capture_forward, input_hw
-from layerscope.capture.torch.layers import transformer_blocks
+from layerscope.capture.torch.layers import vision_blocks
 from layerscope.capture.torch.layouts import patch_size
 from layerscope.capture.torch.model_io import resolve_targets
 from layerscope.errors import ModelError, UsageError
@@ -122,6 +125,39 @@ def _mha_pre_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, An
     return tuple(args), kwargs
 
 
+def _mha_arg(args: tuple[Any, ...], kwargs: dict[str, Any], pos: int, key: str) -> Any:
+    return args[pos] if len(args) > pos else kwargs.get(key)
+
+
+def mha_output_through_weights(
+    module: nn.MultiheadAttention, args: tuple[Any, ...], kwargs: dict[str, Any], weights: torch.Tensor
+) -> torch.Tensor | None:
+    """``nn.MultiheadAttention``'s output recomputed from the ``(N, H, T, S)`` weights it
+    returned: ``out_proj(concat_h(A_h · V_h))`` with ``V = value · W_vᵀ + b_v``, equal to its
+    own output to rounding. Torch returns the weights as a view taken *after* it used them,
+    so no gradient reaches that view; the capture hands on this output instead, and the
+    score's gradient w.r.t. the kept weights is then the attention's own. ``None`` where the
+    keys are not the value's rows (``add_bias_kv``, ``add_zero_attn``)."""
+    if module.bias_k is not None or module.add_zero_attn:
+        return None
+    value = _mha_arg(args, kwargs, 2, "value")
+    if not isinstance(value, torch.Tensor) or value.ndim not in (2, 3):
+        return None
+    v = value[None] if value.ndim == 2 else (value if module.batch_first else value.transpose(0, 1))
+    e, h = module.embed_dim, module.num_heads
+    w_v = module.in_proj_weight[2 * e :] if module._qkv_same_embed_dim else module.v_proj_weight
+    b_v = module.in_proj_bias[2 * e :] if module.in_proj_bias is not None else None
+    vv = F.linear(v, w_v, b_v)  # (N, S, E)
+    n, src = vv.shape[0], vv.shape[1]
+    if weights.shape[:2] != (n, h) or weights.shape[-1] != src:
+        return None
+    heads = weights.to(vv.dtype) @ vv.reshape(n, src, h, e // h).transpose(1, 2)  # (N, H, T, E/H)
+    out = F.linear(heads.transpose(1, 2).reshape(n, -1, e), module.out_proj.weight, module.out_proj.bias)
+    if value.ndim == 2:
+        return out[0]
+    return out if module.batch_first else out.transpose(0, 1)
+
+
 def _weights_of(output: Any) -> torch.Tensor | None:
     """The ``(N, H, T, T)`` weights in an attention module's tuple output."""
     if isinstance(output, (tuple, list)):
@@ -139,6 +175,9 @@ class AttentionHooks:
         self.model = model
         self.blocks = list(blocks)
         self.kept: dict[str, torch.Tensor] = {}
+        #: blocks whose kept weights get no gradient (an ``nn.MultiheadAttention`` that could
+        #: not be recomputed from them)
+        self.gradless: set[str] = set()
         self.found: dict[str, tuple[str, nn.Module]] = {}
         for b in self.blocks:
             att = _attention_module(model.get_submodule(b))
@@ -162,6 +201,18 @@ class AttentionHooks:
 
         return hook
 
+    def _mha_returned(self, block: str) -> Callable[..., Any]:
+        def hook(module: nn.MultiheadAttention, args: Any, kwargs: Any, output: Any) -> Any:
+            weights = _weights_of(output)
+            self._keep(block, weights)
+            out = None if weights is None else mha_output_through_weights(module, args, kwargs, weights)
+            if out is None:
+                self.gradless.add(block)  # weights, but no gradient reaches them
+                return None
+            return (out, *output[1:])
+
+        return hook
+
     def __enter__(self) -> AttentionHooks:
         st = self._stack
         try:
@@ -175,9 +226,10 @@ class AttentionHooks:
                     if hasattr(m, "fused_attn"):
                         st.enter_context(_flag(m, "fused_attn", False))
                     st.callback(m.attn_drop.register_forward_pre_hook(self._softmaxed(b)).remove)
+                elif kind == "mha":
+                    st.callback(m.register_forward_pre_hook(_mha_pre_hook, with_kwargs=True).remove)
+                    st.callback(m.register_forward_hook(self._mha_returned(b), with_kwargs=True).remove)
                 else:
-                    if kind == "mha":
-                        st.callback(m.register_forward_pre_hook(_mha_pre_hook, with_kwargs=True).remove)
                     st.callback(m.register_forward_hook(self._returned(b)).remove)
         except BaseException:
             st.close()
@@ -274,7 +326,7 @@ def attention_pass(
     blocks' maps at once and the chosen ``layers`` (blocks) are returned."""
     label = request.label or "this method"
     name = type(model).__name__
-    blocks = transformer_blocks(model)
+    blocks = vision_blocks(model)  # CLIP: the image tower's (the text tower does not run)
     if not blocks:
         raise UsageError(f"{label} explains a vision transformer's attention, and {name} has no transformer block")
     layers = [_enclosing_block(n, p, blocks) for n, p in layers]
@@ -292,6 +344,13 @@ def attention_pass(
     hooks = AttentionHooks(model, blocks)
     with hooks, block_scores(model, blocks) if per_block else contextlib.nullcontext():
         out, scores = capture_forward(model, xin, _Hooks(model, []), need_grad, autocast, request.output_key, target)
+    if need_grad and hooks.gradless:
+        b = sorted(hooks.gradless)[0]
+        raise UsageError(
+            f"{label} needs the gradient of the attention weights, and {name}'s block {b!r} has an "
+            "nn.MultiheadAttention with add_bias_kv or add_zero_attn, whose weights layerscope cannot follow; "
+            "rollout works there"
+        )
     try:
         return _maps(model, hooks, out, scores, layers, target, request, n, input_hw(xin), per_block, label)
     finally:

@@ -81,12 +81,19 @@ def block_layers(model: nn.Module) -> list[str]:
     blocks (no LayerNorm in front of their attention). A model with a vision and a text tower (CLIP)
     has its vision blocks explained only.
     """
-    blocks = transformer_blocks(model)
-    vision = [b for b in blocks if any(part in ("vision_model", "visual") for part in b.split("."))]
-    blocks = vision or blocks
+    blocks = vision_blocks(model)
     if not blocks or not has_class_token(model) or pools_patch_tokens(model):
         return blocks
     return [attention_input(model, b) or b for b in blocks]
+
+
+def vision_blocks(model: nn.Module) -> list[str]:
+    """The transformer blocks (:func:`transformer_blocks`) of the image tower: for a model
+    with an image and a text tower (CLIP: ``vision_model`` / ``visual``), the image tower's
+    only; else all."""
+    blocks = transformer_blocks(model)
+    vision = [b for b in blocks if any(part in ("vision_model", "visual") for part in b.split("."))]
+    return vision or blocks
 
 
 def _has_attention(module: nn.Module) -> bool:
