@@ -167,3 +167,9 @@ def test_making_the_target_leaves_the_model_as_it_was(tok: object) -> None:
     text(PROMPTS, model=model, tokenizer=tok)
     assert all(m.training for m in model.modules())
     assert all(p.grad is None and torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_gradient_weighted_rollout_explains_a_prompt_over_the_vision_blocks(clip: object, tok: object) -> None:
+    exp = layerscope.explain(clip, _images(1, 5), method="gradrollout", target=text("a cat", model=clip, tokenizer=tok))
+    assert exp.layers == [p.rsplit(".", 1)[0] for p in LAYERS]  # not the text tower's blocks
+    assert not any(exp.flat[b].any() for b in exp.layers)

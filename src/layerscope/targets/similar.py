@@ -11,6 +11,7 @@ from layerscope.errors import UsageError
 from layerscope.info import info_for
 from layerscope.inputs import as_rgb_array, is_tensor
 from layerscope.targets._embedding import EmbeddingTarget, embedding_of, inference, model_device, normalised, quoted
+from layerscope.targets.text import image_features, is_dual_encoder
 
 
 class SimilarTo(EmbeddingTarget):
@@ -56,7 +57,7 @@ def similar_to(image: Any, *, model: Any, preprocess: Any = None) -> SimilarTo:
 
     The explained score of image ``n`` is the cosine similarity of its embedding ``e`` to the
     reference's ``r``, ``e · r / (|e| |r|)``. The embedding is CLIP's image features for a
-    model with ``get_image_features``, else the model's own ``(N, D)`` output. The
+    CLIP model (transformers' or OpenCLIP's), else the model's own ``(N, D)`` output. The
     reference's embedding is computed once, without gradients, when the target is made::
 
         from layerscope.targets import similar_to
@@ -103,6 +104,6 @@ def _label(image: Any, i: int, n: int) -> str:
 
 
 def _embed(model: Any, x: Any) -> Any:
-    if hasattr(model, "get_image_features"):
-        return embedding_of(model.get_image_features(pixel_values=x), "similar_to()")
+    if hasattr(model, "get_image_features") or is_dual_encoder(model):
+        return embedding_of(image_features(model, x), "similar_to()")
     return embedding_of(model(x), "similar_to()")

@@ -10,19 +10,37 @@ from layerscope.errors import UsageError
 from layerscope.info import info_for
 from layerscope.targets._embedding import EmbeddingTarget, embedding_of, inference, model_device, normalised, quoted
 
-#: What a model needs to be explained against a prompt (transformers' ``CLIPModel``,
-#: ``SiglipModel`` … have them).
+#: What a model needs to be explained against a prompt: transformers' ``CLIPModel``,
+#: ``SiglipModel`` … have the first; OpenCLIP's ``CLIP`` / ``CustomTextCLIP`` the second.
 DUAL_ENCODER = ("get_image_features", "get_text_features", "logit_scale")
+OPEN_CLIP = ("encode_image", "encode_text", "logit_scale")
 
 
 def is_dual_encoder(model: Any) -> bool:
-    """Whether ``model`` has an image and a text tower and a logit scale (CLIP)."""
-    return all(hasattr(model, a) for a in DUAL_ENCODER)
+    """Whether ``model`` has an image and a text tower and a logit scale (CLIP), in
+    transformers' (:data:`DUAL_ENCODER`) or OpenCLIP's (:data:`OPEN_CLIP`) interface."""
+    return any(all(hasattr(model, a) for a in names) for names in (DUAL_ENCODER, OPEN_CLIP))
+
+
+def _is_open_clip(model: Any) -> bool:
+    return not hasattr(model, "get_image_features") and all(hasattr(model, a) for a in OPEN_CLIP)
 
 
 def image_features(model: Any, x: Any) -> Any:
-    """A CLIP model run on pixels alone: its image tower and projection (``get_image_features``)."""
-    return model.get_image_features(pixel_values=x)
+    """A CLIP model run on pixels alone: its image tower and projection
+    (``get_image_features``; OpenCLIP: ``encode_image``)."""
+    return model.encode_image(x) if _is_open_clip(model) else model.get_image_features(pixel_values=x)
+
+
+def text_features(model: Any, input_ids: Any, attention_mask: Any = None) -> Any:
+    """A CLIP model's text tower and projection on token ids (``get_text_features``;
+    OpenCLIP: ``encode_text``, which finds each prompt's end token itself and takes no mask)."""
+    if _is_open_clip(model):
+        return model.encode_text(input_ids)
+    kwargs = {"input_ids": input_ids}
+    if attention_mask is not None:
+        kwargs["attention_mask"] = attention_mask
+    return model.get_text_features(**kwargs)
 
 
 class Text(EmbeddingTarget):
@@ -49,8 +67,9 @@ class Text(EmbeddingTarget):
 
         if not is_dual_encoder(model):
             raise UsageError(
-                f"text() explains the image–text similarity of a CLIP model (one with get_image_features, "
-                f"get_text_features and logit_scale, e.g. transformers' CLIPModel); a {type(model).__name__} is not one"
+                "text() explains the image–text similarity of a CLIP model (transformers' CLIPModel: "
+                "get_image_features, get_text_features and logit_scale; or OpenCLIP's: encode_image, encode_text "
+                f"and logit_scale); a {type(model).__name__} is not one"
             )
         self.prompts = _prompts(prompts) if prompts is not None else None
         if input_ids is None:
@@ -65,11 +84,9 @@ class Text(EmbeddingTarget):
         if self.prompts is not None and len(self.prompts) != ids.shape[0]:
             raise UsageError(f"{len(self.prompts)} prompts but {int(ids.shape[0])} rows of input_ids")
         device = model_device(model)
-        kwargs = {"input_ids": ids.to(device)}
-        if attention_mask is not None:
-            kwargs["attention_mask"] = torch.as_tensor(attention_mask).reshape(ids.shape).to(device)
+        mask = None if attention_mask is None else torch.as_tensor(attention_mask).reshape(ids.shape).to(device)
         with inference(model):
-            self.embeddings = normalised(embedding_of(model.get_text_features(**kwargs), "text()")).detach()
+            self.embeddings = normalised(embedding_of(text_features(model, ids.to(device), mask), "text()")).detach()
         labels = [quoted(p) for p in self.prompts] if self.prompts else [f"tokens {i}" for i in range(len(ids))]
         super().__init__(model, labels)
 
@@ -110,11 +127,13 @@ def text(
 
     Args:
         prompts: a prompt or a list of them (each non-empty).
-        model: the CLIP model explained (transformers' ``CLIPModel``, or any model with
-            ``get_image_features``, ``get_text_features`` and ``logit_scale``).
+        model: the CLIP model explained: transformers' ``CLIPModel`` (or any model with
+            ``get_image_features``, ``get_text_features`` and ``logit_scale``), or an
+            OpenCLIP model (``encode_image``, ``encode_text``, ``logit_scale``;
+            ``open_clip.create_model(...)``).
         tokenizer: the model's tokenizer or processor (``CLIPTokenizer``,
-            ``CLIPProcessor``); default: the one of the folder the model was loaded from
-            (``layerscope.load_model("hf:/folder")``).
+            ``CLIPProcessor``; OpenCLIP: ``open_clip.get_tokenizer(name)``); default: the
+            one of the folder the model was loaded from (``layerscope.load_model("hf:/folder")``).
         input_ids: ``(K, L)`` token ids instead of tokenising the prompts (``prompts`` then
             only name them).
         attention_mask: ``(K, L)`` with ``input_ids``.
@@ -147,6 +166,14 @@ def _tokenize(prompts: list[str], model: Any, tokenizer: Any) -> tuple[Any, Any]
             "text() needs the model's tokenizer: pass tokenizer= (or the processor), pass input_ids=, or load the "
             "model with layerscope.load_model('hf:/folder') from a folder that holds the tokenizer's files"
         )
+    if _is_open_clip(model):  # OpenCLIP's tokenizers: prompts → (K, context length) ids, zero-padded
+        ids = tok(prompts)
+        if not hasattr(ids, "shape") or len(ids.shape) != 2:
+            raise UsageError(
+                f"text(): the tokenizer returned a {type(ids).__name__}, not (K, L) token ids; for an OpenCLIP "
+                "model pass tokenizer=open_clip.get_tokenizer(name)"
+            )
+        return ids, None
     tok = getattr(tok, "tokenizer", tok)  # a processor holds its tokenizer
     length = getattr(getattr(getattr(model, "config", None), "text_config", None), "max_position_embeddings", None)
     kwargs = {"max_length": int(length)} if length else {}
