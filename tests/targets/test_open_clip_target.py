@@ -95,3 +95,25 @@ def test_gradient_weighted_rollout_runs_over_the_vision_blocks(clip: TinyOpenCLI
     )
     assert exp.layers == [b.rsplit(".", 1)[0] for b in BLOCKS]
     assert not any(exp.flat[b].any() for b in exp.layers)
+
+
+def test_attention_rollout_of_a_prompt_equals_abnar_and_zuidemas_formula(clip: TinyOpenCLIP) -> None:
+    """rollout is class-agnostic: the prompt only says how to run the model (its image
+    tower). The maps equal the rollout of the vision blocks' weights taken here."""
+    x = _images(2, 6)
+    exp = layerscope.explain(clip, x, method="rollout", target=text(PROMPTS, model=clip, tokenizer=open_clip_tokenizer))
+    v = clip.visual
+    with torch.no_grad():
+        t = v.conv1(x).flatten(2).transpose(1, 2)
+        t = torch.cat([v.class_embedding.expand(2, 1, -1), t], dim=1) + v.positional_embedding
+        t = v.ln_pre(t)
+        r = np.broadcast_to(np.eye(17), (2, 17, 17))
+        for i, block in enumerate(v.transformer.resblocks):
+            y = block.ln_1(t)
+            a = block.attn(y, y, y, need_weights=True, average_attn_weights=False)[1].double().numpy()
+            a_hat = 0.5 * a.mean(axis=1) + 0.5 * np.eye(17)
+            r = (a_hat / a_hat.sum(-1, keepdims=True)) @ r
+            got = exp.cams[f"visual.transformer.resblocks.{i}"]
+            assert np.abs(got - r[:, 0, 1:].reshape(2, 4, 4)).max() <= 1e-5
+            t = block(t)
+    assert np.abs(exp.scores - _own_logits(clip, x, PROMPTS).detach().diagonal().numpy()).max() <= 1e-5

@@ -338,7 +338,8 @@ def attention_pass(
         )
     need_grad = "gradients" in request.needs
     per_block = "layer_scores" in request.needs
-    if callable(target) and (per_block or not need_grad):
+    runs_model = hasattr(target, "run_model")  # a CLIP prompt: rollout needs it only to run the model
+    if callable(target) and (per_block or (not need_grad and not runs_model)):
         raise UsageError(f"a callable target works with gradrollout and the Grad-CAM family, not {label}")
     n = int(xin.shape[0])
     hooks = AttentionHooks(model, blocks)
