@@ -77,6 +77,10 @@ def test_several_prompts_are_the_pages_prompt_switch_escaped(
         (["--model", "hf:FOLDER", "--target-text", "  "], "a prompt is empty"),
         (["--model", "hf:FOLDER", "--target-text", "a cat", "--target", "3"], "not both"),
         (["--model", "hf:FOLDER", "--target-text", "a cat", "--method", "scorecam"], "gradient methods"),
+        (
+            ["--model", "hf:FOLDER", "--target-text", "a cat", "--method", "legrad"],
+            "gradrollout and rollout, not legrad",
+        ),
         (["--model", "hf:FOLDER"], "is a CLIP model (image and text towers): say what to explain with --target-text"),
     ],
 )

@@ -273,8 +273,10 @@ def _check_prompts(args: argparse.Namespace, name: str, methods: list[str]) -> l
     if args.target is not None or args.top_k_classes:
         raise UsageError("give --target-text or --target / --top-k-classes, not both")
     for m in methods:
-        if get_method(m).needs & {"perturbation", "saliency"}:
-            raise UsageError(f"--target-text works with the gradient methods (Grad-CAM family), not {m}")
+        if get_method(m).needs & {"perturbation", "saliency", "layer_scores"}:
+            raise UsageError(
+                f"--target-text works with the gradient methods (Grad-CAM family), gradrollout and rollout, not {m}"
+            )
     known = _dual_encoder(name[3:]) if hf else None
     if known is False or (not hf and ":" not in name) or args.model_file or args.framework == "keras":
         raise UsageError(
