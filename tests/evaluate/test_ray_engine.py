@@ -22,7 +22,16 @@ from tests.conftest import run_cli  # noqa: E402
 
 import layerscope  # noqa: E402
 from layerscope.errors import UsageError  # noqa: E402
-from layerscope.evaluate import Evaluation, evaluate, evaluate_batches  # noqa: E402
+from layerscope.evaluate import (  # noqa: E402
+    Batch,
+    Column,
+    Evaluation,
+    Metric,
+    evaluate,
+    evaluate_batches,
+    register,
+    unregister,
+)
 
 LAYERS = ["block4_conv3", "block5_conv3"]
 #: Every metric of the suite, cheaply: few steps and fractions, one method, two layers.
@@ -59,6 +68,16 @@ def local(data) -> Evaluation:
     return evaluate(model, x, target=labels, masks=masks, batch_size=4, info=info, **OPTIONS)
 
 
+def _crash_once(batch: Batch) -> dict[str, list[np.ndarray]]:
+    """A toy metric, each image's mean input, whose process dies the first time it is called."""
+    marker = Path(batch.options["crash_marker"])
+    if not marker.exists():
+        marker.write_text("crashed")
+        os._exit(1)
+    mean = np.asarray(batch.x, dtype=np.float64).mean(axis=(1, 2, 3))
+    return {"crash_once_mean": [mean for _ in batch.maps]}
+
+
 def _same(a: Evaluation, b: Evaluation, tol: float = 1e-6) -> None:
     assert (a.layers, a.methods, a.metrics, a.images) == (b.layers, b.methods, b.metrics, b.images)
     assert list(a.values) == list(b.values)  # the same cells, in the same order
@@ -92,7 +111,7 @@ def _env(tag: str) -> dict[str, str]:
 
 @pytest.mark.slow  # a local Ray and its actors start in 15-30 s on 2 cores
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_ray_engine_gives_the_local_table_for_any_split_and_actors(data, local: Evaluation) -> None:
+def test_ray_engine_gives_the_local_table_for_any_split_and_actors(data, local: Evaluation, tmp_path: Path) -> None:
     ray = pytest.importorskip("ray")
     model, info, x, labels, masks = data
     common = {"target": labels, "masks": masks, "info": info, "engine": "ray", **OPTIONS}
@@ -103,6 +122,24 @@ def test_ray_engine_gives_the_local_table_for_any_split_and_actors(data, local: 
         one = evaluate(model, x, batch_size=2, ray_actors=1, **common)
         with pytest.raises(UsageError, match="--ray-actors 3 needs 3 CPUs; the Ray cluster has 2"):
             evaluate(model, x, batch_size=2, ray_actors=3, **common)
+        # An actor's process dies (os._exit) in its first chunk: a new actor scores it again.
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the toy metric, to the actors
+        register(
+            Metric(
+                "crash_once",
+                (Column("crash_once_mean", "mean input"),),
+                _crash_once,
+                baseline=False,
+                options=("crash_marker",),
+            )
+        )
+        try:
+            marker = tmp_path / "crashed"
+            kw = {**common, "metrics": ["drop", "crash_once"], "crash_marker": str(marker)}
+            survived = evaluate(model, x, batch_size=2, ray_actors=1, **kw)
+        finally:
+            unregister("crash_once")
+        assert marker.read_text() == "crashed"  # it did die once
         assert ray.is_initialized()  # a Ray the caller started is the caller's to shut down
     finally:
         ray.shutdown()
@@ -111,6 +148,11 @@ def test_ray_engine_gives_the_local_table_for_any_split_and_actors(data, local: 
     assert local.table() == two.table()
     assert {k[0] for k in two.values} == {"trained", "random"} and two.images == 4
     assert np.isfinite(two.values[("trained", "gradcam", "block5_conv3", "road_combined")]).all()
+    for k, v in survived.values.items():
+        if k[3] == "crash_once_mean":
+            np.testing.assert_allclose(v, x.mean(dim=(1, 2, 3)).numpy(), atol=1e-6)
+        else:
+            np.testing.assert_array_equal(v, two.values[k])
 
 
 @pytest.mark.slow  # a local Ray and its actors start in 15-30 s on 2 cores

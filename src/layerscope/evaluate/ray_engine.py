@@ -6,7 +6,8 @@ captures every method's maps and runs every metric's perturbation passes for its
 (:class:`~layerscope.evaluate._chunks.Scorer`); the driver keeps only the per-image values
 that come back and merges them in image order, so the result is the local engine's. What
 moves between machines are the preprocessed images (once per chunk) and the model (once per
-actor); an actor that dies is restarted and its chunk scored again (the scoring is pure).
+actor); an actor that dies is replaced and its chunks scored again (the scoring is pure),
+up to :data:`RETRIES` times per chunk.
 
 Ray is connected to at ``ray_address`` / ``RAY_ADDRESS``, or a fresh local Ray is started
 (never one left by an earlier run) and shut down on every exit path; a Ray already
@@ -31,6 +32,8 @@ from layerscope.evaluate._engine import model_device
 ENGINES = ("local", "ray")
 #: Chunks in flight per actor: one scored, one waiting (the actor never idles on the driver).
 IN_FLIGHT = 2
+#: Times a chunk is scored again on a new actor after its actor died (a killed process, a lost node).
+RETRIES = 2
 
 
 def check(engine: str, ray_actors: int) -> None:
@@ -68,21 +71,14 @@ def connect(address: str | None, num_cpus: int) -> bool:
 
 
 class _Actor:
-    """A Ray actor: holds a :class:`Scorer` (its model on the actor's GPU if it was given one).
+    """A Ray actor: holds a :class:`Scorer` (its model on the actor's GPU if it was given one)."""
 
-    The scorer comes as ``[ref]``, the driver's reference to the one copy in the object store,
-    fetched here: the driver holds it for the whole run, so a restarted actor finds it again.
-    """
-
-    def __init__(self, boxed: list[Any], gpu: bool) -> None:
-        import ray
-
-        scorer = ray.get(boxed[0])
+    def __init__(self, scorer: Scorer, gpu: bool) -> None:
         if gpu:
             scorer.model.to("cuda")  # Ray made the actor's GPU the only one it sees
         self.scorer = scorer.ready()
 
-    def score(self, x: Any, targets: Any, masks: Any, start: int) -> Chunk:
+    def score(self, start: int, x: Any, targets: Any, masks: Any) -> Chunk:
         return self.scorer.score(x, targets, masks, start)
 
 
@@ -127,26 +123,44 @@ def score_chunks(
         if model_device(scorer.model).type != "cpu":  # an actor's node may have no such device
             shipped = dataclasses.replace(scorer, model=copy.deepcopy(scorer.model).cpu(), random_model=None)
         ref = ray.put(shipped)
-        remote = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=2, max_task_retries=2)(_Actor)
-        actors = [remote.remote([ref], bool(gpus)) for _ in range(ray_actors)]
-        load = dict.fromkeys(range(ray_actors), 0)
-        pending: dict[Any, int] = {}
+        remote = ray.remote(num_cpus=1, num_gpus=gpus)(_Actor)
+        actors = [remote.remote(ref, bool(gpus)) for _ in range(ray_actors)]
+        generation = [0] * ray_actors  # an actor replaced after its death is the next generation
+        load = [0] * ray_actors
+        pending: dict[Any, tuple[int, int, tuple[int, Any, Any, Any]]] = {}
+        deaths: dict[int, int] = {}
         out: list[Chunk] = []
+
+        def submit(k: int, chunk: tuple[int, Any, Any, Any]) -> None:
+            pending[actors[k].score.remote(*chunk)] = (k, generation[k], chunk)
+            load[k] += 1
 
         def collect() -> None:
             ready, _ = ray.wait(list(pending), num_returns=1)
             for r in ready:
-                load[pending.pop(r)] -= 1
-                out.append(_get(ray, r))
+                k, gen, chunk = pending.pop(r)
+                load[k] -= 1
+                try:
+                    result = _get(ray, r)
+                except ray.exceptions.RayActorError as e:
+                    deaths[chunk[0]] = deaths.get(chunk[0], 0) + 1
+                    if deaths[chunk[0]] > RETRIES:
+                        raise LayerscopeError(
+                            f"a Ray actor died {deaths[chunk[0]]} times scoring images {chunk[0]:,} on: {e}"
+                        ) from None
+                    if gen == generation[k]:  # the first of its chunks to report the death
+                        ray.kill(actors[k])
+                        actors[k], generation[k] = remote.remote(ref, bool(gpus)), gen + 1
+                    submit(k, chunk)  # the scoring is pure: the chunk again, on the new actor
+                    continue
+                out.append(result)
                 if done is not None:
-                    done(out[-1])
+                    done(result)
 
         for start, x, targets, masks in chunks:
             while len(pending) >= IN_FLIGHT * ray_actors:
                 collect()
-            k = min(load, key=load.__getitem__)
-            pending[actors[k].score.remote(x, targets, masks, start)] = k
-            load[k] += 1
+            submit(min(range(ray_actors), key=load.__getitem__), (start, x, targets, masks))
         while pending:
             collect()
         return out
