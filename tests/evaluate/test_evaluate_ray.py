@@ -1,7 +1,8 @@
-"""``evaluate(..., engine="ray")`` / ``layerscope evaluate --engine ray``: Ray actors score the
-chunks and the table is the local engine's, whatever the split and the number of actors (a
-real local Ray of 2 CPUs); bad options and a missing Ray are refused before any work; the Ray
-the command starts does not outlive it, also when it is killed."""
+"""``evaluate(..., engine="ray")`` and ``layerscope evaluate --engine ray`` (the tests of
+``evaluate/ray_engine.py``, named apart from ``tests/batch/test_ray_engine.py``): Ray actors
+score the chunks and the table is the local engine's, whatever the split and the number of
+actors (a real local Ray of 2 CPUs); bad options and a missing Ray are refused before any
+work; the Ray the command starts does not outlive it, also when it is killed."""
 
 from __future__ import annotations
 
