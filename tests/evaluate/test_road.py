@@ -76,3 +76,29 @@ def test_the_noise_does_not_depend_on_batching_or_on_the_other_maps() -> None:
     assert not np.allclose(noiseless.morf, together.morf[0])  # the noise is there
     other_seed = road(model, x, maps, targets, fractions=(0.2, 0.6), noise=0.3, seed=1)
     assert not np.allclose(other_seed.morf, together.morf[0])
+
+
+def test_the_noise_is_drawn_per_image_from_the_seed_and_its_index() -> None:
+    # Issue 22 item 6: an image's noise depends on (seed, its index in the run) only, so a
+    # data set split into chunks (or over Ray actors) gives the values of one whole call.
+    model = Counting()
+    x, maps, targets = _data(n=4)
+    kw = {"fractions": (0.3,), "noise": 0.5, "seed": 7, "score": "logit"}
+    whole = road(model, x, maps, targets, **kw)
+    parts = [road(model, x[s], maps[s], targets[s], index=np.arange(4)[s], **kw) for s in (slice(0, 1), slice(1, 4))]
+    np.testing.assert_allclose(np.concatenate([p.morf for p in parts]), whole.morf, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(np.concatenate([p.lerf for p in parts]), whole.lerf, rtol=1e-6, atol=1e-6)
+    # By hand for image 2 (logit = <w_t, x>, linear): its top 30 % pixels imputed, plus
+    # 0.5 × a standard normal field from a CPU generator seeded SeedSequence([7, 2]).
+    i, w = 2, model.w.detach().numpy()
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence([7, i]).generate_state(1, np.uint64)[0]))
+    field = torch.randn((2, H, W), generator=g).numpy().astype(np.float64)
+    removed = np.zeros(H * W, bool)
+    removed[np.argsort(-maps[i].ravel(), kind="stable")[: int(0.3 * H * W)]] = True
+    removed = removed.reshape(1, H, W)
+    ref = linear_imputation(x[i : i + 1].astype(np.float64), removed)[0] + 0.5 * removed * field
+    np.testing.assert_allclose(whole.morf[i, 0], _logit(w, ref, targets[i]), rtol=1e-4, atol=1e-4)
+    shifted = road(model, x[i : i + 1], maps[i : i + 1], targets[i : i + 1], index=[3], **kw)
+    assert not np.allclose(shifted.morf[0], whole.morf[i])  # another index, another field
+    with pytest.raises(UsageError, match="position >= 0"):
+        road(model, x, maps, targets, index=[0, 1, 2], **kw)

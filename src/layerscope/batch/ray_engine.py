@@ -104,8 +104,11 @@ def start_reaper(parent: int) -> int | None:
     try:  # the watchdog: plain os calls only (forked from a process that may run threads)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         me, known = os.getpid(), []
-        while os.getppid() == parent:
-            known = [p for p in _descendants(parent) if p != me]
+        while True:
+            seen = [p for p in _descendants(parent) if p != me]
+            if os.getppid() != parent:  # it died during the scan: the tree may be half gone, keep the last one
+                break
+            known = seen
             time.sleep(0.5)
         for p in known:
             with contextlib.suppress(OSError):

@@ -117,6 +117,19 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help=f"refuse more images than this, before any work (default: {MAX_IMAGES:,})",
     )
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default) or ray: Ray actors, each holding the model, score the chunks of --batch-size images "
+        "(captures and every metric's perturbation passes); the same table",
+    )
+    p.add_argument(
+        "--ray-actors", type=_common.positive_int, default=None, help="model actors of --engine ray (default: 1)"
+    )
+    p.add_argument(
+        "--ray-address", help="the Ray cluster (default: RAY_ADDRESS, else a local Ray started for the evaluation)"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common.add_output_args(
         p,
@@ -188,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
     for b in baseline:
         if b not in BASELINES:
             raise UsageError(unknown_name("--baseline", b, BASELINES, valid="expected"))
+    _check_engine(args, boxed)
     if args.shapes and args.source:
         raise UsageError("give SOURCE or --shapes N, not both")
     if args.seed is not None and not (args.shapes or args.scenes):
@@ -282,17 +296,23 @@ def run(args: argparse.Namespace) -> int:
         from tqdm.auto import tqdm
 
         bar_files = tqdm(total=len(files), desc="loading", unit="image", leave=False)
+    reaper = _start_reaper(args)
     try:
         ev = evaluate_batches(
             model, kept(_counted(batches(), bar_files)), n, methods, metrics, layers=args.layers,
             has_masks=bool(args.shapes), info=info, progress=progress, random_baseline=not args.no_random_baseline,
             cascade=args.cascade, method_options=options, steps=args.steps,
             baseline=tuple(baseline) if len(baseline) == 2 else baseline[0], energy_region=args.energy_region,
-            perturb_batch=args.perturb_batch or METRIC_PERTURB_BATCH,
+            perturb_batch=args.perturb_batch or METRIC_PERTURB_BATCH, engine=args.engine,
+            ray_actors=args.ray_actors or 1, ray_address=args.ray_address,
         )  # fmt: skip
     finally:
         if bar_files is not None:
             bar_files.close()
+        if reaper is not None:
+            from layerscope.batch.ray_engine import stop_reaper
+
+            stop_reaper(reaper)
     # Every file first, as one set (all or none), then the table: a reader that leaves
     # (`| head -1`) or a closed stdout never loses a file.
     writers = {
@@ -303,6 +323,32 @@ def run(args: argparse.Namespace) -> int:
     print(ev.table(), end="")
     print(f"wrote {', '.join(str(q) for q in paths)}")
     return 0
+
+
+def _check_engine(args: argparse.Namespace, boxed: bool) -> None:
+    """``--engine``, ``--ray-actors`` and ``--ray-address``, checked before any work (Ray
+    installed included)."""
+    from layerscope.evaluate import ray_engine
+
+    if args.engine != "ray":
+        if args.ray_actors is not None or args.ray_address:
+            raise UsageError("--ray-actors and --ray-address apply to --engine ray")
+        return
+    if boxed:
+        raise UsageError("the box metrics (--scenes, --boxes) run on the local engine only; drop --engine ray")
+    ray_engine.check(args.engine, args.ray_actors or 1)
+
+
+def _start_reaper(args: argparse.Namespace) -> int | None:
+    """With ``--engine ray`` and no cluster address, the evaluation starts its own Ray: a
+    watchdog process then ends Ray's processes should this one be killed (SIGKILL included)."""
+    import os
+
+    if args.engine != "ray" or args.ray_address or os.environ.get("RAY_ADDRESS"):
+        return None
+    from layerscope.batch.ray_engine import start_reaper
+
+    return start_reaper(os.getpid())
 
 
 def _slice(target: Any, start: int, stop: int) -> Any:

@@ -21,7 +21,9 @@ Each metric of the suite is a :class:`Metric` in a registry (``_registry.py``): 
 calls :func:`register`. :func:`evaluate` (``suite.py``) runs the chosen metrics at every layer,
 for several methods, from one capture per method, with the fully randomised model's maps as
 a baseline; its :class:`Evaluation` (``result.py``) prints as a table and saves as CSV,
-Parquet, PNG or SVG (``report.py``, ``plot.py``).
+Parquet, PNG or SVG (``report.py``, ``plot.py``). The work is split into chunks of images
+(``_chunks.py``), scored one after the other here or, with ``engine="ray"``, by Ray actors
+that each hold the model (``ray_engine.py``): the same values either way.
 
 Importing this package imports no framework; torch is imported by the functions that run a
 model.

@@ -63,6 +63,9 @@ class Batch:
         options: the evaluation's options (``steps``, ``baseline``, ``fractions``, ``noise``,
             ``seed``, ``energy_region``, ``output``, ``score``, ``perturb_batch``, ``progress``).
         cache: shared by the metrics of one batch (deletion and insertion share one run).
+        index: ``(N,)`` the images' positions in the whole evaluation, from which a metric
+            draws each image's random numbers (ROAD's noise), so that the values do not
+            depend on how the images are split into batches; ``None``: ``0 … N−1``.
     """
 
     model: Any
@@ -73,6 +76,7 @@ class Batch:
     random_maps: list[np.ndarray] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)
+    index: np.ndarray | None = None
 
     def shared(self, key: str, compute: Callable[[], Any]) -> Any:
         """``compute()`` once per batch and maps, for every metric asking with ``key``."""

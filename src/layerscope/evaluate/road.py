@@ -106,6 +106,23 @@ def linear_imputation(x: Any, removed: Any) -> Any:
     return torch.as_tensor(out, dtype=x.dtype, device=x.device)
 
 
+def image_seed(seed: int, index: int) -> int:
+    """The seed of image ``index``'s random draws in a run seeded ``seed``: NumPy's
+    ``SeedSequence([seed, index])`` (negative seeds taken modulo 2**64), its first 64-bit word."""
+    words = np.random.SeedSequence([int(seed) % 2**64, int(index)]).generate_state(1, np.uint64)
+    return int(words[0])
+
+
+def noise_field(shape: tuple[int, ...], seed: int, index: int) -> Any:
+    """ROAD's standard normal noise field of image ``index``: float32 ``shape`` drawn on the
+    CPU by a torch generator seeded :func:`image_seed` ``(seed, index)`` — the same numbers
+    on every device, for every batch the image is scored in."""
+    import torch
+
+    gen = torch.Generator().manual_seed(image_seed(seed, index))
+    return torch.randn(shape, generator=gen, dtype=torch.float32)
+
+
 def road_passes(n_images: int, n_maps: int, fractions: Sequence[float] = ROAD_FRACTIONS) -> int:
     """Forward passes :func:`road` makes: the original once per image, then one per image,
     map, order (MoRF, LeRF) and fraction."""
@@ -151,6 +168,7 @@ def road(
     score: str = "probability",
     perturb_batch: int = 256,
     progress: Any = False,
+    index: Any = None,
 ) -> Road:
     """ROAD, RemOve And Debias (Rong, Leemann, Borisov, Kasneci and Kasneci, "A Consistent and
     Efficient Evaluation Strategy for Attribution Methods", ICML 2022), without retraining.
@@ -174,10 +192,13 @@ def road(
             :func:`deletion_insertion`.
         fractions: the removal fractions, each in (0, 1); default 10 %, 20 %, …, 90 %.
         noise: the standard deviation of the imputation noise (0 for none).
-        seed: the noise generator's seed. The noise is one field per image, drawn once from
-            ``seed``: the same on a pixel for every map, order and fraction (common random
-            numbers: maps, layers, compared on equal terms), whatever ``perturb_batch`` and
-            however many maps are scored together.
+        seed: the noise's seed. The noise is one field per image, drawn from ``seed`` and
+            the image's index (:func:`noise_field`): the same on a pixel for every map, order
+            and fraction (common random numbers: maps, layers, compared on equal terms),
+            whatever ``perturb_batch``, however many maps are scored together and however a
+            data set is split into batches or over machines.
+        index: ``(N,)`` the images' indices in the data set the noise is drawn for (default
+            ``0 … N−1``); an evaluation gives each image its position in the whole run.
 
     Returns:
         A :class:`Road`.
@@ -193,12 +214,18 @@ def road(
     bar = E.progress_bar(road_passes(n, len(map_list), fr), "ROAD", progress)
     idx = torch.arange(n, device=dev)
     original = E.run_jobs(n, lambda sl: (ctx.x[sl], idx[sl]), ctx, perturb_batch, bar)
-    gen = torch.Generator(device=dev)
-    gen.manual_seed(int(seed))
-    # One noise field per image, drawn once: every map, order and fraction of an image gets
-    # the same noise on the pixels it removes (maps compared on equal terms), and the numbers
-    # do not depend on perturb_batch or on how many maps are scored together.
-    noise_field = torch.randn(ctx.x.shape, generator=gen, device=dev, dtype=ctx.x.dtype) if noise > 0 else None
+    index = np.arange(n) if index is None else np.asarray(index, dtype=np.int64).reshape(-1)
+    if index.shape != (n,) or (index < 0).any():
+        raise UsageError(f"index must give each of the {n} images a position >= 0, got {index.tolist()}")
+    # One noise field per image, drawn from (seed, the image's index): every map, order and
+    # fraction of an image gets the same noise on the pixels it removes (maps compared on
+    # equal terms), and the numbers do not depend on perturb_batch, on how many maps are
+    # scored together or on which batch (or machine) the image is scored in.
+    noise_fields = (
+        torch.stack([noise_field(tuple(ctx.x.shape[1:]), seed, int(i)) for i in index]).to(dev, ctx.x.dtype)
+        if noise > 0
+        else None
+    )
     per_map = n * 2 * len(fr)
     img_of = np.repeat(np.arange(n), 2 * len(fr))
     morf_of = np.tile(np.repeat([True, False], len(fr)), n)
@@ -223,8 +250,8 @@ def road(
         img = torch.cat(imgs)
         mask = torch.cat(removed).reshape(-1, 1, h, w)
         xb = linear_imputation(ctx.x[img], mask)
-        if noise_field is not None:
-            xb = xb + noise * mask * noise_field[img]
+        if noise_fields is not None:
+            xb = xb + noise * mask * noise_fields[img]
         return xb, img
 
     scores, correct = E.run_jobs(len(map_list) * per_map, make, ctx, perturb_batch, bar, predict=True)
@@ -244,7 +271,7 @@ def _score(batch: Batch) -> dict[str, Any]:
     o = batch.options
     r = road(
         batch.model, batch.x, batch.maps, batch.targets, fractions=o["fractions"], noise=o["noise"], seed=o["seed"],
-        **batch.perturbation_kw(),
+        index=batch.index, **batch.perturbation_kw(),
     )  # fmt: skip
     return {"road_morf": r.morf.mean(axis=-1), "road_lerf": r.lerf.mean(axis=-1), "road_combined": r.combined}
 

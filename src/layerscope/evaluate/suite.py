@@ -10,14 +10,15 @@ from __future__ import annotations
 import itertools
 import logging
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from layerscope.errors import UsageError, unknown_name
-from layerscope.evaluate import sanity
-from layerscope.evaluate._registry import RANDOM, TRAINED, Batch, Metric, check_metrics, default_metrics, get_metric
+from layerscope.evaluate import ray_engine, sanity
+from layerscope.evaluate._chunks import Chunk, Scorer, merge
+from layerscope.evaluate._registry import check_metrics, default_metrics, get_metric
 from layerscope.evaluate.result import Evaluation, Plan
 from layerscope.evaluate.road import ROAD_FRACTIONS, ROAD_NOISE
 
@@ -108,6 +109,9 @@ def evaluate(
     info: Any = None,
     progress: bool = False,
     method_options: dict[str, Any] | None = None,
+    engine: str = "local",
+    ray_actors: int = 1,
+    ray_address: str | None = None,
     **options: Any,
 ) -> Evaluation:
     """Every chosen metric at every chosen layer, for each method, from one capture per method.
@@ -147,6 +151,12 @@ def evaluate(
         perturb_batch: perturbed inputs per forward pass.
         seed: the randomisation's and ROAD noise's seed.
         method_options: options for the methods that have them.
+        engine: ``"local"`` (this process) or ``"ray"``: the chunks of ``batch_size`` images
+            are scored by ``ray_actors`` Ray actors that each hold the model
+            (:mod:`layerscope.evaluate.ray_engine`); the same values either way.
+        ray_actors: the Ray engine's actors (one CPU each, or one GPU each for a model on a GPU).
+        ray_address: the Ray cluster (default: ``RAY_ADDRESS``, else a local Ray started
+            for the evaluation and shut down at its end).
         **options: options of metrics registered beyond the built-in ones.
 
     Returns:
@@ -161,6 +171,7 @@ def evaluate(
         raise UsageError("layerscope evaluate needs a PyTorch model (the metrics re-run it on perturbed inputs)")
     if batch_size < 1:
         raise UsageError(f"batch_size must be at least 1, not {batch_size}")
+    ray_engine.check(engine, ray_actors)
     facts = info_for(model, info)
     x = _as_input(images, facts)
     n = int(x.shape[0])
@@ -181,7 +192,8 @@ def evaluate(
         model, batches(), n, methods, metrics, layers, has_masks=masks is not None, info=facts, progress=progress,
         random_baseline=random_baseline, cascade=cascade, method_options=method_options, steps=steps,
         baseline=baseline, fractions=fractions, noise=noise, energy_region=energy_region, score=score,
-        perturb_batch=perturb_batch, seed=seed, **options,
+        perturb_batch=perturb_batch, seed=seed, engine=engine, ray_actors=ray_actors, ray_address=ray_address,
+        **options,
     )  # fmt: skip
 
 
@@ -199,18 +211,24 @@ def evaluate_batches(
     random_baseline: bool = True,
     cascade: bool = False,
     method_options: dict[str, Any] | None = None,
+    engine: str = "local",
+    ray_actors: int = 1,
+    ray_address: str | None = None,
     **options: Any,
 ) -> Evaluation:
     """:func:`evaluate` over a stream: ``batches`` yields ``(x, targets, masks)`` — a
     preprocessed ``(B, C, H, W)`` batch, its ``B`` targets (or ``None``: the top-1 class) and
     bool ``(B, H, W)`` masks (or ``None``; give ``has_masks=True`` when they come) —,
     ``n_images`` in all; only one batch is held at a time (a generated data set never
-    exists whole). Other arguments as :func:`evaluate`."""
+    exists whole; with ``engine="ray"``, one per actor in flight, at most two). The batches
+    are the chunks the work is split into; the values do not depend on that split. Other
+    arguments as :func:`evaluate`."""
     import torch
 
     from layerscope.info import info_for
     from layerscope.methods import get_method
 
+    ray_engine.check(engine, ray_actors)
     names_given = default_metrics() if metrics is None else metrics
     chosen = [get_metric(m) for m in check_metrics(names_given)]
     known = [*DEFAULT_OPTIONS, *(o for m in chosen for o in m.options)]
@@ -236,7 +254,6 @@ def evaluate_batches(
     opts = dict(method_options or {})
     per_method_opts = {m: {k: v for k, v in opts.items() if k in get_method(m).options} for m in method_list}
     names = [name for name, _ in _resolve(model, layers, facts)]
-    columns = [c.name for m in chosen for c in m.columns]
     need_random = random_baseline or any(m.needs_random for m in chosen)
     cascade_steps = len(sanity.randomisable_modules(model)) if cascade else 0
     stream = iter(batches)
@@ -247,98 +264,52 @@ def evaluate_batches(
         n_images, len(names), len(method_list), [m.name for m in chosen], int(first[0].shape[-2] * first[0].shape[-1]),
         random_baseline=random_baseline, cascade_steps=cascade_steps, **{k: o[k] for k in known if k in o},
     )  # fmt: skip
-    log.info("evaluate: %s", the_plan.describe())
+    log.info("evaluate: %s%s", the_plan.describe(), "" if engine == "local" else f" on Ray, {ray_actors} actor(s)")
+    scorer = Scorer(
+        model, names, method_list, chosen, o, facts, per_method_opts, random_baseline, need_random, cascade,
+        cascade_steps,
+    )  # fmt: skip
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=the_plan.total, desc="evaluate", unit="pass")
-    o["progress"] = bar or False
-    random_model = sanity.randomised_model(model, o["seed"]) if need_random else None
-    collected: dict[tuple[str, str, str, str], list[np.ndarray]] = {}
-    cascades: dict[str, list[sanity.Randomisation]] = {m: [] for m in method_list}
-    ordered = sorted(chosen, key=lambda m: m.order)
-    seen = 0
     try:
-        for xc, tc, mc in itertools.chain([first], stream):
-            seen += int(xc.shape[0])
-            for method in method_list:
-                _one_method(
-                    collected, cascades, model, random_model, xc, tc, mc, method, names, ordered, o, facts,
-                    per_method_opts[method], random_baseline, need_random, cascade, cascade_steps, bar,
-                )  # fmt: skip
+        if engine == "local":
+            scorer.ready()
+            chunks = [scorer.score(xc, tc, mc, start, bar) for start, (xc, tc, mc) in _numbered(first, stream)]
+        else:
+            chunks = ray_engine.score_chunks(
+                scorer, ((start, *b) for start, b in _numbered(first, stream)), ray_actors, ray_address,
+                _advance(bar, the_plan.total, n_images),
+            )  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
-    values = {k: np.concatenate(v) for k, v in collected.items()}
-    merged = {
-        m: sanity.Randomisation(m, names, c[0].steps, np.concatenate([r.correlation for r in c], axis=-1))
-        for m, c in cascades.items()
-        if c
-    }
-    return Evaluation(names, method_list, columns, values, merged, seen, the_plan)
+    return merge(chunks, scorer, the_plan)
 
 
-def _one_method(
-    collected: dict[tuple[str, str, str, str], list[np.ndarray]],
-    cascades: dict[str, list[Any]],
-    model: Any,
-    random_model: Any,
-    xc: Any,
-    tc: Any,
-    mc: Any,
-    method: str,
-    names: list[str],
-    ordered: list[Metric],
-    o: dict[str, Any],
-    facts: Any,
-    method_opts: dict[str, Any],
-    random_baseline: bool,
-    need_random: bool,
-    cascade: bool,
-    cascade_steps: int,
-    bar: Any,
-) -> None:
-    """One batch, one method: the captures, then every metric on each model's maps."""
-    from layerscope.explanation import explain
+def _numbered(first: tuple[Any, Any, Any], stream: Iterator[tuple[Any, Any, Any]]) -> Iterator[tuple[int, Any]]:
+    """``(position of the batch's first image in the run, batch)``, the batches one at a time."""
+    start = 0
+    for b in itertools.chain([first], stream):
+        yield start, b
+        start += int(b[0].shape[0])
 
-    nc = int(xc.shape[0])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        exp = explain(model, xc, names, method, tc, info=facts, **method_opts)
-        exp_r = (
-            explain(random_model, xc, names, method, [int(t) for t in exp.targets], info=facts, **method_opts)
-            if need_random
-            else None
-        )
-    if bar is not None:
-        bar.update(nc * (2 if need_random else 1))
-    random_maps = None if exp_r is None else [exp_r.cams[layer] for layer in names]
 
-    def add(kind: str, scored: dict[str, Sequence[np.ndarray]]) -> None:
-        for col, per_layer in scored.items():
-            for layer, v in zip(names, per_layer, strict=True):
-                collected.setdefault((kind, method, layer, col), []).append(np.asarray(v, dtype=np.float64))
+def _advance(bar: Any, total: int, n_images: int) -> Callable[[Chunk], None]:
+    """Advance ``bar`` by a finished chunk's share of the forward passes."""
+    done = [0, 0]  # images, passes shown
 
-    kinds = [(TRAINED, exp)] + ([(RANDOM, exp_r)] if random_baseline else [])
-    batches = {
-        kind: Batch(model, xc, [e.cams[layer] for layer in names], exp.targets, mc, random_maps, o) for kind, e in kinds
-    }
-    for kind, batch in batches.items():
-        for metric in ordered:
-            if metric.baseline:
-                add(kind, metric.score(batch))
-    for metric in ordered:
-        if not metric.baseline:  # the trained model's maps only
-            add(TRAINED, metric.score(batches[TRAINED]))
-    if cascade:
-        cascades[method].append(
-            sanity.randomisation_check(
-                model, xc, method, names, exp.targets, trained=exp.cams, seed=o["seed"], info=facts, **method_opts
-            )
-        )
-        if bar is not None:
-            bar.update(nc * cascade_steps)
+    def update(chunk: Chunk) -> None:
+        if bar is None:
+            return
+        done[0] += chunk.n
+        passes = total * min(done[0], n_images) // max(n_images, 1)
+        bar.update(passes - done[1])
+        done[1] = passes
+
+    return update
 
 
 def _resolve(model: Any, layers: Any, facts: Any) -> list[tuple[str, str]]:
