@@ -1,7 +1,8 @@
 """Does the layer :func:`layerscope.rank_layers` picks point at the object? The demo model on
 fresh shapes samples (known masks), explaining the true class with Grad-CAM at all 13 conv
 layers: the pointing game of each image's best-ranked layer against a fixed choice of the
-last conv layer (block5_conv3), and of every fixed layer.
+last conv layer (block5_conv3), of a layer drawn at random (the mean over the fixed layers)
+and of every fixed layer.
 
 The samples come from dataset seed ``EVAL_SEED`` of :mod:`layerscope.models.demo`, never used
 in training. ROAD's imputation runs on the CPU, one image at a time: ``--jobs`` splits the
@@ -9,7 +10,7 @@ images over processes (one torch thread each).
 
 Usage::
 
-    python benchmarks/rank_layers_pointing.py [--n 200] [--metric road] [--jobs 2]
+    python benchmarks/rank_layers_pointing.py [--n 200] [--metric road] [--score logit] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 
-def _chunk(start: int, stop: int, seed: int, metric: str, method: str) -> dict[str, Any]:
+def _chunk(start: int, stop: int, seed: int, metric: str, method: str, score: str | None) -> dict[str, Any]:
     """Rank the layers of images ``start … stop-1``; their best layers and pointing hits."""
     import torch
 
@@ -39,7 +40,7 @@ def _chunk(start: int, stop: int, seed: int, metric: str, method: str) -> dict[s
     model = demo.build()
     images, labels, masks = make_dataset(stop - start, seed, demo.IMAGE_SIZE, start=start)
     exp = layerscope.explain(model, list(images), method=method, target=labels.tolist())
-    ranking = rank_layers(model, exp, metric=metric)
+    ranking = rank_layers(model, exp, metric=metric, **({} if score is None else {"score": score}))
     hits = {name: pointing_game(exp.cams[name], masks) for name in exp.layers}
     best = ranking.best
     picked = np.array([b is not None and bool(hits[b][i]) for i, b in enumerate(best)])
@@ -53,6 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=200, help="number of fresh samples (default: 200)")
     p.add_argument("--metric", default="road", help="the ranking's metric (default: road)")
+    p.add_argument(
+        "--score",
+        choices=["probability", "logit"],
+        default=None,
+        help="what the ranking's metric measures (default: rank_layers's own)",
+    )
     p.add_argument("--method", default="gradcam", help="the CAM method (default: gradcam)")
     p.add_argument("--seed", type=int, default=demo.EVAL_SEED, help="dataset seed (default: the demo's EVAL_SEED)")
     p.add_argument("--jobs", type=int, default=2, help="processes, each a share of the images (default: 2)")
@@ -62,16 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     bounds = np.linspace(0, args.n, max(1, args.jobs) + 1).astype(int)
     parts = [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
     with ProcessPoolExecutor(len(parts)) as pool:
-        jobs = [pool.submit(_chunk, a, b, args.seed, args.metric, args.method) for a, b in parts]
+        jobs = [pool.submit(_chunk, a, b, args.seed, args.metric, args.method, args.score) for a, b in parts]
         done = [j.result() for j in jobs]
     layers = done[0]["layers"]
     best = [b for d in done for b in d["best"]]
     picked = np.concatenate([d["picked"] for d in done])
     hits = {name: np.concatenate([d["hits"][name] for d in done]) for name in layers}
     passes = sum(d["passes"] for d in done)
-    print(f"{args.n} shapes images (seed {args.seed}), {args.method}, ranked by {args.metric}: {passes:,} passes")
+    by = args.metric + ("" if args.score is None else f" ({args.score})")
+    print(f"{args.n} shapes images (seed {args.seed}), {args.method}, ranked by {by}: {passes:,} passes")
     print(f"pointing game, the ranking's pick per image: {picked.mean():.3f}")
     print(f"pointing game, the last layer ({layers[-1]}):  {hits[layers[-1]].mean():.3f}")
+    print(f"pointing game, a layer drawn at random:     {np.mean([h.mean() for h in hits.values()]):.3f}")
     counts = Counter(best)
     print("per layer: pointing game of that fixed layer · images it is picked for")
     for name in layers:
