@@ -82,8 +82,8 @@ def add_parser(sub: Any) -> None:
         "--rank-layers",
         action="store_true",
         help="which layer should I look at? score every layer's map with a cheap faithfulness metric (ROAD at "
-        "10/30/50 %%: 6 forward passes per layer), print the layers best first and mark the best one ★ in its "
-        "frame and on the page (PyTorch models)",
+        "10/30/50 %% on the class's logit: 6 forward passes per layer), print the layers best first and mark the "
+        "best one ★ in its frame and on the page (PyTorch models)",
     )
     p.add_argument(
         "--rank-metric",
