@@ -9,11 +9,10 @@ A trained class-token demo ViT (:class:`layerscope.models.demo_vit.DemoViT` with
 * bottom row, each block's **attention input** (``blocks.i.norm1``, layerscope's default for
   a class-token ViT): every block, the last included, has a map.
 
-The shipped demo ViT averages its patch tokens (``global_pool="avg"``, docs/demo-vit.md), so
-the class-token weights are trained apart and named here::
+The shipped demo ViT's weights by default (a class-token model, with registers), or a
+class-token weights file::
 
-    python -c "from layerscope.training.demo_vit import train; train('vit_token.safetensors', global_pool='token')"
-    python scripts/regenerate_vit_picture.py vit_token.safetensors
+    python scripts/regenerate_vit_picture.py [WEIGHTS]
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "vit_layers.png"
 
 
-def main(weights: str) -> None:
+def main(weights: str | None = None) -> None:
     from safetensors.torch import load_file
 
     import layerscope
@@ -37,7 +36,7 @@ def main(weights: str) -> None:
 
     warnings.simplefilter("ignore")  # the blank block's own warning: it is the point of the picture
     model = demo_vit.DemoViT(global_pool="token")
-    model.load_state_dict(load_file(weights))
+    model.load_state_dict(load_file(weights or demo_vit.shipped_weights()))
     attach_info(model.eval(), demo_vit.info(global_pool="token"))
     image, label, _ = sample_image()
     blocks = [f"blocks.{i}" for i in range(demo_vit.DEPTH)]
@@ -52,6 +51,6 @@ def main(weights: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) > 2:
         sys.exit(__doc__)
-    main(sys.argv[1])
+    main(*sys.argv[1:])
