@@ -187,6 +187,52 @@ def test_two_extra_tokens_and_a_non_square_grid_are_inferred() -> None:
         assert np.abs(norm(result.cams[p]) - norm(ref[p])).max() <= TOL, p
 
 
+class TinyRegisterViT(nn.Module):
+    """A hybrid stem (3×3 conv, 8× average pool: no patch-size convolution), a CLS and four
+    register tokens in front (timm's ``num_prefix_tokens``), two blocks."""
+
+    def __init__(self, channels: int = 6, classes: int = 4, registers: int = 4) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(), nn.AvgPool2d(8))
+        self.cls_token = nn.Parameter(torch.randn(1, 1, channels))
+        self.reg_token = nn.Parameter(torch.randn(1, registers, channels))
+        self.num_prefix_tokens = 1 + registers
+        self.blocks = nn.Sequential(*(Block(channels) for _ in range(2)))
+        self.head = nn.Linear(channels, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.stem(x).flatten(2).transpose(1, 2)
+        n = len(t)
+        t = torch.cat([self.cls_token.expand(n, -1, -1), self.reg_token.expand(n, -1, -1), t], dim=1)
+        t = self.blocks(t)
+        return self.head(t[:, 0] + t[:, self.num_prefix_tokens :].mean(dim=1))
+
+
+def test_declared_prefix_tokens_cls_and_registers_are_dropped() -> None:
+    model = TinyRegisterViT().eval()
+    x = torch.randn(2, 3, 24, 40, generator=torch.Generator().manual_seed(3))
+    adapter = get_adapter("torch")
+    layers = [("blocks.0", "blocks.0"), ("blocks.1", "blocks.1")]
+    result = adapter.run(model, x, layers, [1, 2], CaptureRequest(fn=get_method("gradcam").fn))
+    assert result.grids == {"blocks.0": "tokens 20 → 3×5", "blocks.1": "tokens 20 → 3×5"}  # 1 + 4 + 3·5
+    ref = reference_gradcam(model, x, ["blocks.0", "blocks.1"], [1, 2], {p: ("tokens", 5, 3, 5) for p, _ in layers})
+    for p, _ in layers:
+        assert np.abs(norm(result.cams[p]) - norm(ref[p])).max() <= TOL, p
+    del model.num_prefix_tokens  # undeclared: 5 extra tokens and no patch size are no grid
+    with pytest.raises(UsageError, match="reshape="):
+        adapter.run(model, x, layers, [1, 2], CaptureRequest(fn=get_method("gradcam").fn))
+
+
+def test_token_grid_takes_the_declared_prefix_first() -> None:
+    from layerscope.capture._layers import token_grid
+
+    assert token_grid(1 + 8 + 144, (96, 96), 8, prefix=9) == (9, (12, 12))  # 9 > MAX_EXTRA_TOKENS
+    assert token_grid(1 + 8 + 144, (96, 96), 8) is None
+    assert token_grid(144, (96, 96), 8, prefix=5) == (0, (12, 12))  # a patch embedding's output: no prefix
+    assert token_grid(1 + 144, (96, 96), None, prefix=1) == (1, (12, 12))
+
+
 class ChannelsLast(nn.Module):
     """A conv whose output is handed on channels-last, as Swin's stages do."""
 

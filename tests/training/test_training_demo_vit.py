@@ -44,3 +44,33 @@ def test_a_few_steps_reduce_the_loss() -> None:
         shared.fit(model, lambda: (x, y), 20, 1e-3, 0.0, "fp32", 0, False, "test")
         after = loss()
     assert after < before - 0.1
+
+
+def test_mean_pooled_variant_trains_and_records_its_head(tmp_path: Path) -> None:
+    import json
+
+    from safetensors import safe_open
+
+    out = tmp_path / "avg.safetensors"
+    training.train(out, steps=2, batch_size=8, pool=16, progress=False, global_pool="avg")
+    model = demo_vit.DemoViT(global_pool="avg")
+    with safe_open(out, "pt") as f:
+        assert set(f.keys()) == set(model.state_dict()) and "fc_norm.weight" in f.keys()
+        settings = json.loads(f.metadata()["layerscope_demo_vit"])
+    assert settings["global_pool"] == "avg" and settings["reg_tokens"] == demo_vit.REGISTERS
+
+
+def test_the_shipped_weights_record_the_command_lines_defaults() -> None:
+    """``python -m layerscope.training.demo_vit --train`` with its defaults made the shipped file."""
+    import json
+
+    from safetensors import safe_open
+
+    if not demo_vit.DEFAULT_WEIGHTS.is_file():
+        pytest.skip("the demo ViT's weights are not trained yet")
+    with safe_open(demo_vit.DEFAULT_WEIGHTS, "pt") as f:
+        settings = json.loads(f.metadata()["layerscope_demo_vit"])
+    defaults = {"steps": training.STEPS, "lr": training.LR, "threads": training.THREADS}
+    assert {k: settings[k] for k in defaults} == defaults
+    assert settings["precision"] == training.PRECISION and settings["global_pool"] == demo_vit.GLOBAL_POOL
+    assert settings["reg_tokens"] == demo_vit.REGISTERS and settings["weight_decay"] == training.WEIGHT_DECAY

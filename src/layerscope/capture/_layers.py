@@ -29,10 +29,18 @@ def token_grids(hw: tuple[int, int], tokens: int, patch: int | None) -> list[tup
     return sorted(((e, g) for g, e in found.items()), key=lambda eg: (eg[0], -eg[1][0]))
 
 
-def token_grid(tokens: int, hw: tuple[int, int], patch: int | None) -> tuple[int, tuple[int, int]] | None:
+def token_grid(
+    tokens: int, hw: tuple[int, int], patch: int | None, prefix: int | None = None
+) -> tuple[int, tuple[int, int]] | None:
     """``(extra tokens, (h, w))`` of ``tokens`` tokens for an ``hw`` input, as the adapters lay
-    them out (fewest extra tokens first; a known patch size first, then any stride);
+    them out: first ``prefix`` extra tokens when the model declares how many come before its
+    patches (timm's ``num_prefix_tokens``: class, distillation and register tokens), at any
+    stride; then fewest extra tokens first, a known patch size first, then any stride;
     ``None``: no grid."""
+    if prefix is not None and 0 <= prefix < tokens:
+        exact = [g for e, g in token_grids(hw, tokens - prefix, None) if e == 0]
+        if exact:
+            return prefix, exact[0]
     grids = token_grids(hw, tokens, patch) or (token_grids(hw, tokens, None) if patch is not None else [])
     return grids[0] if grids else None
 

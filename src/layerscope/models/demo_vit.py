@@ -8,12 +8,14 @@ names are timm's (``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.0
 recognises it. The attention is written out (softmax, then ``attn_drop``), so its weights
 can be hooked at ``attn_drop``.
 
-Patches of 8 pixels give a 12×12 grid of tokens plus one class (CLS) token; 4 blocks of width
-64. The head reads the CLS token after the final norm.
+Patches of 8 pixels give a 12×12 grid of tokens after one class (CLS) token and 4 register
+tokens (timm's ``num_prefix_tokens`` = 5); 4 blocks of width 64. The shipped head averages
+the patch tokens (``global_pool="avg"``), then ``fc_norm`` and a linear layer.
 
-Its default layers are the blocks' ``norm1``: the residual stream entering each block's
-attention, seen through its layer norm. The output of the last block would be blank: the head
-reads only the CLS token there, so no patch token gets a gradient. Train (deterministic on
+Its default layers are the blocks' outputs: every patch token of every block reaches the
+averaged head. A class-token head (``global_pool="token"``) is explained at the blocks'
+``norm1`` instead, the residual stream entering each block's attention: there the output of
+the last block would be blank, as the head reads only the CLS token. Train (deterministic on
 the CPU)::
 
     python -m layerscope.training.demo_vit --train
@@ -43,10 +45,18 @@ DEPTH = 4
 HEADS = 4
 #: Hidden width of each block's MLP, as a multiple of :data:`DIM`.
 MLP_RATIO = 4
+#: Register tokens after the class token (Darcet et al., ICLR 2024, "Vision Transformers
+#: Need Registers"; timm's ``reg_token``): learned tokens with no position, read by nothing.
+REGISTERS = 4
+#: What the head reads (timm's ``global_pool``): ``"token"``, the class token after the
+#: final norm; ``"avg"``, the mean of the patch tokens, then a norm (``fc_norm``).
+GLOBAL_POOL = "token"
+#: What each head's default layers are, for the label drawn on every frame.
+TENSORS = {"token": "attention input (norm1)", "avg": "block output"}
+#: The label drawn on every frame of the demo ViT.
+NOTE = f"demo ViT (10 synthetic shapes), {TENSORS[GLOBAL_POOL]}"
 #: Where the shipped weights live.
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "demo_vit_shapes.safetensors"
-#: The label drawn on every frame of the demo ViT.
-NOTE = "demo ViT (10 synthetic shapes), attention input (norm1)"
 
 
 #: The demo CNN's blocks the hybrid patch embedding reuses (blocks 1–3: stride 8).
@@ -132,8 +142,14 @@ class Block(nn.Module):
 
 
 class DemoViT(nn.Module):
-    """Patch embedding + CLS token + learned position embeddings, :data:`DEPTH` blocks, a
-    final norm and a linear head on the CLS token (logits)."""
+    """Patch embedding + CLS token + register tokens + learned position embeddings (of the
+    CLS and patch tokens; the registers have none), :data:`DEPTH` blocks, and a linear head
+    (logits) on the mean of the patch tokens after ``fc_norm`` (``global_pool="avg"``) or on
+    the CLS token after ``norm`` (``"token"``; the other norm is an identity), as timm's.
+
+    The tokens are laid out as timm's: ``[CLS, reg_1 … reg_R, patch_1 … patch_hw]``;
+    ``num_prefix_tokens`` (``1 + R``) says how many come before the patches.
+    """
 
     def __init__(
         self,
@@ -143,40 +159,60 @@ class DemoViT(nn.Module):
         depth: int = DEPTH,
         heads: int = HEADS,
         num_classes: int = len(CLASS_NAMES),
+        reg_tokens: int = REGISTERS,
+        global_pool: str = GLOBAL_POOL,
     ) -> None:
         super().__init__()
+        if global_pool not in ("token", "avg"):
+            raise ValueError(f"global_pool must be 'token' or 'avg', not {global_pool!r}")
         grid = image_size // patch
+        self.global_pool = global_pool
+        self.num_reg_tokens = reg_tokens
+        self.num_prefix_tokens = 1 + reg_tokens
         self.patch_embed = PatchEmbed(patch, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, dim)) if reg_tokens else None
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, dim))
         self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.norm = nn.LayerNorm(dim, eps=1e-6) if global_pool == "token" else nn.Identity()
+        self.fc_norm = nn.LayerNorm(dim, eps=1e-6) if global_pool == "avg" else nn.Identity()
         self.head = nn.Linear(dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.patch_embed(x)
-        x = torch.cat([self.cls_token.expand(len(tokens), -1, -1), tokens], dim=1) + self.pos_embed
+        n = len(tokens)
+        x = torch.cat([self.cls_token.expand(n, -1, -1), tokens], dim=1) + self.pos_embed
+        if self.reg_token is not None:  # after the position embeddings, as DINOv2's registers
+            x = torch.cat([x[:, :1], self.reg_token.expand(n, -1, -1), x[:, 1:]], dim=1)
         for block in self.blocks:
             x = block(x)
+        if self.global_pool == "avg":
+            return self.head(self.fc_norm(x[:, self.num_prefix_tokens :].mean(dim=1)))
         return self.head(self.norm(x)[:, 0])
 
 
-def layers(depth: int = DEPTH) -> dict[str, str]:
-    """``{"block1": "blocks.0.norm1", …}``: each block's attention input."""
+def layers(depth: int = DEPTH, global_pool: str = GLOBAL_POOL) -> dict[str, str]:
+    """``{"block1": "blocks.0.norm1", …}``: each block's attention input when the head reads
+    the class token; ``{"block1": "blocks.0", …}``, each block's output, when it averages the
+    patch tokens (the rule of :func:`layerscope.capture.torch.layers.block_layers`)."""
+    if global_pool == "avg":
+        return {f"block{i + 1}": f"blocks.{i}" for i in range(depth)}
     return {f"block{i + 1}": f"blocks.{i}.norm1" for i in range(depth)}
 
 
-def info(random: bool = False) -> ModelInfo:
-    """The demo ViT's facts: its blocks' attention inputs as friendly layers, the shapes'
-    class names, the demo CNN's preprocessing, logits, its one input size."""
+def info(random: bool = False, global_pool: str = GLOBAL_POOL) -> ModelInfo:
+    """The demo ViT's facts: its blocks' default tensors (:func:`layers`) as friendly layers,
+    the shapes' class names, the demo CNN's preprocessing, logits, its one input size;
+    ``global_pool`` the head's (the shipped model's by default)."""
+    note = f"demo ViT (10 synthetic shapes), {TENSORS[global_pool]}"
     return ModelInfo(
         name="demo-vit",
-        layers=layers(),
+        layers=layers(global_pool=global_pool),
         class_names=tuple(CLASS_NAMES),
         preprocess=Preprocess((IMAGE_SIZE, IMAGE_SIZE), MEAN, STD),
         output="logits",
         warning=RANDOM_WEIGHTS if random else None,
-        note=f"{NOTE}, RANDOM WEIGHTS" if random else NOTE,
+        note=f"{note}, RANDOM WEIGHTS" if random else note,
         input_size=(IMAGE_SIZE, IMAGE_SIZE),
     )
 
@@ -185,7 +221,8 @@ def init_demo_vit_(model: nn.Module, seed: int) -> None:
     """Deterministic initialisation: truncated normal weights with fan-in scaling (σ² =
     1 / fan-in; timm's fixed σ 0.02 is meant for width 768: at width 64 every block would
     start close to the identity), σ 0.02 for the position embeddings and
-    the CLS token, zero biases, unit layer norms."""
+    the CLS token, σ 1e-6 for the register tokens (timm's, DINOv2's), zero biases, unit
+    layer norms."""
     gen = torch.Generator().manual_seed(seed)
 
     def trunc_normal_(t: torch.Tensor, std: float) -> None:
@@ -202,6 +239,8 @@ def init_demo_vit_(model: nn.Module, seed: int) -> None:
         if isinstance(model, DemoViT):
             trunc_normal_(model.pos_embed, 0.02)
             trunc_normal_(model.cls_token, 0.02)
+            if model.reg_token is not None:
+                trunc_normal_(model.reg_token, 1e-6)
 
 
 def shipped_weights() -> Path:

@@ -25,9 +25,11 @@ from layerscope.models.demo_vit import (
     DEFAULT_WEIGHTS,
     DEPTH,
     DIM,
+    GLOBAL_POOL,
     HEADS,
     MLP_RATIO,
     PATCH,
+    REGISTERS,
     DemoViT,
     build,
     init_demo_vit_,
@@ -39,7 +41,7 @@ STEPS = 2500
 LR = 1e-3
 WEIGHT_DECAY = 0.05
 LABEL_SMOOTHING = 0.1
-THREADS = 2
+THREADS = 1
 #: The shipped weights were trained so (the file's metadata records it): the command line's
 #: defaults reproduce them.
 PRECISION = "bf16"
@@ -56,6 +58,7 @@ def train(
     precision: str = PRECISION,
     eval_every: int = 0,
     progress: bool = True,
+    global_pool: str = GLOBAL_POOL,
 ) -> DemoViT:
     """Train the demo ViT from scratch; write its weights to ``out`` (atomically).
 
@@ -64,7 +67,8 @@ def train(
     dataset seed ``seed``; 8 flips and turns × 6 channel orders × inversion); AdamW with
     weight decay :data:`WEIGHT_DECAY`, label smoothing :data:`LABEL_SMOOTHING`, a linear
     warm-up and a cosine decay (:func:`layerscope.training.demo.fit`). The arguments are
-    :func:`layerscope.training.demo.train`'s.
+    :func:`layerscope.training.demo.train`'s; ``global_pool`` is the head's
+    (:class:`layerscope.models.demo_vit.DemoViT`).
 
     Returns:
         The trained model, in eval mode.
@@ -73,7 +77,7 @@ def train(
     with deterministic(threads):
         images, labels = make_pool(pool, seed, progress)
         batch = sampler(images, labels, batch_size, seed)
-        model = DemoViT()
+        model = DemoViT(global_pool=global_pool)
         init_demo_vit_(model, seed)
         stem = model.patch_embed.backbone  # the hybrid stem: the trained demo CNN's blocks 1–3, frozen
         stem.load_state_dict(demo_model.build().features[: len(stem)].state_dict())
@@ -100,6 +104,8 @@ def train(
         "depth": DEPTH,
         "heads": HEADS,
         "mlp_ratio": MLP_RATIO,
+        "reg_tokens": REGISTERS,
+        "global_pool": global_pool,
         "steps": steps,
         "batch_size": batch_size,
         "lr": lr,

@@ -20,7 +20,7 @@ from layerscope.capture.torch.adapter import TorchAdapter
 from layerscope.capture.torch.device import eval_mode, model_device, model_dtype, out_of_place, placed, resolve_device
 from layerscope.capture.torch.guided import guided_relu
 from layerscope.capture.torch.layers import default_layers, layer_names, resolve_layers, transformer_blocks
-from layerscope.capture.torch.layouts import Layout, infer_layout, patch_size
+from layerscope.capture.torch.layouts import Layout, infer_layout, patch_size, prefix_tokens
 from layerscope.capture.torch.model_io import ModelInputs, check_scores, forward, resolve_targets, select_output
 from layerscope.capture.torch.probe import Probe
 
@@ -41,6 +41,7 @@ __all__ = [
     "out_of_place",
     "patch_size",
     "placed",
+    "prefix_tokens",
     "resolve_device",
     "resolve_layers",
     "resolve_targets",

@@ -39,7 +39,7 @@ from layerscope.capture._layers import token_grid
 from layerscope.capture._request import CaptureRequest, CaptureResult
 from layerscope.capture.torch.hooks import _Hooks, capture_forward, input_hw
 from layerscope.capture.torch.layers import vision_blocks
-from layerscope.capture.torch.layouts import patch_size
+from layerscope.capture.torch.layouts import patch_size, prefix_tokens
 from layerscope.capture.torch.model_io import resolve_targets
 from layerscope.errors import ModelError, UsageError
 
@@ -373,7 +373,7 @@ def _maps(
 ) -> CaptureResult:
     weights = _checked_weights(model, hooks, n, label)
     tokens = int(weights[0].shape[-1])
-    found = token_grid(tokens, hw, patch_size(model)) if hw is not None else None
+    found = token_grid(tokens, hw, patch_size(model), prefix_tokens(model)) if hw is not None else None
     if found is None or found[0] == 0:
         why = "no grid of the input's patches" if found is None else "no class token in front of the patch tokens"
         raise UsageError(f"{label} needs a class token: {type(model).__name__}'s {tokens} tokens have {why}")

@@ -13,7 +13,7 @@ from torch import nn
 
 from layerscope.capture.torch.device import eval_mode, out_of_place
 from layerscope.capture.torch.layers import ATTENTION_INPUT_NAMES
-from layerscope.capture.torch.layouts import Layout, infer_layout, patch_size
+from layerscope.capture.torch.layouts import Layout, infer_layout, patch_size, prefix_tokens
 from layerscope.capture.torch.model_io import check_scores, custom_scores, forward, select_output
 from layerscope.errors import ModelError, UsageError
 from layerscope.targets._detections import as_record, class_table, is_detection_list, parse
@@ -44,6 +44,7 @@ class _Hooks:
         self.hw = hw
         self.reshape = reshape
         self.patch = patch_size(model) if strict else None
+        self.prefix = prefix_tokens(model) if strict else None
         self.layouts: dict[str, Layout] = {}
         self.layers = list(layers)
         self.strict = strict
@@ -83,7 +84,7 @@ class _Hooks:
                 return None
             if self.strict:
                 shape = tuple(int(s) for s in output.shape)
-                layout = infer_layout(name, shape, self.hw, self.patch, self.reshape)
+                layout = infer_layout(name, shape, self.hw, self.patch, self.reshape, self.prefix)
                 if attention_input and layout.note:  # a block's LayerNorm in front of its attention
                     layout.note = f"attention input, {layout.note}"
                 self.layouts[name] = layout

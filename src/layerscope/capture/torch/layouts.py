@@ -69,19 +69,33 @@ def patch_size(model: nn.Module) -> int | None:
     return None
 
 
+def prefix_tokens(model: nn.Module) -> int | None:
+    """How many tokens come before the patch tokens, when the model says so (timm's
+    ``num_prefix_tokens``: its class, distillation and register tokens); else ``None``."""
+    n = getattr(model, "num_prefix_tokens", None)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else None
+
+
 def _is_grid(hw: tuple[int, int], dims: tuple[int, int], patch: int | None) -> bool:
     return any(e == 0 and g == dims for e, g in token_grids(hw, dims[0] * dims[1], patch))
 
 
 def infer_layout(
-    name: str, shape: tuple[int, ...], hw: tuple[int, int] | None, patch: int | None, reshape: Any = None
+    name: str,
+    shape: tuple[int, ...],
+    hw: tuple[int, int] | None,
+    patch: int | None,
+    reshape: Any = None,
+    prefix: int | None = None,
 ) -> Layout:
     """The :class:`Layout` of a layer output of ``shape`` (batch first) for an ``hw`` input.
 
     ``(N, C, h, w)`` stays; ``(N, h, w, C)`` (Swin) is permuted when ``(h, w)`` is a grid of the
     input and ``(w, C)`` is not; ``(N, T, C)`` tokens become a grid: the leading CLS /
-    distillation / register tokens are the ones left over when ``T`` is matched against the
-    input's ``H×W`` down-sampled by the patch size (or any stride), fewest extra tokens first.
+    distillation / register tokens are the model's declared ``prefix`` tokens
+    (:func:`prefix_tokens`) when ``T - prefix`` tokens form a grid of the input, else the ones
+    left over when ``T`` is matched against the input's ``H×W`` down-sampled by the patch size
+    (or any stride), fewest extra tokens first.
 
     Raises:
         UsageError: a layout it cannot tell, naming ``reshape=``.
@@ -102,7 +116,7 @@ def infer_layout(
         return Layout("nchw")
     if len(shape) == 3 and hw is not None:
         tokens, channels = shape[1], shape[2]
-        found = token_grid(tokens, hw, patch)
+        found = token_grid(tokens, hw, patch, prefix)
         if found is not None:
             extra, grid = found
             lay = Layout("tokens", grid=grid, extra=extra)
