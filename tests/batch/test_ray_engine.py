@@ -3,6 +3,8 @@ killed run started does not outlive it."""
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,9 @@ def test_ray_engine_matches_local(tmp_path: Path) -> None:
     b = pq.read_table(tmp_path / "ray" / "manifest.parquet").to_pylist()
     assert [r["key"] for r in a] == [r["key"] for r in b]
     for ra, rb in zip(a, b, strict=True):
+        host = socket.gethostname()
+        assert re.fullmatch(rf"{re.escape(host)}/pid:\d+", ra.pop("writer"))  # a forked writer of this run
+        assert re.fullmatch(rf"{re.escape(host)}/node:[0-9a-f]{{12}}/actor:[0-9a-f]{{12}}", rb.pop("writer"))
         for k, v in ra.items():
             if isinstance(v, float):
                 assert rb[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
