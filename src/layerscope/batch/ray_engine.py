@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from layerscope.batch import manifest
+from layerscope.batch import manifest, maps_store
 from layerscope.batch.engine import Explained, Job
 from layerscope.batch.sink import ManifestSink, RunContext
 from layerscope.batch.sources import Item, Source
@@ -284,6 +284,10 @@ def batches(job: Job, ctx: RunContext) -> Iterator[Explained]:
             if cause is None:
                 raise
             raise cause from None
+        # every unit is committed, so no writer of this run is left: what a killed one left
+        # (temporary files; a maps file whose part another actor then wrote) goes now
+        manifest.remove_parts(ctx.run_dir, ctx.tag, everywhere=job.shard is None or job.shard[1] == 1)
+        maps_store.remove_orphans(ctx.run_dir, ctx.tag)
     finally:
         if started:
             import ray
