@@ -3,6 +3,7 @@ killed run started does not outlive it."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from helpers_batch import tiny_model
 
 from layerscope.batch import run_dataset
+from layerscope.batch.ray_engine import plan
+from layerscope.batch.sources import Item
 
 ray = pytest.importorskip("ray")
 
@@ -87,3 +90,16 @@ def test_processes_below_a_killed_run_are_reaped() -> None:
     while _alive(agent) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(agent)
+
+
+def test_plan_fixes_every_part_number_before_the_run() -> None:
+    """Units of ``unit_size`` items, unit k committing part ``base + k`` and, after a change of
+    map shape, ``base + k + units`` …: no two units can ever write the same part name."""
+    items = [Item(f"a/{i}.png", f"/data/a/{i}.png") for i in range(7)] + [Item("s/0", 3, "shapes")]
+    units = plan(items, 3, base=5)
+    assert [(u["part"], u["step"]) for u in units] == [(5, 3), (6, 3), (7, 3)]
+    back = [Item(k, ref, kind) for u in units for k, ref, kind in json.loads(u["items"])]
+    assert back == items  # every item once, in order, its ref and kind intact
+    names = [{u["part"] + j * u["step"] for j in range(50)} for u in units]
+    assert all(a.isdisjoint(b) for i, a in enumerate(names) for b in names[i + 1 :])
+    assert plan([], 3, base=1) == []
