@@ -1,12 +1,16 @@
 """The Ray engine on a real multi-node cluster (``ray.cluster_utils.Cluster``: a head and two
-worker nodes, each its own raylet, on this machine): the model actors write their own output;
-a worker node SIGKILLed mid-run loses nothing and duplicates nothing; the driver's memory
-does not grow with the number of items."""
+worker nodes, each its own raylet, on this machine): the model actors write their own output,
+to a folder or to object storage (a local S3 server, moto in server mode); a worker node
+SIGKILLed mid-run loses nothing and duplicates nothing; the driver's memory does not grow
+with the number of items."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -35,7 +39,7 @@ from layerscope.batch import run_dataset
 model, info = tiny_model()
 r = run_dataset(
     out_dir=sys.argv[2], shapes=int(sys.argv[3]), model=model, info=info, target="label", engine="ray",
-    ray_actors=2, save="maps,npz", batch_size=16, commit_every=32, progress="none",
+    ray_actors=2, save=sys.argv[4], batch_size=16, commit_every=32, progress="none",
 )
 with open("/proc/self/status") as f:
     hwm = int(next(line for line in f if line.startswith("VmHWM")).split()[1])
@@ -43,9 +47,9 @@ print(json.dumps({"done": r.done, "errors": r.errors, "skipped": r.skipped, "hwm
 """
 
 
-def _driver(run: Path, n: int, address: str) -> subprocess.Popen:
+def _driver(run: Path | str, n: int, address: str, save: str = "maps,npz") -> subprocess.Popen:
     env = dict(os.environ, RAY_ADDRESS=address, PYTHONPATH=os.pathsep.join([str(SRC), str(HERE)]))
-    cmd = [sys.executable, "-c", DRIVER, str(HERE), str(run), str(n)]
+    cmd = [sys.executable, "-c", DRIVER, str(HERE), str(run), str(n), save]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -75,8 +79,52 @@ def _committed_writers(run: Path) -> list[str]:
     return out
 
 
+BUCKET = "layerscope-ray"
+
+
 @pytest.fixture(scope="module")
-def cluster():
+def s3():
+    """An S3 server on localhost (moto in server mode) and the AWS variables pointing at it,
+    set before the cluster starts so that its nodes' workers see them; ``None`` without
+    moto or s3fs."""
+    try:
+        import s3fs  # noqa: F401
+        from moto import server as moto_server
+    except ImportError:
+        yield None
+        return
+    from layerscope.batch import fs
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    fs._FS.clear()
+    try:
+        fs.filesystem(f"s3://{BUCKET}")[0].mkdir(BUCKET)
+        yield BUCKET
+    finally:
+        fs._FS.clear()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(s3):
     """A head (no CPUs: it only runs the drivers) and two worker nodes of 3 logical CPUs
     (two model actors and a reader still fit on one node after the other is killed)."""
     c = cluster_utils.Cluster(
@@ -167,3 +215,26 @@ def test_driver_memory_does_not_grow_with_items(cluster, tmp_path: Path) -> None
         peaks[n] = res["hwm_kb"] / 1024
     print(f"driver peak RSS: {peaks[200]:.1f} MB for 200 items, {peaks[800]:.1f} MB for 800")
     assert peaks[800] - peaks[200] < 10.0
+
+
+@pytest.mark.slow  # one driver run on the cluster
+def test_actors_write_to_object_storage(cluster, s3) -> None:
+    """RUN_DIR on S3: the actors upload each finished file and manifest part in one put."""
+    if s3 is None:
+        pytest.skip("needs moto and s3fs")
+    from layerscope.batch import fs
+
+    n, uri = 48, f"s3://{s3}/ray-run"
+    rc, res, err = _finish(_driver(uri, n, cluster.address, save="npz"))
+    assert rc == 0 and res is not None and res["done"] == n and res["errors"] == 0, err
+    rd = fs.run_dir(uri)
+    table = manifest.read_parquet(rd, manifest.MANIFEST)
+    assert sorted(table.column("key").to_pylist()) == [f"shapes-1/{i:06d}" for i in range(n)]
+    assert all("/node:" in w and "/actor:" in w for w in table.column("writer").to_pylist())
+    layers = manifest.read_run_file(rd)["layers"]
+    for row in table.to_pylist():
+        with np.load(io.BytesIO(rd.read_bytes(row["outputs"][0]))) as z:  # a whole object, readable
+            for name in layers:
+                cam = z[f"cam/{name}"][0]
+                assert np.isfinite(cam).all() and cam.ndim == 2
+                assert float(cam.max()) == pytest.approx(row[f"{name}/peak"], rel=1e-5, abs=1e-7)
