@@ -88,7 +88,7 @@ def s3():
     set before the cluster starts so that its nodes' workers see them; ``None`` without
     moto or s3fs."""
     try:
-        import s3fs  # noqa: F401
+        import s3fs
         from moto import server as moto_server
     except ImportError:
         yield None
@@ -109,12 +109,17 @@ def s3():
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    fs._FS.clear()
+
+    def forget() -> None:  # no filesystem instance outlives its server (fsspec caches them too)
+        fs._FS.clear()
+        s3fs.S3FileSystem.clear_instance_cache()
+
+    forget()
     try:
         fs.filesystem(f"s3://{BUCKET}")[0].mkdir(BUCKET)
         yield BUCKET
     finally:
-        fs._FS.clear()
+        forget()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

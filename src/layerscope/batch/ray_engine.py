@@ -92,8 +92,6 @@ class _Explain:
     with its own :class:`~layerscope.batch.sink.ManifestSink`; returns a small record."""
 
     def __init__(self, model_bytes: bytes, params: dict[str, Any], ctx: RunContext, batch_size: int) -> None:
-        from layerscope.batch.writer import one_blas_thread
-
         self.model = pickle.loads(model_bytes)
         self.params, self.ctx, self.batch_size = params, ctx, batch_size
         from layerscope.capture import adapter_for
@@ -101,7 +99,6 @@ class _Explain:
         adapter = adapter_for(self.model)
         if adapter.accelerators():  # the actor's GPU
             adapter.move(self.model, adapter.resolve_device("auto"))
-        one_blas_thread()
         self.writer = _actor_label()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
