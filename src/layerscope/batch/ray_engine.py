@@ -39,7 +39,7 @@ from layerscope.batch import manifest, maps_store
 from layerscope.batch.engine import Explained, Job
 from layerscope.batch.sink import ManifestSink, RunContext
 from layerscope.batch.sources import Item, Source
-from layerscope.errors import LayerscopeError, UsageError
+from layerscope.errors import LayerscopeError, OutputError, UsageError
 
 #: The engine's model actors write the run's output themselves (see :mod:`~layerscope.batch.engine`).
 WRITES_OWN_OUTPUT = True
@@ -89,7 +89,9 @@ def _actor_label() -> str:
 class _Explain:
     """Model and writer stage: an actor holding the model (placed on the actor's accelerator by
     its capture adapter) that explains a unit ``batch_size`` items at a time and writes it
-    with its own :class:`~layerscope.batch.sink.ManifestSink`; returns a small record."""
+    with its own :class:`~layerscope.batch.sink.ManifestSink`; returns a small record (the
+    counts and seconds, or the error that stopped the writing: Ray would carry an exception
+    back only as text)."""
 
     def __init__(self, model_bytes: bytes, params: dict[str, Any], ctx: RunContext, batch_size: int) -> None:
         self.model = pickle.loads(model_bytes)
@@ -123,6 +125,11 @@ class _Explain:
                 capture += seconds
                 sink.write(payloads)
             sink.on_write_complete()
+        except Exception as e:  # a full disk …: the driver ends the run with this error
+            sink.on_write_failed(e)
+            text = str(e).splitlines()[0] if str(e) else ""
+            failed = text if isinstance(e, LayerscopeError) else f"{type(e).__name__}: {text}"
+            return {"n": len(prepared), "failed": failed, "writer": self.writer}
         except BaseException as e:
             sink.on_write_failed(e)
             raise
@@ -208,16 +215,20 @@ def _init_ray(address: str | None) -> bool:
     return True
 
 
-def _cause(e: BaseException) -> LayerscopeError | None:
-    """The layerscope error (an :class:`OutputError` of a full disk …) inside Ray's wrapping."""
-    seen: set[int] = set()
-    cur: Any = e
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, LayerscopeError):
-            return cur
-        cur = getattr(cur, "cause", None) or cur.__cause__ or cur.__context__
-    return None
+def _explained(record: dict[str, Any]) -> Explained:
+    """A unit's record as the engine loop's :class:`Explained`; a unit whose writing failed
+    ends the run with the writer's error (as the local writer pool's does)."""
+    if record.get("failed") is not None:
+        raise OutputError(f"the writer failed: {record['failed']} ({record['writer']})")
+    return Explained(
+        [],
+        n=record["n"],
+        capture=record["capture"],
+        decode=record["decode"],
+        others=record["others"],
+        written=(record["ok"], record["errors"]),
+        write_seconds=record["seconds"],
+    )
 
 
 def batches(job: Job, ctx: RunContext) -> Iterator[Explained]:
@@ -263,24 +274,9 @@ def batches(job: Job, ctx: RunContext) -> Iterator[Explained]:
             compute=ray.data.ActorPoolStrategy(size=cfg.ray_actors),
             num_gpus=gpus,
         )
-        try:
-            for out in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
-                for text in out["record"]:
-                    r = json.loads(text)
-                    yield Explained(
-                        [],
-                        n=r["n"],
-                        capture=r["capture"],
-                        decode=r["decode"],
-                        others=r["others"],
-                        written=(r["ok"], r["errors"]),
-                        write_seconds=r["seconds"],
-                    )
-        except Exception as e:
-            cause = _cause(e)
-            if cause is None:
-                raise
-            raise cause from None
+        for out in ds.iter_batches(batch_size=1, batch_format="numpy", prefetch_batches=1):
+            for text in out["record"]:
+                yield _explained(json.loads(text))
         # every unit is committed, so no writer of this run is left: what a killed one left
         # (temporary files; a maps file whose part another actor then wrote) goes now
         manifest.remove_parts(ctx.run_dir, ctx.tag, everywhere=job.shard is None or job.shard[1] == 1)
