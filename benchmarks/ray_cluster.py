@@ -53,8 +53,13 @@ def driver(run: Path, n: int, save: str, address: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish(proc: subprocess.Popen) -> dict:
-    out, err = proc.communicate()
+def finish(proc: subprocess.Popen, timeout: float = 900) -> dict:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return {"failed": f"hung: not finished after {timeout:.0f} s"}
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"failed": err[-2000:]}
@@ -134,6 +139,8 @@ def main() -> None:
             t_kill = time.perf_counter() - t0
             r = finish(proc)
             how = "Ray's retries"
+            if str(r.get("failed", "")).startswith("hung"):
+                raise SystemExit(f"the run with a killed node {r['failed']}")
             if "failed" in r:
                 how = "a rerun"
                 cluster.add_node(num_cpus=args.cpus)

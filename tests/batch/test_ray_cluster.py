@@ -58,7 +58,8 @@ def _finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, dict | N
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, err = proc.communicate()
+        proc.communicate()
+        pytest.fail(f"the driver did not finish in {timeout:.0f} s (a run that hangs is a failure, not a rerun)")
     lines = [line for line in out.splitlines() if line.startswith("{")]
     return proc.returncode, (json.loads(lines[-1]) if lines else None), err[-3000:]
 

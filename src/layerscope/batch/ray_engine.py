@@ -5,7 +5,7 @@ The driver only plans: it cuts the pending items into *units* of at most ``commi
 items (:func:`plan`), each with its manifest part number fixed in advance (``base + k``,
 then ``+ units`` for a unit's next part), so no two writers ever pick the same name whatever
 actor or node runs a unit, and a unit that Ray runs again (its actor died with its node)
-writes the same names again. ``from_items`` (the units) → ``map_batches`` of reader actors
+writes the same names again. ``from_items`` (the units) → ``map_batches`` of reader tasks
 (decode, hash, preprocess: any CPU of the cluster) → ``map_batches`` with an actor class that
 holds the model (a pool of ``ray_actors``, which Ray Data spreads over the nodes, each on a
 GPU when the cluster has them) and runs the run's :class:`~layerscope.batch.sink.ManifestSink` itself:
@@ -59,23 +59,26 @@ def plan(items: Sequence[Item], unit_size: int, base: int) -> list[dict[str, Any
     ]
 
 
-class _Read:
-    """Reader stage: a unit's items → its pickled :class:`~layerscope.batch.capture.Prepared` records."""
+def _read(
+    batch: dict[str, np.ndarray], source: Source, preprocess: Callable, shard: Any, keep: bool, side: int | None
+) -> dict[str, np.ndarray]:
+    """Reader stage (Ray tasks): a unit's items → its pickled
+    :class:`~layerscope.batch.capture.Prepared` records.
 
-    def __init__(self, source: Source, preprocess: Callable, shard: Any, keep: bool, side: int | None) -> None:
-        self.source, self.preprocess, self.shard, self.keep, self.side = source, preprocess, shard, keep, side
+    Tasks, not an actor pool: a task holds its CPU only while it reads, so when a node dies
+    the model actor Ray restarts elsewhere always finds the CPU it needs (reader actors
+    holding every CPU of the surviving nodes would leave it waiting for ever).
+    """
+    from layerscope.batch.capture import prepare
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from layerscope.batch.capture import prepare
-
-        out = []
-        for items in batch["items"]:
-            prepared = [
-                prepare(self.source, Item(str(k), ref, str(kind)), self.preprocess, self.shard, self.keep, self.side)
-                for k, ref, kind in json.loads(items)
-            ]
-            out.append(pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL))
-        return {"part": batch["part"], "step": batch["step"], "prepared": np.asarray(out, dtype=object)}
+    out = []
+    for items in batch["items"]:
+        prepared = [
+            prepare(source, Item(str(k), ref, str(kind)), preprocess, shard, keep, side)
+            for k, ref, kind in json.loads(items)
+        ]
+        out.append(pickle.dumps(prepared, protocol=pickle.HIGHEST_PROTOCOL))
+    return {"part": batch["part"], "step": batch["step"], "prepared": np.asarray(out, dtype=object)}
 
 
 def _actor_label() -> str:
@@ -251,20 +254,18 @@ def batches(job: Job, ctx: RunContext) -> Iterator[Explained]:
         gpus = 1 if adapter_for(job.model).accelerators() and ray.cluster_resources().get("GPU", 0) >= 1 else 0
         unit = max(1, min(cfg.commit_every, UNIT_BATCHES * cfg.batch_size))
         units = plan(job.pending, unit, manifest.next_part_number(ctx.run_dir, ctx.tag))
-        readers = max(1, int(ray.cluster_resources().get("CPU", 2)) - cfg.ray_actors)
         ds = ray.data.from_items(units, override_num_blocks=len(units))
         ds = ds.map_batches(
-            _Read,
-            fn_constructor_args=(
-                job.source,
-                job.preprocess,
-                job.shard,
-                job.params["keep_image"],
-                job.params.get("image_side"),
-            ),
+            _read,
+            fn_kwargs={
+                "source": job.source,
+                "preprocess": job.preprocess,
+                "shard": job.shard,
+                "keep": job.params["keep_image"],
+                "side": job.params.get("image_side"),
+            },
             batch_size=1,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=readers),
         )
         ds = ds.map_batches(
             _Explain,
