@@ -3,6 +3,9 @@ killed run started does not outlive it."""
 
 from __future__ import annotations
 
+import json
+import re
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,9 @@ import pytest
 from helpers_batch import tiny_model
 
 from layerscope.batch import run_dataset
+from layerscope.batch.ray_engine import _Explain, _explained, plan
+from layerscope.batch.sources import Item
+from layerscope.errors import OutputError
 
 ray = pytest.importorskip("ray")
 
@@ -31,6 +37,9 @@ def test_ray_engine_matches_local(tmp_path: Path) -> None:
     b = pq.read_table(tmp_path / "ray" / "manifest.parquet").to_pylist()
     assert [r["key"] for r in a] == [r["key"] for r in b]
     for ra, rb in zip(a, b, strict=True):
+        host = socket.gethostname()
+        assert re.fullmatch(rf"{re.escape(host)}/pid:\d+", ra.pop("writer"))  # a forked writer of this run
+        assert re.fullmatch(rf"{re.escape(host)}/node:[0-9a-f]{{12}}/actor:[0-9a-f]{{12}}", rb.pop("writer"))
         for k, v in ra.items():
             if isinstance(v, float):
                 assert rb[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
@@ -82,3 +91,57 @@ def test_processes_below_a_killed_run_are_reaped() -> None:
     while _alive(agent) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(agent)
+
+
+def test_plan_fixes_every_part_number_before_the_run() -> None:
+    """Units of ``unit_size`` items, unit k committing part ``base + k`` and, after a change of
+    map shape, ``base + k + units`` …: no two units can ever write the same part name."""
+    items = [Item(f"a/{i}.png", f"/data/a/{i}.png") for i in range(7)] + [Item("s/0", 3, "shapes")]
+    units = plan(items, 3, base=5)
+    assert [(u["part"], u["step"]) for u in units] == [(5, 3), (6, 3), (7, 3)]
+    back = [Item(k, ref, kind) for u in units for k, ref, kind in json.loads(u["items"])]
+    assert back == items  # every item once, in order, its ref and kind intact
+    names = [{u["part"] + j * u["step"] for j in range(50)} for u in units]
+    assert all(a.isdisjoint(b) for i, a in enumerate(names) for b in names[i + 1 :])
+    assert plan([], 3, base=1) == []
+
+
+def test_a_full_disk_in_an_actor_ends_the_run_with_its_error(tmp_path: Path, monkeypatch) -> None:
+    """The model actor's unit, run here (no Ray): a commit that fails as on a full disk
+    leaves nothing under a final name, and its record ends the run with the writer's error
+    (Ray would carry the exception back only as text)."""
+    import errno
+
+    from layerscope.batch import manifest, maps_store
+    from layerscope.batch.capture import prepare
+    from layerscope.batch.sink import RunContext
+    from layerscope.batch.sources import ShapesSource
+
+    model, info = tiny_model()
+    src = ShapesSource(5)
+    prepared = [prepare(src, it, info.preprocessor()) for it in src.items()]
+    ctx = RunContext(tmp_path, ["0", "2"], "gradcam", None, ("npz",), "all", maps_dtype="float32")
+    actor = _Explain.__new__(_Explain)  # its __init__ asks Ray for the node and actor ids
+    actor.model, actor.ctx, actor.batch_size, actor.writer = model, ctx, 2, "host/node:n/actor:a"
+    actor.params = {
+        "layers": ["0", "2"], "method": "gradcam", "target": None, "info": info, "method_options": {},
+        "explain_options": {}, "keep_image": False, "image_side": None,
+    }  # fmt: skip
+    ok = actor._unit(7, 3, prepared)
+    assert (ok["n"], ok["ok"], ok["errors"]) == (5, 5, 0) and _explained(ok).written == (5, 0)
+    part = pq.read_table(tmp_path / "manifest/all/part-000007.parquet")  # the planned part number
+    assert part.column("writer").to_pylist() == ["host/node:n/actor:a"] * 5
+    assert part.column("maps_shard").to_pylist() == ["maps/all/part-000007.arrow"] * 5
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(manifest, "write_part", full)
+    failed = actor._unit(8, 3, prepared)
+    assert failed["failed"] == "OSError: [Errno 28] No space left on device"
+    assert not (tmp_path / "manifest/all/part-000008.parquet").exists()
+    assert (tmp_path / "maps/all/part-000008.arrow").is_file()  # whole, but its part never came: an orphan
+    assert maps_store.remove_orphans(tmp_path, "all") == 1  # what a resume (or the run's end) removes
+    assert sorted(p.name for p in (tmp_path / "maps/all").iterdir()) == ["part-000007.arrow"]
+    with pytest.raises(OutputError, match=r"the writer failed: OSError: \[Errno 28\] No space left on device"):
+        _explained(failed)

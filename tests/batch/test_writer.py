@@ -4,6 +4,8 @@ waiting for ever on a queue nobody reads (issue 18 item 9)."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -62,6 +64,7 @@ def test_pool_hands_batches_out_in_turn_and_counts(tmp_path: Path) -> None:
     pool = WriterPool(ctx, count=2)
     for b in range(5):  # 5 batches of 3 error payloads: writer 0 gets batches 0, 2, 4; writer 1 gets 1, 3
         pool.put(("items", [_payload(3 * b + j, error="bad") for j in range(3)]))
+    pids = [w.pid for w in pool.workers]
     pool.stop(timeout=30)
     assert (pool.ok, pool.errors) == (0, 15)
     assert pool.counts == {0: (0, 9), 1: (0, 6)}  # (ok, errors) per writer
@@ -70,6 +73,9 @@ def test_pool_hands_batches_out_in_turn_and_counts(tmp_path: Path) -> None:
     rows = [r for p in parts for r in pq.read_table(tmp_path / "manifest" / "all" / p).to_pylist()]
     assert sorted(r["key"] for r in rows) == [f"k{i:02d}" for i in range(15)]
     assert all(r["status"] == "error: bad" for r in rows)
+    for k, part in enumerate(parts):  # each row names the forked writer process that wrote it
+        writers = set(pq.read_table(tmp_path / "manifest" / "all" / part).column("writer").to_pylist())
+        assert writers == {f"{socket.gethostname()}/pid:{pids[k]}"} and pids[k] != os.getpid()
 
 
 def test_pool_kill_never_waits(tmp_path: Path) -> None:

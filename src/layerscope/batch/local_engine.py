@@ -12,6 +12,7 @@ from typing import Any
 
 from layerscope.batch.capture import Prepared, explain_safely, prepare
 from layerscope.batch.engine import Explained, Job
+from layerscope.batch.sink import RunContext
 from layerscope.batch.sources import Item, Source
 
 
@@ -42,8 +43,9 @@ class _Items:
         return prepare(self.source, self.items[i], self.preprocess, self.shard, self.keep, self.side)
 
 
-def batches(job: Job) -> Iterator[Explained]:
-    """The pending items of ``job``, ``job.config.batch_size`` at a time, explained."""
+def batches(job: Job, ctx: RunContext) -> Iterator[Explained]:
+    """The pending items of ``job``, ``job.config.batch_size`` at a time, explained (for the
+    writer pool, which writes them as ``ctx`` says)."""
     from torch.utils.data import DataLoader
 
     cfg = job.config

@@ -101,6 +101,8 @@ def schema(layers: Sequence[str]) -> Any:
         # a detector's detections (null for other models), in the model input's pixels
         ("detections", pa.list_(detection)),
         ("explained_box", pa.list_(pa.float32(), 4)),
+        # who wrote the row and its files: host/pid:N (local engine), host/node:ID/actor:ID (Ray)
+        ("writer", pa.string()),
     ]
     kinds = {"flat": pa.bool_(), "pointing": pa.bool_()}
     for layer in layers:

@@ -134,7 +134,8 @@ def run_dataset(
         maps_dtype: ``"float32"`` (default) or ``"float16"``: the number type of ``save="maps"``.
         batch_size: images per ``explain`` call.
         workers: reader processes (0: read in the main process).
-        writers: writer processes (default: 1, or up to 4 when GIF/HTML pages are rendered).
+        writers: writer processes of the local engine (default: 1, or up to 4 when GIF/HTML
+            pages are rendered); with ``engine="ray"`` each model actor writes its own output.
         shard: ``"i/N"``: only the items whose content hash falls in shard ``i`` of ``N``.
         engine: ``"local"`` or ``"ray"`` (Ray Data; ``ray_address`` or ``RAY_ADDRESS`` picks
             the cluster, else a local Ray).
@@ -154,7 +155,7 @@ def run_dataset(
         method_options: the method's options (``guided_grads=True`` …).
         explain_options: more keyword arguments for :func:`layerscope.explain` (``device``,
             ``precision`` where supported).
-        ray_actors: model actors of the Ray engine.
+        ray_actors: model actors of the Ray engine (each also writes the items it explains).
         ray_address: the Ray cluster (default: ``RAY_ADDRESS``, else a local Ray started for the run).
         retry_errors: on a rerun, explain again the items recorded as errors (their error
             rows are replaced); ``False`` keeps them as they are.

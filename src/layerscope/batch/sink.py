@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,6 +89,13 @@ class RunContext:
     part_start: int | None = None
     part_step: int = 1
     writer_id: int = 0
+    #: who writes, as each row's ``writer`` column records it (``None``: :func:`writer_label`)
+    writer: str | None = None
+
+
+def writer_label() -> str:
+    """This process as a manifest row's ``writer``: ``host/pid:N`` (cheap, read once per sink)."""
+    return f"{socket.gethostname()}/pid:{os.getpid()}"
 
 
 class ManifestSink:
@@ -102,6 +111,7 @@ class ManifestSink:
         self.errors = 0
         self.seconds = {"render_write": 0.0, "commit": 0.0}
         self.maps: maps_store.ShardWriter | None = None
+        self.writer = ctx.writer if ctx.writer is not None else writer_label()
 
     # ------------------------------------------------------------------ Datasink
     def on_write_start(self) -> None:
@@ -202,6 +212,7 @@ class ManifestSink:
             "label": label,
             "label_name": _name(names, label),
             "outputs": [],
+            "writer": self.writer,
         }
 
     def _write_ok(self, p: Mapping[str, Any], hits: Mapping[str, bool]) -> dict[str, Any]:

@@ -73,12 +73,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--writers",
         type=_common.positive_int,
-        help="processes that write the outputs (default: 1; up to 4 for gif/html)",
+        help="processes that write the outputs (default: 1; up to 4 for gif/html; --engine ray: its actors write)",
     )
     p.add_argument("--shard", metavar="I/N", help="only shard I of N (items split by content hash)")
     p.add_argument("--engine", choices=("local", "ray"), default="local", help="local (default) or ray (Ray Data)")
     p.add_argument(
-        "--ray-actors", type=_common.positive_int, default=1, help="model actors of --engine ray (default: 1)"
+        "--ray-actors",
+        type=_common.positive_int,
+        default=1,
+        help="model actors of --engine ray, each writing its own output (default: 1)",
     )
     p.add_argument("--ray-address", help="the Ray cluster (default: RAY_ADDRESS, else a local Ray started for the run)")
     p.add_argument(
