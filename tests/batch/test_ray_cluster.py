@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from helpers_batch import moto_s3
 
 import layerscope
 from layerscope.batch import manifest
@@ -89,44 +88,13 @@ def s3():
     set before the cluster starts so that its nodes' workers see them; ``None`` without
     moto or s3fs."""
     try:
-        import s3fs
-        from moto import server as moto_server
+        import moto.server  # noqa: F401
+        import s3fs  # noqa: F401
     except ImportError:
         yield None
         return
-    from layerscope.batch import fs
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-
-    def forget() -> None:  # no filesystem instance outlives its server (fsspec caches them too)
-        fs._FS.clear()
-        s3fs.S3FileSystem.clear_instance_cache()
-
-    forget()
-    try:
-        fs.filesystem(f"s3://{BUCKET}")[0].mkdir(BUCKET)
+    with moto_s3(BUCKET):
         yield BUCKET
-    finally:
-        forget()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        server.stop()
 
 
 @pytest.fixture(scope="module")

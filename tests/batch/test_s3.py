@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-import os
-import socket
 import tarfile
 import time
 from collections.abc import Iterator
@@ -20,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers_batch import FAST, tiny_model
+from helpers_batch import FAST, moto_s3, tiny_model
 from PIL import Image
 
 from conftest import run_cli
@@ -34,40 +31,11 @@ moto_server = pytest.importorskip("moto.server")
 BUCKET = "layerscope-test"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def s3() -> Iterator[object]:
     """An S3 server on localhost, the AWS variables pointing at it, one empty bucket."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    port = _free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    fs._FS.clear()
-    try:
-        f, _ = fs.filesystem(f"s3://{BUCKET}")
-        f.mkdir(BUCKET)
+    with moto_s3(BUCKET) as f:
         yield f
-    finally:
-        fs._FS.clear()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        server.stop()
 
 
 def _png(i: int) -> bytes:
