@@ -37,9 +37,9 @@ import numpy as np
 
 from layerscope.batch import manifest, maps_store
 from layerscope.batch.engine import Explained, Job
-from layerscope.batch.sink import ManifestSink, RunContext
+from layerscope.batch.sink import ManifestSink, RunContext, writer_error
 from layerscope.batch.sources import Item, Source
-from layerscope.errors import LayerscopeError, OutputError, UsageError
+from layerscope.errors import OutputError, UsageError
 
 #: The engine's model actors write the run's output themselves (see :mod:`~layerscope.batch.engine`).
 WRITES_OWN_OUTPUT = True
@@ -130,9 +130,7 @@ class _Explain:
             sink.on_write_complete()
         except Exception as e:  # a full disk …: the driver ends the run with this error
             sink.on_write_failed(e)
-            text = str(e).splitlines()[0] if str(e) else ""
-            failed = text if isinstance(e, LayerscopeError) else f"{type(e).__name__}: {text}"
-            return {"n": len(prepared), "failed": failed, "writer": self.writer}
+            return {"n": len(prepared), "failed": writer_error(e), "writer": self.writer}
         except BaseException as e:
             sink.on_write_failed(e)
             raise

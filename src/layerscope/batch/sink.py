@@ -93,6 +93,13 @@ class RunContext:
     writer: str | None = None
 
 
+def writer_error(e: BaseException) -> str:
+    """The one line a writer that failed reports (its first line; the exception's type in
+    front unless it is one of layerscope's own errors)."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text if isinstance(e, LayerscopeError) else f"{type(e).__name__}: {text}"
+
+
 def writer_label() -> str:
     """This process as a manifest row's ``writer``: ``host/pid:N`` (cheap, read once per sink)."""
     return f"{socket.gethostname()}/pid:{os.getpid()}"
@@ -143,7 +150,11 @@ class ManifestSink:
                     continue  # not a map: the item's own write reports it
                 cams = np.stack([np.asarray(payloads[i]["cams"][layer], dtype=np.float32) for i in idx])
                 masks = np.stack([np.asarray(payloads[i]["mask"]) for i in idx])
-                for i, hit in zip(idx, pointing_game(cams, masks), strict=True):
+                try:
+                    hits = pointing_game(cams, masks)
+                except ValueError:
+                    continue  # a bad mask: each item's own write scores it, and reports the bad one
+                for i, hit in zip(idx, hits, strict=True):
                     out[i][layer] = bool(hit)
         return out
 

@@ -20,8 +20,8 @@ import time
 from typing import Any
 
 from layerscope.batch import manifest
-from layerscope.batch.sink import ManifestSink, RunContext
-from layerscope.errors import LayerscopeError, OutputError
+from layerscope.batch.sink import ManifestSink, RunContext, writer_error
+from layerscope.errors import OutputError
 
 #: Batches waiting for a writer; a full queue makes the capture wait (bounded memory).
 WRITER_QUEUE = 4
@@ -237,11 +237,8 @@ def writer_loop(ctx: RunContext, inbox: Any, outbox: Any, parent: int) -> None:
                 return
     except BaseException as e:
         writer.on_write_failed(e)
-        text = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if not isinstance(e, LayerscopeError):
-            text = f"{type(e).__name__}: {text}"
         with contextlib.suppress(Exception):
-            outbox.put(("error", ctx.writer_id, text))
+            outbox.put(("error", ctx.writer_id, writer_error(e)))
 
 
 def writer_process(ctx: RunContext, inbox: Any, outbox: Any, parent: int) -> None:
