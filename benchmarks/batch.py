@@ -1,7 +1,10 @@
 """Throughput of a dataset run (``layerscope.run_dataset``) against plain ``explain`` calls.
 
 Images: ``--n`` samples of the synthetic shapes dataset, on the CPU, Grad-CAM at every conv
-layer. Two models (``--model``):
+layer. The runs read them (``--source``) as a folder of PNG files written before the timing
+(``png``, the default: what a real data set is, the reading cost a PNG decode), or from the
+shapes generator itself (``shapes``: each item drawn in the readers, a few times the cost of
+decoding its PNG). Two models (``--model``):
 
 * ``demo``: the built-in demo model (13 conv layers) at 96×96, batches of 32;
 * ``vgg16``: VGG16 (random weights: the speed is the same) at 224×224, batches of 8.
@@ -58,6 +61,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
     ap.add_argument("--runs", default="none,maps,npz", help="run_dataset save kinds to time (default: none,maps,npz)")
     ap.add_argument("--maps-dtype", default="float32")
+    ap.add_argument(
+        "--source",
+        choices=["png", "shapes"],
+        default="png",
+        help="what the runs read: a folder of PNG files (default) or the shapes generator",
+    )
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
     spec = MODELS[args.model]
@@ -84,7 +93,19 @@ def main() -> None:
     t0 = time.perf_counter()
     images = [make_sample(1, i, size)[0] for i in range(n)]
     decode_s = time.perf_counter() - t0
-    print(f"decode (make {n} shapes images at {size}², one process): {decode_s:.1f} s ({n / decode_s:.0f} images/s)")
+    print(f"make {n} shapes images at {size}², one process: {decode_s:.1f} s ({n / decode_s:.0f} images/s)")
+    png_dir = Path(tempfile.mkdtemp(prefix="ls-bench-png-"))
+    if args.source == "png":
+        from PIL import Image
+
+        for i, img in enumerate(images):
+            Image.fromarray(img).save(png_dir / f"{i:06d}.png")
+        t0 = time.perf_counter()
+        for f in sorted(png_dir.iterdir()):
+            with Image.open(f) as im:
+                np.asarray(im.convert("RGB"))
+        s = time.perf_counter() - t0
+        print(f"decode the {n} PNG files, one process: {s:.1f} s ({n / s:.0f} images/s)")
 
     layerscope.explain(model, images[:2])  # warm-up
     n_loop = min(args.loop_n or max(1, n // 10), n)
@@ -106,15 +127,16 @@ def main() -> None:
     for save in [s for s in args.runs.split(",") if s]:
         out = Path(tempfile.mkdtemp(prefix="ls-bench-"))
         try:
+            source = png_dir if args.source == "png" else ShapesSource(n, size=size)
             r = run_dataset(
-                ShapesSource(n, size=size),
+                source,
                 out_dir=out / "run",
                 model=model,
                 save=save,
                 maps_dtype=args.maps_dtype,
                 batch_size=batch_size,
                 progress="none",
-                target="label" if args.model == "demo" else None,
+                target="label" if args.model == "demo" and args.source == "shapes" else None,
                 **options,
             )
             t = r.timings
@@ -134,6 +156,7 @@ def main() -> None:
             results[f"run {save}"]["run_dir_mib"] = size_mb
         finally:
             shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(png_dir, ignore_errors=True)
 
     bare = results["bare"]["images_per_s"]
     print(f"\n{'way':10s} {'images/s':>9s} {'× bare':>7s} {'seconds':>8s}  time shares (s)")
@@ -143,7 +166,7 @@ def main() -> None:
             shares += f"; run folder {r['run_dir_mib']:.1f} MiB"
         print(f"{name:10s} {r['images_per_s']:9.2f} {r['images_per_s'] / bare:7.2f} {r['seconds']:8.1f}  {shares}")
     threads = torch.get_num_threads()
-    print(f"\n{args.model} at {size}², torch {torch.__version__}, {threads} threads; batch size {batch_size}")
+    print(f"\nsource: {args.source}; {args.model} at {size}², torch {torch.__version__}, {threads} threads; batch size {batch_size}")
     print(f"load average at the end: {load()}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -105,6 +105,15 @@ def writer_label() -> str:
     return f"{socket.gethostname()}/pid:{os.getpid()}"
 
 
+@dataclass(frozen=True)
+class _LayerFacts:
+    """One layer's map of one item, as a batch's write computed it."""
+
+    stats: dict[str, float | None]
+    small: np.ndarray
+    hit: bool | None
+
+
 class ManifestSink:
     """Writes items and commits them in manifest parts (see the module)."""
 
@@ -127,35 +136,52 @@ class ManifestSink:
     def write(self, payloads: Sequence[Mapping[str, Any]]) -> None:
         """Write a batch of payloads (committing a part every ``commit_every`` items)."""
         t0 = time.perf_counter()
-        hits = self._pointing(payloads)
+        facts = self._batch_facts(payloads)
         self.seconds["render_write"] += time.perf_counter() - t0
         for i, p in enumerate(payloads):
-            self.add(p, hits.get(i))
+            self.add(p, facts.get(i))
 
-    def _pointing(self, payloads: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, bool]]:
-        """The pointing game of every layer's map of the batch's items that have a mask,
-        computed per layer for all maps and masks of one shape at once:
-        ``{payload index: {layer: hit}}``."""
-        from layerscope.evaluate.localisation import pointing_game
-
-        have = [i for i, p in enumerate(payloads) if p.get("error") is None and p.get("mask") is not None]
-        out: dict[int, dict[str, bool]] = {i: {} for i in have}
+    def _batch_facts(self, payloads: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, _LayerFacts]]:
+        """What the manifest and the class means need of every layer's map of the batch's
+        items — its statistics, its small normalised copy, its pointing game where the item
+        has a mask —, computed per layer for all maps of one shape at once:
+        ``{payload index: {layer: facts}}`` (an item or layer left out is computed by its own
+        write, which also reports what is wrong with it)."""
+        ok = [i for i, p in enumerate(payloads) if p.get("error") is None]
+        out: dict[int, dict[str, _LayerFacts]] = {i: {} for i in ok}
         for layer in self.ctx.layers:
             groups: dict[tuple, list[int]] = {}
-            for i in have:
-                key = (np.shape(payloads[i]["cams"][layer]), np.shape(payloads[i]["mask"]))
-                groups.setdefault(key, []).append(i)
-            for (shape, _), idx in groups.items():
+            for i in ok:
+                groups.setdefault(np.shape(payloads[i]["cams"][layer]), []).append(i)
+            for shape, idx in groups.items():
                 if len(shape) != 2:
                     continue  # not a map: the item's own write reports it
                 cams = np.stack([np.asarray(payloads[i]["cams"][layer], dtype=np.float32) for i in idx])
-                masks = np.stack([np.asarray(payloads[i]["mask"]) for i in idx])
-                try:
-                    hits = pointing_game(cams, masks)
-                except ValueError:
-                    continue  # a bad mask: each item's own write scores it, and reports the bad one
-                for i, hit in zip(idx, hits, strict=True):
-                    out[i][layer] = bool(hit)
+                small = stats.normalised_small(cams)
+                hits = self._hits(payloads, idx, cams)
+                for j, i in enumerate(idx):
+                    out[i][layer] = _LayerFacts(stats.map_stats(cams[j]), small[j], hits.get(i))
+        return out
+
+    @staticmethod
+    def _hits(payloads: Sequence[Mapping[str, Any]], idx: Sequence[int], cams: np.ndarray) -> dict[int, bool]:
+        """The pointing game of the maps ``cams`` of items ``idx`` that have a mask, for the
+        masks of one shape at once (``{}`` for a group with a bad mask: each item's own write
+        scores it, and reports the bad one)."""
+        from layerscope.evaluate.localisation import pointing_game
+
+        by_shape: dict[tuple, list[int]] = {}
+        for j, i in enumerate(idx):
+            if payloads[i].get("mask") is not None:
+                by_shape.setdefault(np.shape(payloads[i]["mask"]), []).append(j)
+        out: dict[int, bool] = {}
+        for js in by_shape.values():
+            masks = np.stack([np.asarray(payloads[idx[j]]["mask"]) for j in js])
+            try:
+                hits = pointing_game(cams[js], masks)
+            except ValueError:
+                continue
+            out.update({idx[j]: bool(h) for j, h in zip(js, hits, strict=True)})
         return out
 
     def on_write_complete(self) -> int:
@@ -171,15 +197,15 @@ class ManifestSink:
             self.maps = None
 
     # ------------------------------------------------------------------ items
-    def add(self, payload: Mapping[str, Any], hits: Mapping[str, bool] | None = None) -> None:
-        """Write one item's files and keep its row for the next commit (``hits``: its maps'
-        pointing game, when :meth:`write` computed it with its batch's)."""
+    def add(self, payload: Mapping[str, Any], facts: Mapping[str, _LayerFacts] | None = None) -> None:
+        """Write one item's files and keep its row for the next commit (``facts``: its maps'
+        statistics, when :meth:`write` computed them with its batch's)."""
         t0 = time.perf_counter()
         row = self._base_row(payload)
         if payload.get("error") is None:
             store = self._maps_file(payload["cams"])
             try:
-                row.update(self._write_ok(payload, hits or {}))
+                row.update(self._write_ok(payload, facts or {}))
                 self.ok += 1
             except Exception as e:
                 if not isinstance(e, (LayerscopeError, OSError, ValueError)) or is_fatal(e):
@@ -226,7 +252,7 @@ class ManifestSink:
             "writer": self.writer,
         }
 
-    def _write_ok(self, p: Mapping[str, Any], hits: Mapping[str, bool]) -> dict[str, Any]:
+    def _write_ok(self, p: Mapping[str, Any], facts: Mapping[str, _LayerFacts]) -> dict[str, Any]:
         ctx = self.ctx
         names = ctx.class_names
         label, predicted, target = p.get("label"), int(p["predicted"]), int(p["target"])
@@ -250,16 +276,17 @@ class ManifestSink:
         cls = predicted if label is None else int(label)
         for layer in ctx.layers:
             cam = np.asarray(cams[layer], dtype=np.float32)
-            s = stats.map_stats(cam)
-            for k, v in s.items():
+            known = facts.get(layer)
+            for k, v in (stats.map_stats(cam) if known is None else known.stats).items():
                 row[f"{layer}/{k}"] = v
             row[f"{layer}/flat"] = bool(p["flat"][layer])
             if mask is None:
                 row[f"{layer}/pointing"] = None
+            elif known is None or known.hit is None:
+                row[f"{layer}/pointing"] = bool(pointing_game(cam[None], mask[None])[0])
             else:
-                hit = hits.get(layer)
-                row[f"{layer}/pointing"] = bool(pointing_game(cam[None], mask[None])[0]) if hit is None else hit
-            self.sums.add(layer, cls, group, cam)
+                row[f"{layer}/pointing"] = known.hit
+            self.sums.add(layer, cls, group, cam, None if known is None else known.small)
         row["outputs"] = self._outputs(p)
         return row
 

@@ -48,12 +48,15 @@ def map_stats(cam: np.ndarray) -> dict[str, float | None]:
 
 
 def normalised_small(cam: np.ndarray, side: int = SUMMARY_SIDE) -> np.ndarray:
-    """A map divided by its maximum (0 for a map without a positive value), resized to ``side``²."""
+    """A map divided by its maximum (0 for a map without a positive value), resized to
+    ``side``²; for ``(n, h, w)`` maps, each map so."""
     from layerscope.resize import resize_bilinear
 
     cam = _finite(np.asarray(cam, dtype=np.float64))
-    hi = float(cam.max()) if cam.size else 0.0
-    norm = cam / hi if hi > 0 else np.zeros_like(cam)
+    if not cam.size:
+        return resize_bilinear(np.zeros_like(cam), (side, side))
+    hi = cam.max(axis=(-2, -1), keepdims=True)
+    norm = np.where(hi > 0, cam / np.where(hi > 0, hi, 1.0), 0.0)
     return resize_bilinear(norm, (side, side))
 
 
@@ -69,10 +72,11 @@ class SummarySums:
         self.sums: dict[tuple[str, int, str], np.ndarray] = {}
         self.counts: dict[tuple[str, int, str], int] = {}
 
-    def add(self, layer: str, cls: int, group: str, cam: np.ndarray) -> None:
-        """Add one item's map of ``layer`` to class ``cls``'s ``group``."""
+    def add(self, layer: str, cls: int, group: str, cam: np.ndarray, small: np.ndarray | None = None) -> None:
+        """Add one item's map of ``layer`` to class ``cls``'s ``group`` (``small``: its
+        :func:`normalised_small`, when computed with its batch's)."""
         key = (layer, int(cls), group)
-        small = normalised_small(cam)
+        small = normalised_small(cam) if small is None else np.array(small, dtype=np.float64)
         if key in self.sums:
             self.sums[key] += small
             self.counts[key] += 1
