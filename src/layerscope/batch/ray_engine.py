@@ -17,7 +17,8 @@ an item is done exactly when its manifest part is committed (atomic rename, or o
 
 A Ray started here is shut down on every exit path; its processes are started so that they
 die with this one (a SIGKILL of the run leaves no Ray agent behind), and a local Ray left by
-an earlier killed run is not reused. Ray is imported only here (``pip install "layerscope[ray]"``).
+an earlier killed run is not reused (:func:`layerscope.cluster.connect_ray`, shared with evaluate's
+engine). Ray is imported only here and there (``pip install "layerscope[ray]"``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from layerscope.batch import manifest, maps_store
 from layerscope.batch.engine import Explained, Job
 from layerscope.batch.sink import ManifestSink, RunContext, writer_error
 from layerscope.batch.sources import Item, Source
-from layerscope.errors import OutputError, UsageError
+from layerscope.cluster import connect_ray
+from layerscope.errors import OutputError
 
 #: The engine's model actors write the run's output themselves (see :mod:`~layerscope.batch.engine`).
 WRITES_OWN_OUTPUT = True
@@ -201,24 +203,6 @@ def stop_reaper(pid: int | None) -> None:
         os.waitpid(pid, 0)
 
 
-def _init_ray(address: str | None) -> bool:
-    """Connect to ``address`` / ``RAY_ADDRESS``, else start a fresh local Ray (never one a
-    killed run left); returns whether it was started here."""
-    try:
-        import ray
-    except ImportError:
-        raise UsageError('--engine ray needs Ray Data: pip install "layerscope[ray]" (or "ray[data]")') from None
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False, "include_dashboard": False}
-    if address is None:
-        kwargs["num_cpus"] = max(2, min(os.cpu_count() or 2, 8))
-        address = "local"
-    ray.init(address=address, **kwargs)
-    return True
-
-
 def _explained(record: dict[str, Any]) -> Explained:
     """A unit's record as the engine loop's :class:`Explained`; a unit whose writing failed
     ends the run with the writer's error (as the local writer pool's does)."""
@@ -244,7 +228,7 @@ def batches(job: Job, ctx: RunContext) -> Iterator[Explained]:
     try:
         local = not (cfg.ray_address or os.environ.get("RAY_ADDRESS"))
         reaper = start_reaper(os.getpid()) if local else None  # before Ray starts its threads
-        started = _init_ray(cfg.ray_address)
+        started = connect_ray(cfg.ray_address)
         import ray
         import ray.data
 

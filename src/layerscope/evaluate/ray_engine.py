@@ -11,8 +11,9 @@ up to :data:`RETRIES` times per chunk.
 
 Ray is connected to at ``ray_address`` / ``RAY_ADDRESS``, or a fresh local Ray is started
 (never one left by an earlier run) and shut down on every exit path; a Ray already
-initialised in this process is used as it is. Ray is imported only here (``pip install
-"layerscope[ray]"``). This module knows nothing of :mod:`layerscope.batch`; the command line
+initialised in this process is used as it is (:func:`layerscope.cluster.connect_ray`, shared
+with the batch engine). Ray is imported only here and there (``pip install "layerscope[ray]"``).
+This module knows nothing of :mod:`layerscope.batch`; the command line
 adds the watchdog that keeps a SIGKILLed run's Ray processes from outliving it.
 """
 
@@ -24,6 +25,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from layerscope.cluster import connect_ray
 from layerscope.errors import LayerscopeError, UsageError, unknown_name
 from layerscope.evaluate._chunks import Chunk, Scorer
 from layerscope.evaluate._engine import model_device
@@ -52,22 +54,6 @@ def check(engine: str, ray_actors: int) -> None:
             import ray  # noqa: F401
         except ImportError:
             raise UsageError('--engine ray needs Ray: pip install "layerscope[ray]" (or "ray")') from None
-
-
-def connect(address: str | None, num_cpus: int) -> bool:
-    """Connect to ``address`` / ``RAY_ADDRESS``, else start a fresh local Ray of ``num_cpus``
-    CPUs; returns whether Ray was started (or connected) here, i.e. must be shut down here."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False}
-    if address is None:
-        ray.init(address="local", num_cpus=num_cpus, **kwargs)
-    else:
-        ray.init(address=address, **kwargs)
-    return True
 
 
 class _Actor:
@@ -107,7 +93,7 @@ def score_chunks(
             (the library's own errors come back as they were raised).
     """
     check("ray", ray_actors)
-    started = connect(ray_address, max(ray_actors, os.cpu_count() or 1))
+    started = connect_ray(ray_address, max(ray_actors, os.cpu_count() or 1))
     import ray
 
     actors: list[Any] = []
