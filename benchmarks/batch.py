@@ -20,7 +20,11 @@ Ways, each timed end to end:
 * ``run maps``: the same, also writing every item's maps to the run's columnar store;
 * ``run npz``: the same, writing every item's maps as a compressed ``.npz`` instead.
 
-The run rows show where the time goes, in seconds: ``decode`` (reading and preprocessing,
+The bare way and the runs are timed in ``--rounds`` interleaved rounds (bare, then each run,
+again; 3 by default): each way's row is its median round, and the ratios of every round are
+printed beside it — the machine's speed drifts by 10–20 % over minutes, which a bare rate
+measured once before the runs would put into their ratios. The run rows show where the time
+goes, in seconds: ``decode`` (reading and preprocessing,
 summed over the readers), ``capture`` (in ``explain``), ``write`` (statistics, files and
 manifest parts, in the writer), and ``wait`` (the main process waiting for data or for the
 writer). The machine's load average is printed first and last: measure on a quiet machine.
@@ -67,6 +71,7 @@ def main() -> None:
         default="png",
         help="what the runs read: a folder of PNG files (default) or the shapes generator",
     )
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every way; medians (default 3)")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
     spec = MODELS[args.model]
@@ -116,15 +121,46 @@ def main() -> None:
     results["loop"] = {"images_per_s": n_loop / s, "seconds": s, "images": n_loop}
 
     xs = [np.asarray(prep(images[i : i + batch_size])) for i in range(0, n, batch_size)]
-    t0 = time.perf_counter()
-    for x in xs:
-        layerscope.explain(model, x)
-    s = time.perf_counter() - t0
-    results["bare"] = {"images_per_s": n / s, "seconds": s, "images": n}
-    del xs, images
+    del images
+
+    def time_bare() -> dict[str, float]:
+        t0 = time.perf_counter()
+        for x in xs:
+            layerscope.explain(model, x)
+        s = time.perf_counter() - t0
+        return {"images_per_s": n / s, "seconds": s, "images": n}
 
     options = {k: v for k, v in (("workers", args.workers), ("writers", args.writers)) if v is not None}
     saves = [s for s in args.runs.split(",") if s]
+
+    def time_run(save: str, source: object, out_dir: Path) -> dict[str, float]:
+        r = run_dataset(
+            source,
+            out_dir=out_dir,
+            model=model,
+            save=save,
+            maps_dtype=args.maps_dtype,
+            batch_size=batch_size,
+            progress="none",
+            target="label" if args.model == "demo" and args.source == "shapes" else None,
+            **options,
+        )
+        t = r.timings
+        shares = {
+            "decode": t.get("decode", 0.0),
+            "capture": t.get("capture", 0.0),
+            "write": t.get("render_write", 0.0) + t.get("commit", 0.0),
+            "wait": max(0.0, t.get("wait_data", 0.0) - t.get("capture", 0.0)) + t.get("wait_writer", 0.0),
+        }
+        size_mb = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file()) / 2**20
+        return {
+            "images_per_s": r.done / r.seconds,
+            "seconds": r.seconds,
+            "images": r.done,
+            **{f"t_{k}": v for k, v in shares.items()},
+            "run_dir_mib": size_mb,
+        }
+
     with tempfile.TemporaryDirectory(prefix="ls-bench-warm-") as warm:  # as explain's warm-up above:
         # the modules a run imports once per process (pyarrow's Parquet and IPC writers …)
         # must not land on whichever way is timed first
@@ -133,48 +169,34 @@ def main() -> None:
             warm_src: object = ShapesSource(k, size=size)
         else:
             warm_src = [str(f) for f in sorted(png_dir.iterdir())[:k]]
-        run_dataset(warm_src, out_dir=Path(warm) / "run", model=model, save=saves[0] if saves else "none",
-                    batch_size=batch_size, progress="none", **options)  # fmt: skip
-    for save in saves:
-        out = Path(tempfile.mkdtemp(prefix="ls-bench-"))
-        try:
-            source = png_dir if args.source == "png" else ShapesSource(n, size=size)
-            r = run_dataset(
-                source,
-                out_dir=out / "run",
-                model=model,
-                save=save,
-                maps_dtype=args.maps_dtype,
-                batch_size=batch_size,
-                progress="none",
-                target="label" if args.model == "demo" and args.source == "shapes" else None,
-                **options,
-            )
-            t = r.timings
-            shares = {
-                "decode": t.get("decode", 0.0),
-                "capture": t.get("capture", 0.0),
-                "write": t.get("render_write", 0.0) + t.get("commit", 0.0),
-                "wait": max(0.0, t.get("wait_data", 0.0) - t.get("capture", 0.0)) + t.get("wait_writer", 0.0),
-            }
-            results[f"run {save}"] = {
-                "images_per_s": r.done / r.seconds,
-                "seconds": r.seconds,
-                "images": r.done,
-                **{f"t_{k}": v for k, v in shares.items()},
-            }
-            size_mb = sum(p.stat().st_size for p in (out / "run").rglob("*") if p.is_file()) / 2**20
-            results[f"run {save}"]["run_dir_mib"] = size_mb
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
+        time_run(saves[0] if saves else "none", warm_src, Path(warm) / "run")
+    rounds: list[dict[str, dict[str, float]]] = []
+    for i in range(args.rounds):  # interleaved: bare, then each run, again and again
+        got = {"bare": time_bare()}
+        for save in saves:
+            out = Path(tempfile.mkdtemp(prefix="ls-bench-"))
+            try:
+                source = png_dir if args.source == "png" else ShapesSource(n, size=size)
+                got[f"run {save}"] = time_run(save, source, out / "run")
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
+        rounds.append(got)
+        print(f"round {i + 1}: " + ", ".join(f"{k} {v['images_per_s']:.2f}/s" for k, v in got.items()))
     shutil.rmtree(png_dir, ignore_errors=True)
+    for name in rounds[0]:  # the median round of each way (its rate's median), and the ratios per round
+        ordered = sorted(rounds, key=lambda r: r[name]["images_per_s"])
+        results[name] = dict(ordered[len(ordered) // 2][name])
+        results[name]["ratio_per_round"] = [r[name]["images_per_s"] / r["bare"]["images_per_s"] for r in rounds]
 
     bare = results["bare"]["images_per_s"]
+    print(f"\nmedians of {args.rounds} interleaved rounds")
     print(f"\n{'way':10s} {'images/s':>9s} {'× bare':>7s} {'seconds':>8s}  time shares (s)")
     for name, r in results.items():
         shares = ", ".join(f"{k[2:]} {v:.1f}" for k, v in r.items() if k.startswith("t_"))
         if "run_dir_mib" in r:
             shares += f"; run folder {r['run_dir_mib']:.1f} MiB"
+        if "ratio_per_round" in r and name != "bare":
+            shares += "; × bare per round " + " / ".join(f"{x:.2f}" for x in r["ratio_per_round"])
         print(f"{name:10s} {r['images_per_s']:9.2f} {r['images_per_s'] / bare:7.2f} {r['seconds']:8.1f}  {shares}")
     threads = torch.get_num_threads()
     print(f"\nsource: {args.source}; {args.model} at {size}², torch {torch.__version__}, {threads} threads; ", end="")
