@@ -125,6 +125,36 @@ def test_attention_weights_are_seen_at_attn_drop(random_model: Any) -> None:
     torch.testing.assert_close(attn.sum(-1), torch.ones(2, attn.shape[1], tokens))
 
 
+def test_neighbourhood_attention(vit: ModuleType, random_model: Any) -> None:
+    """A patch token attends only the patch tokens of its 3×3 neighbourhood (weight 0
+    elsewhere, the class and register tokens included); the class and register tokens attend
+    every token. Checked on the weights the model computes, against the grid by hand."""
+    assert vit.WINDOW == 1 and random_model.window == 1
+    seen: list[Any] = []
+    handle = random_model.blocks[0].attn.attn_drop.register_forward_hook(lambda m, i, o: seen.append(o))
+    try:
+        with torch.no_grad():
+            random_model(torch.randn(1, 3, 96, 96))
+    finally:
+        handle.remove()
+    attn = seen[0][0]  # (heads, T, T)
+    prefix, grid = random_model.num_prefix_tokens, 12
+    for q in (0, 1, prefix - 1):  # the class token and two registers: every key
+        assert (attn[:, q] > 0).all()
+    for r, c in ((0, 0), (5, 7), (11, 11), (0, 6)):
+        q = prefix + r * grid + c
+        keys = {prefix + rr * grid + cc for rr in range(r - 1, r + 2) for cc in range(c - 1, c + 2)
+                if 0 <= rr < grid and 0 <= cc < grid}  # fmt: skip
+        nonzero = set(torch.nonzero(attn[:, q].sum(0)).flatten().tolist())
+        assert nonzero == keys, (r, c)
+        torch.testing.assert_close(attn[:, q].sum(-1), torch.ones(attn.shape[0]))
+    assert vit.neighbourhood_mask(3, 1, 0)[1:, 1:].equal(torch.eye(9, dtype=torch.bool))
+    with pytest.raises(ValueError, match="window"):
+        vit.neighbourhood_mask(3, 1, -1)
+    # the mask is no weight: the state dict is that of global attention
+    assert random_model.state_dict().keys() == vit.DemoViT(window=None).state_dict().keys()
+
+
 def test_shipped_weights_are_small(vit: ModuleType, trained: Any) -> None:
     assert vit.shipped_weights().stat().st_size <= 2 * 1024 * 1024
 
@@ -219,29 +249,35 @@ def test_gradcam_at_every_default_layer_equals_a_reference(
         assert exp.flat[name].sum() <= (8 if "RANDOM" in (model_info(trained).warning or "") else 1), name
 
 
-def _pointing(model: Any, images: np.ndarray, labels: np.ndarray, masks: np.ndarray) -> float:
+def _pointing(model: Any, images: np.ndarray, labels: np.ndarray, masks: np.ndarray, method: str = "gradcam") -> float:
     import layerscope
     from layerscope.models import demo
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the random model's "weights are RANDOM" warning
-        exp = layerscope.explain(model, demo.preprocess(images), layers=["block4"], target=labels.tolist())
+        exp = layerscope.explain(
+            model, demo.preprocess(images), layers=["block4"], method=method, target=labels.tolist()
+        )
     return float(pointing_game(exp.cams["block4"], masks).mean())
 
 
 def test_pointing_game_at_the_last_block(vit: ModuleType, trained: Any, fresh: tuple[np.ndarray, ...]) -> None:
-    # Measured (docs/demo-vit.md): Grad-CAM 0.378 at block4 on 500 images (random weights:
-    # 0.066) — the issue's ≥ 0.80 is NOT met by this model (nor by a mean-pooled head:
-    # 0.254); the test holds what it does: well above the random model's
+    # Measured (docs/demo-vit.md), block4 on 500 images: HiResCAM 0.902, rollout 0.906,
+    # Grad-CAM 0.520 (random weights: 0.078, 0.026, 0.046) — the issue's ≥ 0.80 holds for
+    # the element-wise and attention methods, NOT for Grad-CAM (a class-token read-out: its
+    # averaged gradient drops the class token's attention to each token); here, 100 images
     images, labels, masks = (a[:N_FAST] for a in fresh)
-    trained_score = _pointing(trained, images, labels, masks)
-    random_score = _pointing(vit.build("random"), images, labels, masks)
-    assert trained_score >= 0.3 and trained_score >= 1.5 * random_score, (trained_score, random_score)
+    random = vit.build("random")
+    for method, floor in (("gradcam", 0.4), ("hirescam", 0.8), ("rollout", 0.8)):
+        trained_score = _pointing(trained, images, labels, masks, method)
+        random_score = _pointing(random, images, labels, masks, method)
+        assert trained_score >= floor and trained_score >= 3 * random_score, (method, trained_score, random_score)
 
 
 @pytest.mark.slow
 def test_pointing_game_at_the_last_block_on_500_images(trained: Any, fresh: tuple[np.ndarray, ...]) -> None:
-    assert _pointing(trained, *fresh) >= 0.3
+    for method, floor in (("gradcam", 0.45), ("hirescam", 0.85), ("gradcam-elementwise", 0.85), ("rollout", 0.85)):
+        assert _pointing(trained, *fresh, method) >= floor, method
 
 
 def test_tour_of_the_sample_has_no_flat_frame(trained: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,13 +9,15 @@ recognises it. The attention is written out (softmax, then ``attn_drop``), so it
 can be hooked at ``attn_drop``.
 
 Patches of 8 pixels give a 12×12 grid of tokens after one class (CLS) token and 4 register
-tokens (timm's ``num_prefix_tokens`` = 5); 4 blocks of width 64. The shipped head averages
-the patch tokens (``global_pool="avg"``), then ``fc_norm`` and a linear layer.
+tokens (timm's ``num_prefix_tokens`` = 5); 4 blocks of width 64, with neighbourhood
+attention (:data:`WINDOW`): a patch token attends its 3×3 neighbourhood of patch tokens, the
+class and register tokens attend every token. The shipped head reads the class token
+(``global_pool="token"``); ``"avg"`` averages the patch tokens, then ``fc_norm``.
 
-Its default layers are the blocks' outputs: every patch token of every block reaches the
-averaged head. A class-token head (``global_pool="token"``) is explained at the blocks'
-``norm1`` instead, the residual stream entering each block's attention: there the output of
-the last block would be blank, as the head reads only the CLS token. Train (deterministic on
+Its default layers are the blocks' ``norm1``, the residual stream entering each block's
+attention: the output of the last block would be blank, as the head reads only the CLS
+token. A mean-pooled head (``global_pool="avg"``) is explained at the blocks' outputs
+instead: every patch token of every block reaches the averaged head. Train (deterministic on
 the CPU)::
 
     python -m layerscope.training.demo_vit --train
@@ -23,6 +25,7 @@ the CPU)::
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from pathlib import Path
@@ -48,6 +51,14 @@ MLP_RATIO = 4
 #: Register tokens after the class token (Darcet et al., ICLR 2024, "Vision Transformers
 #: Need Registers"; timm's ``reg_token``): learned tokens with no position, read by nothing.
 REGISTERS = 4
+#: Neighbourhood attention (Hassani et al., CVPR 2023, "Neighborhood Attention Transformer"):
+#: a patch token attends the patch tokens at most this many rows and columns from its own
+#: (1: its 3×3 neighbourhood) and not the class or register tokens, which attend every
+#: token. ``None``: every token attends every token (global attention). With global attention
+#: every patch token carries the class after a block or two, background tokens as much as
+#: the object's, and no map that weighs tokens by their class evidence can point at the
+#: object (docs/demo-vit.md, "The variants tried").
+WINDOW: int | None = 1
 #: What the head reads (timm's ``global_pool``): ``"token"``, the class token after the
 #: final norm; ``"avg"``, the mean of the patch tokens, then a norm (``fc_norm``).
 GLOBAL_POOL = "token"
@@ -88,8 +99,16 @@ class Attention(nn.Module):
     """Multi-head self-attention, written out: ``softmax(q kᵀ / √d)`` → ``attn_drop`` → ``· v``.
 
     ``fused_attn = False`` says (as in timm) that the attention weights are computed
-    explicitly, so a hook on ``attn_drop`` sees them as ``(N, heads, T, T)``.
+    explicitly, so a hook on ``attn_drop`` sees them as ``(N, heads, T, T)``. ``window``
+    (``None``: every token attends every token) makes it neighbourhood attention over
+    ``prefix`` leading tokens and a square grid of patch tokens (:func:`neighbourhood_mask`;
+    a key a query may not attend gets weight 0). The mask is made from the token count at
+    each call (cached), not kept in a buffer: the registry builds models on the ``meta``
+    device, where a buffer made by the constructor would be lost.
     """
+
+    window: int | None = None
+    prefix: int = 0
 
     fused_attn = False
 
@@ -109,6 +128,12 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(n, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         attn = (q * self.scale) @ k.transpose(-2, -1)
+        if self.window is not None:
+            grid = math.isqrt(t - self.prefix)
+            if grid * grid != t - self.prefix:
+                raise ValueError(f"neighbourhood attention needs a square grid of patch tokens, not {t - self.prefix}")
+            allowed = _cached_mask(grid, self.prefix, self.window, str(attn.device))
+            attn = attn.masked_fill(~allowed, float("-inf"))
         attn = self.attn_drop(attn.softmax(dim=-1))
         return self.proj((attn @ v).transpose(1, 2).reshape(n, t, c))
 
@@ -161,6 +186,7 @@ class DemoViT(nn.Module):
         num_classes: int = len(CLASS_NAMES),
         reg_tokens: int = REGISTERS,
         global_pool: str = GLOBAL_POOL,
+        window: int | None = WINDOW,
     ) -> None:
         super().__init__()
         if global_pool not in ("token", "avg"):
@@ -174,6 +200,9 @@ class DemoViT(nn.Module):
         self.reg_token = nn.Parameter(torch.zeros(1, reg_tokens, dim)) if reg_tokens else None
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid * grid, dim))
         self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))
+        self.window = window
+        for block in self.blocks:
+            block.attn.window, block.attn.prefix = window, self.num_prefix_tokens
         self.norm = nn.LayerNorm(dim, eps=1e-6) if global_pool == "token" else nn.Identity()
         self.fc_norm = nn.LayerNorm(dim, eps=1e-6) if global_pool == "avg" else nn.Identity()
         self.head = nn.Linear(dim, num_classes)
@@ -189,6 +218,26 @@ class DemoViT(nn.Module):
         if self.global_pool == "avg":
             return self.head(self.fc_norm(x[:, self.num_prefix_tokens :].mean(dim=1)))
         return self.head(self.norm(x)[:, 0])
+
+
+def neighbourhood_mask(grid: int, prefix: int, window: int) -> torch.Tensor:
+    """Which key each query may attend, ``(T, T)`` boolean for ``T = prefix + grid²`` tokens
+    laid out ``[prefix tokens, patch tokens in row-major order]``: a prefix token attends every
+    token; a patch token the patch tokens at most ``window`` rows and columns from its own."""
+    if window < 0:
+        raise ValueError(f"window must be at least 0, not {window}")
+    rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    rows, cols = rows.flatten(), cols.flatten()
+    near = ((rows[:, None] - rows[None, :]).abs() <= window) & ((cols[:, None] - cols[None, :]).abs() <= window)
+    allowed = torch.zeros(prefix + grid * grid, prefix + grid * grid, dtype=torch.bool)
+    allowed[:prefix] = True
+    allowed[prefix:, prefix:] = near
+    return allowed
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_mask(grid: int, prefix: int, window: int, device: str) -> torch.Tensor:
+    return neighbourhood_mask(grid, prefix, window).to(device)
 
 
 def layers(depth: int = DEPTH, global_pool: str = GLOBAL_POOL) -> dict[str, str]:
