@@ -93,6 +93,46 @@ def test_processes_below_a_killed_run_are_reaped() -> None:
     assert not _alive(agent)
 
 
+ORPHANED = """
+import os, sys, time
+from layerscope.batch.ray_engine import start_reaper
+start_reaper(os.getpid())
+if os.fork() == 0:  # a daemon, as Ray's processes may be: fork twice, the middle one exits
+    if os.fork() == 0:
+        print(os.getpid(), flush=True)
+        os.execvp("sleep", ["sleep", "60"])  # a program of its own, as Ray's raylet and workers
+    os._exit(0)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+def test_a_process_that_left_the_run_s_tree_is_reaped_too() -> None:
+    """A process re-parented away from the run (a double fork) is no descendant of it any
+    more; it still carries the run's token in its environment, and the watchdog kills it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from layerscope.batch.ray_engine import _descendants
+
+    run = subprocess.Popen([sys.executable, "-c", ORPHANED], stdout=subprocess.PIPE, text=True)
+    daemon = int(run.stdout.readline())
+    deadline = time.monotonic() + 10
+    while daemon in _descendants(run.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _alive(daemon) and daemon not in _descendants(run.pid)  # out of the tree
+    time.sleep(1.0)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 15
+    while _alive(daemon) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(daemon)
+
+
 def test_plan_fixes_every_part_number_before_the_run() -> None:
     """Units of ``unit_size`` items, unit k committing part ``base + k`` and, after a change of
     map shape, ``base + k + units`` …: no two units can ever write the same part name."""

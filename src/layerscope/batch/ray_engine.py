@@ -168,13 +168,43 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+#: The environment variable that marks every process of a run's Ray (see :func:`start_reaper`).
+RUN_TOKEN = "LAYERSCOPE_RUN_TOKEN"
+
+
+def _marked(token: bytes, me: int) -> list[int]:
+    """The processes whose environment holds ``RUN_TOKEN=token`` (other than ``me``)."""
+    out = []
+    needle = RUN_TOKEN.encode() + b"=" + token + b"\0"
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if needle in f.read() + b"\0":
+                    out.append(int(name))
+        except OSError:
+            continue
+    return out
+
+
 def start_reaper(parent: int) -> int | None:
-    """Fork a watchdog that keeps a list of ``parent``'s descendants and, when ``parent``
-    dies (a SIGKILL included), kills them: Ray's agents, which the raylet starts and which
-    would otherwise outlive a killed run. Returns its pid (``None`` where there is no
-    ``/proc``); :func:`stop_reaper` ends it after a normal shutdown."""
+    """Fork a watchdog that, when ``parent`` dies (a SIGKILL included), kills what it
+    started: Ray's raylet, agents and workers, which would otherwise outlive a killed run.
+
+    ``parent``'s environment gets a fresh ``LAYERSCOPE_RUN_TOKEN`` first, which every program
+    it starts from then on inherits (Ray's raylet, agents and workers, however they re-parent
+    themselves; ``/proc/PID/environ`` shows a process's environment as its program started, so
+    a bare fork without an exec is found by the tree only). The
+    watchdog keeps a list of ``parent``'s descendants as well; once ``parent`` is gone it
+    kills those and, for two seconds, every process that carries the token (one started while
+    the tree was being torn down included). Call it in ``parent`` before Ray starts. Returns
+    its pid (``None`` where there is no ``/proc``); :func:`stop_reaper` ends it after a normal
+    shutdown."""
     if not os.path.isdir("/proc"):
         return None
+    token = os.urandom(16).hex()
+    os.environ[RUN_TOKEN] = token
     pid = os.fork()
     if pid:
         return pid
@@ -190,6 +220,12 @@ def start_reaper(parent: int) -> int | None:
         for p in known:
             with contextlib.suppress(OSError):
                 os.kill(p, signal.SIGKILL)
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            for p in _marked(token.encode(), me):
+                with contextlib.suppress(OSError):
+                    os.kill(p, signal.SIGKILL)
+            time.sleep(0.2)
     finally:
         os._exit(0)
 
@@ -198,6 +234,7 @@ def stop_reaper(pid: int | None) -> None:
     """End the watchdog of :func:`start_reaper` (Ray was shut down normally)."""
     if pid is None:
         return
+    os.environ.pop(RUN_TOKEN, None)
     with contextlib.suppress(OSError):
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
