@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -72,11 +73,23 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _kill_and_wait(run: subprocess.Popen, pid: int) -> None:
+    """SIGKILL the run; ``pid`` must be gone within 15 s."""
+    import os
+    import signal
+    import time
+
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 15
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid)
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
 def test_processes_below_a_killed_run_are_reaped() -> None:
     """Issue 18 item 11: SIGKILL the run; what it started (Ray's agents) does not outlive it."""
-    import os
-    import signal
     import subprocess
     import sys
     import time
@@ -85,12 +98,7 @@ def test_processes_below_a_killed_run_are_reaped() -> None:
     agent = int(run.stdout.readline())
     assert _alive(agent)
     time.sleep(2.0)  # the watchdog scans every 0.5 s: let it see the agent even on a loaded machine
-    os.kill(run.pid, signal.SIGKILL)
-    run.wait()
-    deadline = time.monotonic() + 15
-    while _alive(agent) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(agent)
+    _kill_and_wait(run, agent)
 
 
 ORPHANED = """
@@ -110,8 +118,6 @@ time.sleep(60)
 def test_a_process_that_left_the_run_s_tree_is_reaped_too() -> None:
     """A process re-parented away from the run (a double fork) is no descendant of it any
     more; it still carries the run's token in its environment, and the watchdog kills it."""
-    import os
-    import signal
     import subprocess
     import sys
     import time
@@ -125,12 +131,7 @@ def test_a_process_that_left_the_run_s_tree_is_reaped_too() -> None:
         time.sleep(0.1)
     assert _alive(daemon) and daemon not in _descendants(run.pid)  # out of the tree
     time.sleep(1.0)
-    os.kill(run.pid, signal.SIGKILL)
-    run.wait()
-    deadline = time.monotonic() + 15
-    while _alive(daemon) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(daemon)
+    _kill_and_wait(run, daemon)
 
 
 def test_plan_fixes_every_part_number_before_the_run() -> None:

@@ -110,16 +110,22 @@ def test_friendly_layers_follow_the_default_layer_rule(vit: ModuleType) -> None:
         vit.DemoViT(global_pool="max")
 
 
-def test_attention_weights_are_seen_at_attn_drop(random_model: Any) -> None:
-    trained = random_model
+def _attention(model: Any, block: int, x: Any) -> Any:
+    """The attention weights block ``block`` computes for ``x``, seen at its ``attn_drop``."""
     seen: list[Any] = []
-    handle = trained.blocks[1].attn.attn_drop.register_forward_hook(lambda m, i, o: seen.append(o))
+    handle = model.blocks[block].attn.attn_drop.register_forward_hook(lambda m, i, o: seen.append(o))
     try:
         with torch.no_grad():
-            trained(torch.zeros(2, 3, 96, 96))
+            model(x)
     finally:
         handle.remove()
     (attn,) = seen
+    return attn
+
+
+def test_attention_weights_are_seen_at_attn_drop(random_model: Any) -> None:
+    trained = random_model
+    attn = _attention(trained, 1, torch.zeros(2, 3, 96, 96))
     tokens = trained.num_prefix_tokens + 12 * 12  # CLS, registers, patches
     assert attn.shape == (2, trained.blocks[1].attn.num_heads, tokens, tokens)
     torch.testing.assert_close(attn.sum(-1), torch.ones(2, attn.shape[1], tokens))
@@ -130,14 +136,7 @@ def test_neighbourhood_attention(vit: ModuleType, random_model: Any) -> None:
     elsewhere, the class and register tokens included); the class and register tokens attend
     every token. Checked on the weights the model computes, against the grid by hand."""
     assert vit.WINDOW == 1 and random_model.window == 1
-    seen: list[Any] = []
-    handle = random_model.blocks[0].attn.attn_drop.register_forward_hook(lambda m, i, o: seen.append(o))
-    try:
-        with torch.no_grad():
-            random_model(torch.randn(1, 3, 96, 96))
-    finally:
-        handle.remove()
-    attn = seen[0][0]  # (heads, T, T)
+    attn = _attention(random_model, 0, torch.randn(1, 3, 96, 96))[0]  # (heads, T, T)
     prefix, grid = random_model.num_prefix_tokens, 12
     for q in (0, 1, prefix - 1):  # the class token and two registers: every key
         assert (attn[:, q] > 0).all()
